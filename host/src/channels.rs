@@ -1,0 +1,204 @@
+//! The enabled channels, each a validated config plus its loaded plugin, and
+//! the single-attempt delivery the CLI and the pipeline build on.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{ChannelConfig, Config, Problem};
+use crate::event::AppointmentEvent;
+use crate::plugin::{CallContext, ChannelPlugin, Disposition, HttpRequest, LoadError, PluginError, PluginRuntime, Setting};
+use crate::transport::{self, OutboundRequest, Received, Refusal, Transport, TransportError};
+
+/// One enabled channel, ready to render and classify.
+#[derive(Debug)]
+pub struct Channel {
+    pub config: ChannelConfig,
+    pub plugin: ChannelPlugin,
+    settings: Vec<Setting>,
+}
+
+/// Why an event cannot be rendered for a channel. All of these are permanent
+/// for the event except a plugin error, which the caller may retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("event lacks `{field}`, which plugin `{plugin}` requires")]
+    MissingField { plugin: String, field: String },
+    #[error("plugin `{plugin}` rejected the event: {reason}")]
+    Rejected { plugin: String, reason: String },
+    #[error("plugin `{plugin}` rendered no request")]
+    Empty { plugin: String },
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// The outcome of one send of one request.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The provider answered and the plugin classified the answer.
+    Answered { received: Received, disposition: Disposition },
+    /// No answer: always worth retrying.
+    Unreachable(TransportError),
+}
+
+impl Channel {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn settings(&self) -> &[Setting] {
+        &self.settings
+    }
+
+    /// Checks the plugin's required fields, renders, and applies the host's
+    /// rules (allow-list, reserved headers, auth) to every request.
+    pub fn render(&self, event: &AppointmentEvent) -> Result<Vec<OutboundRequest>, RenderError> {
+        let info = self.plugin.info();
+        if let Some(field) = info.required_fields.iter().find(|f| !event.has_field(f)) {
+            return Err(RenderError::MissingField {
+                plugin: info.name.clone(),
+                field: field.clone(),
+            });
+        }
+        let requests: Vec<HttpRequest> = self
+            .plugin
+            .render(&event.to_plugin_event(), &self.settings)?
+            .map_err(|reason| RenderError::Rejected {
+                plugin: info.name.clone(),
+                reason,
+            })?;
+        if requests.is_empty() {
+            return Err(RenderError::Empty {
+                plugin: info.name.clone(),
+            });
+        }
+        Ok(requests
+            .iter()
+            .map(|r| transport::prepare(&self.config, r))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Sends one prepared request once and classifies the answer.
+    pub async fn attempt(
+        &self,
+        transport: &Transport,
+        request: OutboundRequest,
+        attempt: u32,
+    ) -> Result<Attempt, PluginError> {
+        let received = match transport.send(request).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Attempt::Unreachable(e)),
+        };
+        let disposition = self.classify(&received.response, attempt)?;
+        Ok(Attempt::Answered { received, disposition })
+    }
+
+    pub fn classify(&self, response: &crate::plugin::HttpResponse, attempt: u32) -> Result<Disposition, PluginError> {
+        let now_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.plugin.classify(response, &self.settings, CallContext { attempt, now_unix_ms })
+    }
+}
+
+/// Every enabled channel, loaded.
+pub struct Channels {
+    // Kept alive for the plugins: it owns the epoch ticker.
+    _runtime: PluginRuntime,
+    channels: BTreeMap<String, Channel>,
+}
+
+impl std::fmt::Debug for Channels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channels").field("channels", &self.channels).finish()
+    }
+}
+
+impl Channels {
+    /// Loads every enabled channel's plugin and lets it check its settings.
+    /// Problems are keyed like config problems, so `check-config` reports
+    /// them the same way.
+    pub fn load(config: &Config) -> Result<Channels, Vec<Problem>> {
+        let max_memory = config
+            .enabled_channels()
+            .map(|c| c.limits.memory_bytes)
+            .max()
+            .unwrap_or(config.plugins.default_limits.memory_bytes);
+        let runtime = PluginRuntime::new(&config.plugins, max_memory).map_err(|e| vec![Problem::new("plugins", e.to_string())])?;
+
+        let mut problems = Vec::new();
+        let mut channels = BTreeMap::new();
+        for cfg in config.enabled_channels() {
+            let key = format!("channels.{}.plugin", cfg.name);
+            let plugin = match runtime.load(&cfg.name, &cfg.plugin_path, cfg.limits) {
+                Ok(p) => p,
+                Err(e) => {
+                    problems.push(Problem::new(key, load_message(&e)));
+                    continue;
+                }
+            };
+            let settings: Vec<Setting> = cfg
+                .settings
+                .iter()
+                .map(|(key, value)| Setting {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect();
+            let settings_key = format!("channels.{}.settings", cfg.name);
+            let known = &plugin.info().known_settings;
+            if !known.is_empty() {
+                for (k, _) in &cfg.settings {
+                    if !known.contains(k) {
+                        problems.push(Problem::new(
+                            format!("{settings_key}.{k}"),
+                            format!("plugin `{}` does not know this setting (it knows: {})", plugin.info().name, known.join(", ")),
+                        ));
+                    }
+                }
+            }
+            match plugin.check_settings(&settings) {
+                Ok(Ok(())) => {}
+                Ok(Err(list)) => problems.extend(list.into_iter().map(|m| Problem::new(settings_key.clone(), m))),
+                Err(e) => problems.push(Problem::new(settings_key.clone(), e.to_string())),
+            }
+            channels.insert(
+                cfg.name.clone(),
+                Channel {
+                    config: cfg.clone(),
+                    plugin,
+                    settings,
+                },
+            );
+        }
+        if problems.is_empty() {
+            Ok(Channels {
+                _runtime: runtime,
+                channels,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Channel> {
+        self.channels.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Channel> {
+        self.channels.values()
+    }
+}
+
+/// The config problem already names the channel; say what is wrong with the file.
+fn load_message(e: &LoadError) -> String {
+    match e {
+        LoadError::Read { path, source, .. } => format!("cannot read {}: {source}", path.display()),
+        LoadError::NotAComponent { path, reason, .. } => format!("{} is not a WebAssembly component: {reason}", path.display()),
+        LoadError::WrongWorld { path, reason, .. } => format!("{} does not fit the notify:channel world: {reason}", path.display()),
+        LoadError::Describe { path, source, .. } => format!("{} failed while describing itself: {source}", path.display()),
+        LoadError::Runtime(m) => m.clone(),
+    }
+}

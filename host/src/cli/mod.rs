@@ -1,0 +1,105 @@
+//! Command-line interface: the service itself and the tools a plugin author
+//! and an operator use to check their work.
+
+mod plugin_cmd;
+mod service;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use notify_host::config::{self, Config, ConfigError, ProcessEnv};
+
+/// Exit code for a failure at run time (a plugin trapped, the broker is gone).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for a config file that does not validate or load.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for `plugin render`/`send` when the event cannot be sent:
+/// the plugin rejected it or the host refused the request.
+pub const EXIT_REJECTED: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "notify-host",
+    version,
+    about = "Turns appointment events from Kafka into e-mail and SMS through sandboxed WebAssembly channel plugins.",
+    after_help = "Exit codes: 0 success, 1 run-time failure, 2 invalid configuration, 3 event rejected or request refused."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: load the config and every enabled plugin, then serve
+    /// until SIGTERM or Ctrl-C.
+    Run(ConfigArg),
+    /// Validate the config and load every enabled plugin; exit 0 when all is
+    /// well, 2 with every problem (key and file named) when not.
+    CheckConfig(ConfigArg),
+    /// Tools for plugin authors: render, classify and send with a real plugin.
+    #[command(subcommand)]
+    Plugin(plugin_cmd::PluginCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Path of the config file.
+    #[arg(long, short = 'c', env = "NOTIFY_CONFIG", default_value = "config.toml")]
+    pub config: PathBuf,
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => service::run(&args.config),
+        Command::CheckConfig(args) => check_config(&args.config),
+        Command::Plugin(cmd) => plugin_cmd::run(cmd),
+    }
+}
+
+/// Loads and validates the config, printing every problem on failure.
+pub fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path, &ProcessEnv).map_err(|e| report_config_error(&e))
+}
+
+pub fn report_config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn check_config(path: &Path) -> Result<ExitCode> {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let channels = match notify_host::channels::Channels::load(&config) {
+        Ok(c) => c,
+        Err(problems) => {
+            return Ok(report_config_error(&ConfigError {
+                file: path.to_path_buf(),
+                problems,
+            }))
+        }
+    };
+    println!("{}: ok", path.display());
+    for c in config.channels.values() {
+        match channels.get(&c.name) {
+            Some(loaded) => {
+                let info = loaded.plugin.info();
+                let allowed: Vec<String> = c.allowed.iter().map(ToString::to_string).collect();
+                println!(
+                    "  channel {}: enabled, plugin {} {} ({}), sends to {}",
+                    c.name,
+                    info.name,
+                    info.version,
+                    c.plugin_path.display(),
+                    allowed.join(", ")
+                );
+            }
+            None => println!("  channel {}: disabled", c.name),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

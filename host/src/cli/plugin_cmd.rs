@@ -1,0 +1,231 @@
+//! `notify-host plugin render|classify|send`: what a plugin author runs to
+//! see exactly what the host would do with their plugin.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use notify_host::channels::{Attempt, Channel, Channels, RenderError};
+use notify_host::config::{ConfigError, LogConfig, LogFormat};
+use notify_host::plugin::{Disposition, Header, HttpResponse};
+use notify_host::transport::Transport;
+use notify_host::{event, telemetry};
+use serde_json::{json, Value};
+
+use super::{load_config, report_config_error, ConfigArg, EXIT_FAILURE, EXIT_REJECTED};
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print, as JSON, the exact HTTP request(s) the host would send for an
+    /// event, credentials redacted. Nothing is sent.
+    Render {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print how the channel's plugin classifies a provider answer.
+    Classify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The channel (a key under [channels] in the config).
+        #[arg(long)]
+        channel: String,
+        /// HTTP status code of the answer.
+        #[arg(long)]
+        status: u16,
+        /// A response header, `Name: value`; repeat for more.
+        #[arg(long = "header", value_name = "NAME:VALUE")]
+        headers: Vec<String>,
+        /// A file holding the response body.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// Which attempt this answer is for (1 = the first send).
+        #[arg(long, default_value_t = 1)]
+        attempt: u32,
+    },
+    /// Render an event and really send it, once (no retries, no Kafka), then
+    /// print the answer and its classification. Uses real credentials.
+    Send {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The channel (a key under [channels] in the config).
+    #[arg(long)]
+    channel: String,
+    /// A file holding one event as JSON, as it would arrive on Kafka.
+    #[arg(long)]
+    event: PathBuf,
+}
+
+pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
+    // Plugin output (their println! debugging) is logged at info: show it.
+    telemetry::init(&LogConfig {
+        format: LogFormat::Text,
+        level: "info".into(),
+    });
+    match cmd {
+        PluginCommand::Render { config, target } => with_channel(&config.config, &target.channel, |ch| render(ch, &target.event)),
+        PluginCommand::Classify {
+            config,
+            channel,
+            status,
+            headers,
+            body,
+            attempt,
+        } => with_channel(&config.config, &channel, |ch| classify(ch, status, &headers, body.as_deref(), attempt)),
+        PluginCommand::Send { config, target } => with_channel(&config.config, &target.channel, |ch| send(ch, &target.event)),
+    }
+}
+
+fn with_channel(config_path: &Path, name: &str, f: impl FnOnce(&Channel) -> Result<ExitCode>) -> Result<ExitCode> {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    match config.channels.get(name) {
+        None => {
+            let known: Vec<&str> = config.channels.keys().map(String::as_str).collect();
+            bail!("no channel `{name}` in {} (channels: {})", config_path.display(), known.join(", "));
+        }
+        Some(c) if !c.enabled => bail!("channel `{name}` is disabled in {}", config_path.display()),
+        Some(_) => {}
+    }
+    let channels = match Channels::load(&config) {
+        Ok(c) => c,
+        Err(problems) => {
+            return Ok(report_config_error(&ConfigError {
+                file: config_path.to_path_buf(),
+                problems,
+            }))
+        }
+    };
+    let channel = channels.get(name).context("channel vanished after loading")?;
+    f(channel)
+}
+
+fn print_json(value: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn read_event(path: &Path) -> Result<Result<event::AppointmentEvent, event::ContractViolation>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read event file {}", path.display()))?;
+    Ok(event::parse(&bytes))
+}
+
+fn plugin_json(ch: &Channel) -> Value {
+    let info = ch.plugin.info();
+    json!({ "name": info.name, "version": info.version })
+}
+
+/// Prints why an event cannot go out; exit 3 for the event's or plugin's
+/// fault as the host would dead-letter it, exit 1 when the plugin crashed.
+fn report_unsendable(ch: &Channel, e: &RenderError) -> Result<ExitCode> {
+    let (kind, code) = match e {
+        RenderError::MissingField { .. } => ("missing_field", EXIT_REJECTED),
+        RenderError::Rejected { .. } => ("rejected", EXIT_REJECTED),
+        RenderError::Empty { .. } => ("rejected", EXIT_REJECTED),
+        RenderError::Refused(_) => ("refused", EXIT_REJECTED),
+        RenderError::Plugin(_) => ("plugin_error", EXIT_FAILURE),
+    };
+    print_json(&json!({ "channel": ch.name(), "plugin": plugin_json(ch), kind: e.to_string() }))?;
+    eprintln!("error: {e}");
+    Ok(ExitCode::from(code))
+}
+
+fn render(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
+    let event = match read_event(event_path)? {
+        Ok(e) => e,
+        Err(v) => {
+            print_json(&json!({ "channel": ch.name(), "invalid_event": v.to_string() }))?;
+            eprintln!("error: {} breaks the event contract: {v}", event_path.display());
+            return Ok(ExitCode::from(EXIT_REJECTED));
+        }
+    };
+    match ch.render(&event) {
+        Ok(requests) => {
+            let requests: Vec<_> = requests.iter().map(|r| r.redacted()).collect();
+            print_json(&json!({ "channel": ch.name(), "plugin": plugin_json(ch), "requests": requests }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => report_unsendable(ch, &e),
+    }
+}
+
+pub fn disposition_json(d: &Disposition) -> Value {
+    match d {
+        Disposition::Delivered(d) => json!({ "disposition": "delivered", "provider_message_id": d.provider_message_id }),
+        Disposition::Retry(r) => json!({ "disposition": "retry", "after_ms": r.after_ms, "reason": r.reason }),
+        Disposition::Permanent(reason) => json!({ "disposition": "permanent", "reason": reason }),
+    }
+}
+
+fn classify(ch: &Channel, status: u16, headers: &[String], body: Option<&Path>, attempt: u32) -> Result<ExitCode> {
+    let headers = headers
+        .iter()
+        .map(|h| match h.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => Ok(Header {
+                name: name.trim().to_ascii_lowercase(),
+                value: value.trim().to_string(),
+            }),
+            _ => bail!("--header {h:?}: expected NAME:VALUE"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let body = match body {
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read body file {}", p.display()))?,
+        None => Vec::new(),
+    };
+    let response = HttpResponse { status, headers, body };
+    let d = ch.classify(&response, attempt.max(1))?;
+    print_json(&disposition_json(&d))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn send(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
+    let event = match read_event(event_path)? {
+        Ok(e) => e,
+        Err(v) => bail!("{} breaks the event contract: {v}", event_path.display()),
+    };
+    let requests = match ch.render(&event) {
+        Ok(r) => r,
+        Err(e) => return report_unsendable(ch, &e),
+    };
+    let transport = Transport::new(1024 * 1024)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut results = Vec::new();
+    let mut all_delivered = true;
+    for request in requests {
+        let shown = request.redacted();
+        let outcome = runtime.block_on(ch.attempt(&transport, request, 1))?;
+        let result = match outcome {
+            Attempt::Unreachable(e) => {
+                all_delivered = false;
+                json!({ "request": shown, "error": e.to_string(), "disposition": "retry" })
+            }
+            Attempt::Answered { received, disposition } => {
+                all_delivered &= matches!(disposition, Disposition::Delivered(_));
+                json!({
+                    "request": shown,
+                    "status": received.response.status,
+                    "latency_ms": received.latency.as_millis() as u64,
+                    "body": String::from_utf8_lossy(&received.response.body),
+                    "classified": disposition_json(&disposition),
+                })
+            }
+        };
+        results.push(result);
+    }
+    print_json(&json!({ "channel": ch.name(), "plugin": plugin_json(ch), "results": results }))?;
+    Ok(if all_delivered { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+}

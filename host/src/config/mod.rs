@@ -1,0 +1,633 @@
+//! Configuration: config.toml → `${VAR}` interpolation → serde → validation →
+//! a typed [`Config`].
+//!
+//! Invariants: a [`Config`] that exists is complete and valid (every channel
+//! has a plugin path, a parsed allow-list and sane limits); every problem found
+//! on the way is reported at once, each naming the file and the dotted key.
+//! Secrets are held in [`Secret`], whose `Debug` never shows the value.
+
+mod interpolate;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use interpolate::{interpolate, InterpolationError, ProcessEnv, VarLookup};
+use raw::{RawAuth, RawChannel, RawConfig};
+use url::Url;
+
+/// Plain-text HTTP is only ever allowed to these: nothing leaves the machine.
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+/// A value from the environment that must never be logged or shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for the one place that attaches it to a request.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// How the host authenticates a channel's requests. The plugin never sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    Basic { username: String, password: Secret },
+    Bearer { token: Secret },
+    Header { name: String, value: Secret },
+}
+
+/// One scheme://host:port a channel may send to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    fn from_url(url: &Url) -> Option<Origin> {
+        Some(Origin {
+            scheme: url.scheme().to_string(),
+            host: url.host_str()?.to_ascii_lowercase(),
+            port: url.port_or_known_default()?,
+        })
+    }
+
+    /// Whether `url` points at this origin.
+    pub fn matches(&self, url: &Url) -> bool {
+        Origin::from_url(url).as_ref() == Some(self)
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// Limits for one plugin's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// The most linear memory one instance may grow to.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one call, instantiation included.
+    pub deadline: Duration,
+    /// The most a call may write to stdout and stderr together.
+    pub output_bytes: usize,
+}
+
+/// Settings for the one plugin runtime all channels share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginRuntimeConfig {
+    /// Plugin instances alive at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// Limits for channels that do not set their own.
+    pub default_limits: PluginLimits,
+    /// Provider response bodies are cut at this size before a plugin sees them.
+    pub response_body_limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `notify_host=debug`.
+    pub level: String,
+}
+
+/// One `[channels.NAME]` table, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelConfig {
+    /// The key under `[channels]`; events request it with `"notify": {NAME: true}`.
+    pub name: String,
+    pub enabled: bool,
+    /// Absolute path of the plugin component.
+    pub plugin_path: PathBuf,
+    pub base_url: Option<Url>,
+    /// Where rendered requests may go; the base URL's origin is always first.
+    pub allowed: Vec<Origin>,
+    pub auth: Auth,
+    /// Budget of one provider HTTP call, connect to last byte.
+    pub timeout: Duration,
+    pub limits: PluginLimits,
+    /// Non-secret settings handed to the plugin, `base_url` included when set.
+    pub settings: Vec<(String, String)>,
+}
+
+impl ChannelConfig {
+    /// Whether a request to `url` is allowed for this channel.
+    pub fn allows(&self, url: &Url) -> bool {
+        self.allowed.iter().any(|o| o.matches(url))
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from, as given (for messages).
+    pub path: PathBuf,
+    pub plugins: PluginRuntimeConfig,
+    pub log: LogConfig,
+    /// Every channel, enabled or not, by name.
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+impl Config {
+    pub fn enabled_channels(&self) -> impl Iterator<Item = &ChannelConfig> {
+        self.channels.values().filter(|c| c.enabled)
+    }
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the key, e.g. `channels.email.timeout_seconds`; empty
+    /// for problems with the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything wrong with a config file, each problem naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            if p.key.is_empty() {
+                write!(f, "{}: {}", self.file.display(), p.message)?;
+            } else {
+                write!(f, "{}: {}: {}", self.file.display(), p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// Defaults, each with its reason.
+/// Pool slots: plugin calls are microseconds long, so even hundreds of
+/// concurrent events rarely hold more than a few instances at once; 128 leaves
+/// room while capping reserved address space.
+const DEFAULT_MAX_INSTANCES: u64 = 128;
+/// The bundled plugins peak under 4 MiB; 32 MiB leaves room for plugins built
+/// with heavier toolchains (componentize-py, jco) while stopping a runaway.
+const DEFAULT_MEMORY_LIMIT_MIB: u64 = 32;
+/// A native render takes microseconds; interpreted plugins take milliseconds.
+/// Half a second stops an endless loop quickly without failing slow-but-sane
+/// plugins.
+const DEFAULT_DEADLINE_MS: u64 = 500;
+/// Enough for a panic message and some debug lines; a flood is cut here.
+const DEFAULT_OUTPUT_LIMIT_KIB: u64 = 64;
+/// Provider answers are a few hundred bytes; 1 MiB bounds a hostile one.
+const DEFAULT_RESPONSE_BODY_LIMIT_KIB: u64 = 1024;
+/// The user's HTTP execution policy (seed 002, ADR-0009) and the prototype's
+/// MAILGUN/TWILIO_TIMEOUT_SECONDS default.
+const DEFAULT_TIMEOUT_SECONDS: f64 = 10.0;
+/// Upper bounds that catch unit mistakes (milliseconds typed as seconds).
+const MAX_MEMORY_LIMIT_MIB: u64 = 4096;
+const MAX_DEADLINE_MS: u64 = 60_000;
+const MAX_TIMEOUT_SECONDS: f64 = 600.0;
+
+/// Reads, interpolates and validates the config file at `path`.
+pub fn load(path: &Path, env: &dyn VarLookup) -> Result<Config, ConfigError> {
+    let fail = |problems: Vec<Problem>| ConfigError {
+        file: path.to_path_buf(),
+        problems,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(vec![Problem::new("", format!("cannot read the file: {e}"))]))?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, &base_dir, env).map_err(fail).map(|mut c| {
+        c.path = path.to_path_buf();
+        c
+    })
+}
+
+/// Parses config text; relative plugin paths resolve against `base_dir`.
+pub fn parse(text: &str, base_dir: &Path, env: &dyn VarLookup) -> Result<Config, Vec<Problem>> {
+    let mut value: toml::Value =
+        toml::from_str(text).map_err(|e| vec![Problem::new("", format!("not valid TOML: {}", e.message().trim()) + &line_of(text, e.span()))])?;
+
+    let mut problems = Vec::new();
+    interpolate_tree(&mut value, &mut String::new(), env, &mut problems);
+    problems.retain(|p| !in_disabled_channel(&value, &p.key));
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+
+    let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        vec![Problem::new(key, e.into_inner().message().to_string())]
+    })?;
+    validate(raw, base_dir)
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+/// Interpolates every string in the tree in place, recording problems by key.
+fn interpolate_tree(
+    value: &mut toml::Value,
+    path: &mut String,
+    env: &dyn VarLookup,
+    problems: &mut Vec<Problem>,
+) {
+    match value {
+        toml::Value::String(s) => match interpolate(s, env) {
+            Ok(v) => *s = v,
+            Err(errors) => problems.extend(errors.into_iter().map(|e| Problem::new(path.clone(), e.to_string()))),
+        },
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                interpolate_tree(item, path, env, problems);
+                path.truncate(len);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, v) in table.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                interpolate_tree(v, path, env, problems);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A disabled channel's secrets need not be set: SMS can stay off, without
+/// Twilio credentials, while the number's verification is pending.
+fn in_disabled_channel(value: &toml::Value, key: &str) -> bool {
+    let mut parts = key.split('.');
+    let (Some("channels"), Some(name)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    if parts.next() == Some("enabled") {
+        return false;
+    }
+    let enabled = value.get("channels").and_then(|c| c.get(name)).and_then(|c| c.get("enabled"));
+    matches!(enabled, Some(toml::Value::Boolean(false)))
+        || matches!(enabled, Some(toml::Value::String(s)) if s.trim() == "false")
+}
+
+fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
+    let mut problems = Vec::new();
+
+    let p = &raw.plugins;
+    let memory_mib = bounded(&mut problems, "plugins.memory_limit_mib", p.memory_limit_mib, DEFAULT_MEMORY_LIMIT_MIB, 1, MAX_MEMORY_LIMIT_MIB);
+    let deadline_ms = bounded(&mut problems, "plugins.deadline_ms", p.deadline_ms, DEFAULT_DEADLINE_MS, 1, MAX_DEADLINE_MS);
+    let output_kib = bounded(&mut problems, "plugins.output_limit_kib", p.output_limit_kib, DEFAULT_OUTPUT_LIMIT_KIB, 1, 64 * 1024);
+    let body_kib = bounded(&mut problems, "plugins.response_body_limit_kib", p.response_body_limit_kib, DEFAULT_RESPONSE_BODY_LIMIT_KIB, 1, 64 * 1024);
+    let max_instances = bounded(&mut problems, "plugins.max_instances", p.max_instances, DEFAULT_MAX_INSTANCES, 1, 10_000);
+    let default_limits = PluginLimits {
+        memory_bytes: mib(memory_mib),
+        deadline: Duration::from_millis(deadline_ms),
+        output_bytes: kib(output_kib),
+    };
+
+    let log = LogConfig {
+        format: match raw.log.format.as_deref().map(str::trim) {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                problems.push(Problem::new("log.format", format!("expected \"json\" or \"text\", found \"{other}\"")));
+                LogFormat::Json
+            }
+        },
+        level: match raw.log.level {
+            Some(level) if tracing_subscriber::EnvFilter::builder().parse(&level).is_err() => {
+                problems.push(Problem::new("log.level", format!("\"{level}\" is not a log filter (try \"info\" or \"notify_host=debug\")")));
+                "info".into()
+            }
+            Some(level) => level,
+            None => "info".into(),
+        },
+    };
+
+    let mut channels = BTreeMap::new();
+    for (name, ch) in raw.channels {
+        if let Some(c) = validate_channel(&name, ch, base_dir, default_limits, &mut problems) {
+            channels.insert(name, c);
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Config {
+        path: PathBuf::new(),
+        plugins: PluginRuntimeConfig {
+            max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
+            default_limits,
+            response_body_limit: kib(body_kib),
+        },
+        log,
+        channels,
+    })
+}
+
+fn mib(n: u64) -> usize {
+    usize::try_from(n.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+}
+
+fn kib(n: u64) -> usize {
+    usize::try_from(n.saturating_mul(1024)).unwrap_or(usize::MAX)
+}
+
+fn bounded(problems: &mut Vec<Problem>, key: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> u64 {
+    match value {
+        None => default,
+        Some(v) if (min..=max).contains(&v) => v,
+        Some(v) => {
+            problems.push(Problem::new(key, format!("{v} is out of range ({min} to {max})")));
+            default
+        }
+    }
+}
+
+fn validate_channel(
+    name: &str,
+    ch: RawChannel,
+    base_dir: &Path,
+    defaults: PluginLimits,
+    problems: &mut Vec<Problem>,
+) -> Option<ChannelConfig> {
+    let key = |k: &str| format!("channels.{name}.{k}");
+    let before = problems.len();
+    let enabled = ch.enabled.unwrap_or(true);
+
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+        problems.push(Problem::new(format!("channels.{name}"), "channel names use only a-z, 0-9, `_` and `-`"));
+    }
+
+    let plugin_path = match ch.plugin.as_deref().map(str::trim) {
+        None | Some("") => {
+            problems.push(Problem::new(key("plugin"), "required: the path of the channel's .wasm component"));
+            PathBuf::new()
+        }
+        Some(p) => base_dir.join(p),
+    };
+
+    let base_url = ch.base_url.as_deref().map(str::trim).filter(|s| !s.is_empty()).and_then(|s| {
+        parse_origin_url(s)
+            .map_err(|m| problems.push(Problem::new(key("base_url"), m)))
+            .ok()
+    });
+
+    let mut allowed: Vec<Origin> = base_url.iter().filter_map(Origin::from_url).collect();
+    for (i, entry) in ch.allowed_hosts.iter().enumerate() {
+        let as_url = if entry.contains("://") { entry.clone() } else { format!("https://{entry}") };
+        match parse_origin_url(&as_url) {
+            Ok(url) => allowed.extend(Origin::from_url(&url)),
+            Err(m) => problems.push(Problem::new(format!("channels.{name}.allowed_hosts[{i}]"), m)),
+        }
+    }
+    if allowed.is_empty() && base_url.is_none() && problems.len() == before {
+        problems.push(Problem::new(
+            key("base_url"),
+            "set base_url (or allowed_hosts): a channel must say where its requests may go",
+        ));
+    }
+
+    let auth = match ch.auth {
+        None | Some(RawAuth::None) => Auth::None,
+        Some(RawAuth::Basic { username, password }) => Auth::Basic {
+            username,
+            password: Secret::new(password),
+        },
+        Some(RawAuth::Bearer { token }) => Auth::Bearer { token: Secret::new(token) },
+        Some(RawAuth::Header { name: header, value }) => {
+            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                problems.push(Problem::new(key("auth.name"), format!("\"{header}\" is not a valid HTTP header name")));
+            }
+            Auth::Header {
+                name: header,
+                value: Secret::new(value),
+            }
+        }
+    };
+
+    let timeout = match ch.timeout_seconds {
+        None => Duration::from_secs_f64(DEFAULT_TIMEOUT_SECONDS),
+        Some(t) if t > 0.0 && t <= MAX_TIMEOUT_SECONDS => Duration::from_secs_f64(t),
+        Some(t) => {
+            problems.push(Problem::new(key("timeout_seconds"), format!("{t} is out of range (above 0, at most {MAX_TIMEOUT_SECONDS})")));
+            Duration::from_secs_f64(DEFAULT_TIMEOUT_SECONDS)
+        }
+    };
+
+    let limits = PluginLimits {
+        memory_bytes: ch
+            .memory_limit_mib
+            .map(|v| mib(bounded(problems, &key("memory_limit_mib"), Some(v), 0, 1, MAX_MEMORY_LIMIT_MIB)))
+            .unwrap_or(defaults.memory_bytes),
+        deadline: ch
+            .deadline_ms
+            .map(|v| Duration::from_millis(bounded(problems, &key("deadline_ms"), Some(v), 0, 1, MAX_DEADLINE_MS)))
+            .unwrap_or(defaults.deadline),
+        output_bytes: defaults.output_bytes,
+    };
+
+    let mut settings = Vec::new();
+    if let Some(url) = &base_url {
+        if ch.settings.contains_key("base_url") {
+            problems.push(Problem::new(
+                key("settings.base_url"),
+                format!("set the base URL as channels.{name}.base_url, where the host also allows its host"),
+            ));
+        }
+        settings.push(("base_url".to_string(), url.as_str().trim_end_matches('/').to_string()));
+    }
+    for (k, v) in ch.settings {
+        let text = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Datetime(d) => d.to_string(),
+            other => {
+                problems.push(Problem::new(
+                    key(&format!("settings.{k}")),
+                    format!("expected a string, number or boolean, found a {}", other.type_str()),
+                ));
+                continue;
+            }
+        };
+        settings.push((k, text));
+    }
+
+    (problems.len() == before).then(|| ChannelConfig {
+        name: name.to_string(),
+        enabled,
+        plugin_path,
+        base_url,
+        allowed,
+        auth,
+        timeout,
+        limits,
+        settings,
+    })
+}
+
+/// Parses a base URL or allowed origin: http(s), a host, no credentials, and
+/// plain http only for loopback.
+fn parse_origin_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("\"{s}\" is not a URL: {e}"))?;
+    let host = url.host().ok_or_else(|| format!("\"{s}\" has no host"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials: set them under auth, from the environment".into());
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&host) => {}
+        "http" => {
+            return Err(format!(
+                "plain http is allowed only for loopback addresses (127.0.0.0/8, ::1, localhost), not \"{host}\"; use https"
+            ))
+        }
+        other => return Err(format!("scheme \"{other}\" is not http or https")),
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("\"{s}\" must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+/// Whether an address is loopback; used by the transport for defence in depth.
+pub fn is_loopback_ip(ip: IpAddr) -> bool {
+    ip.is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "MAILGUN_API_KEY" => Some("key-123".into()),
+            _ => None,
+        }
+    }
+
+    const MINIMAL: &str = r#"
+[channels.email]
+plugin = "plugins/mailgun.wasm"
+base_url = "https://api.mailgun.net"
+auth = { type = "basic", username = "api", password = "${MAILGUN_API_KEY}" }
+settings = { domain = "mg.example.com", retries = 3 }
+"#;
+
+    #[test]
+    fn minimal_channel_gets_defaults() {
+        let c = parse(MINIMAL, Path::new("/etc/notify"), &env).expect("valid");
+        let email = &c.channels["email"];
+        assert!(email.enabled);
+        assert_eq!(email.plugin_path, Path::new("/etc/notify/plugins/mailgun.wasm"));
+        assert_eq!(email.timeout, Duration::from_secs(10));
+        assert_eq!(email.limits.memory_bytes, 32 * 1024 * 1024);
+        assert_eq!(email.limits.deadline, Duration::from_millis(500));
+        assert_eq!(
+            email.settings,
+            vec![
+                ("base_url".to_string(), "https://api.mailgun.net".to_string()),
+                ("domain".into(), "mg.example.com".into()),
+                ("retries".into(), "3".into()),
+            ]
+        );
+        assert!(email.allows(&Url::parse("https://api.mailgun.net/v3/x/messages").expect("url")));
+        assert!(!email.allows(&Url::parse("http://api.mailgun.net/v3/x/messages").expect("url")));
+        assert!(!email.allows(&Url::parse("https://api.mailgun.net:8443/").expect("url")));
+        assert!(!email.allows(&Url::parse("https://evil.example.com/").expect("url")));
+        match &email.auth {
+            Auth::Basic { password, .. } => {
+                assert_eq!(password.expose(), "key-123");
+                assert_eq!(format!("{password:?}"), "Secret([redacted])");
+            }
+            other => panic!("unexpected auth {other:?}"),
+        }
+    }
+
+    #[test]
+    fn disabled_channel_needs_no_secrets() {
+        let text = MINIMAL.replace("[channels.email]", "[channels.email]\nenabled = \"${EMAIL_ON:-false}\"")
+            .replace("${MAILGUN_API_KEY}", "${UNSET_KEY}");
+        let c = parse(&text, Path::new("."), &env).expect("valid");
+        assert!(!c.channels["email"].enabled);
+        let on = text.replace("${EMAIL_ON:-false}", "true");
+        let err = parse(&on, Path::new("."), &env).expect_err("secret missing");
+        assert_eq!(err, vec![Problem::new("channels.email.auth.password", "environment variable `UNSET_KEY` is not set")]);
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback() {
+        for (url, ok) in [
+            ("http://127.0.0.1:8080", true),
+            ("http://localhost:1", true),
+            ("http://[::1]:9", true),
+            ("http://10.0.0.1", false),
+            ("http://api.mailgun.net", false),
+            ("ftp://api.mailgun.net", false),
+            ("https://user:pw@api.mailgun.net", false),
+        ] {
+            let text = MINIMAL.replace("https://api.mailgun.net", url);
+            assert_eq!(parse(&text, Path::new("."), &env).is_ok(), ok, "{url}");
+        }
+    }
+}

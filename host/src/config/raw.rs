@@ -1,0 +1,148 @@
+//! The shape of config.toml, as serde reads it after interpolation.
+//!
+//! Every struct denies unknown keys, so a typo is an error naming the key
+//! instead of a silently ignored setting. Numbers and booleans also accept
+//! strings, because `${VAR:-10}` always interpolates to a string.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub plugins: RawPluginRuntime,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub channels: BTreeMap<String, RawChannel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginRuntime {
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub max_instances: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub memory_limit_mib: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub deadline_ms: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub output_limit_kib: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub response_body_limit_kib: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannel {
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub enabled: Option<bool>,
+    pub plugin: Option<String>,
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    pub timeout_seconds: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub memory_limit_mib: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub deadline_ms: Option<u64>,
+    pub auth: Option<RawAuth>,
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawAuth {
+    None,
+    Basic { username: String, password: String },
+    Bearer { token: String },
+    Header { name: String, value: String },
+}
+
+/// Deserializers that take a value either natively or as a string.
+mod lenient {
+    use serde::de::{Deserializer, Error};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Bool(bool),
+        Int(i64),
+        Float(f64),
+        Str(String),
+        // Tables and arrays land here so the error can say what was found.
+        Other(toml::Value),
+    }
+
+    impl Scalar {
+        fn describe(&self) -> String {
+            match self {
+                Scalar::Bool(b) => format!("`{b}`"),
+                Scalar::Int(i) => format!("`{i}`"),
+                Scalar::Float(f) => format!("`{f}`"),
+                Scalar::Str(s) => format!("\"{s}\""),
+                Scalar::Other(v) => format!("a {}", v.type_str()),
+            }
+        }
+    }
+
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let Some(s) = Option::<Scalar>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let parsed = match &s {
+            Scalar::Int(i) => u64::try_from(*i).ok(),
+            Scalar::Str(v) => v.trim().parse().ok(),
+            _ => None,
+        };
+        parsed
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("expected a non-negative integer, found {}", s.describe())))
+    }
+
+    pub fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        let Some(s) = Option::<Scalar>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let parsed = match &s {
+            Scalar::Int(i) => Some(*i as f64),
+            Scalar::Float(f) => Some(*f),
+            Scalar::Str(v) => v.trim().parse().ok(),
+            _ => None,
+        };
+        parsed
+            .filter(|f: &f64| f.is_finite())
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("expected a number, found {}", s.describe())))
+    }
+
+    pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        let Some(s) = Option::<Scalar>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let parsed = match &s {
+            Scalar::Bool(b) => Some(*b),
+            Scalar::Str(v) => match v.trim() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
+            _ => None,
+        };
+        parsed
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("expected true or false, found {}", s.describe())))
+    }
+}

@@ -1,0 +1,22 @@
+//! notify-host: consumes `appointments.created` events and delivers each
+//! requested channel through a sandboxed WebAssembly channel plugin.
+//!
+//! Data flows one way:
+//! ```text
+//! config ──► channels (plugin runtime + transport) ──► provider
+//!   event ──► validation ──┘
+//! ```
+//! - [`config`]: config.toml, `${VAR}` interpolation, validation.
+//! - [`event`]: the event contract.
+//! - [`plugin`]: the sandboxed wasm runtime (render + classify).
+//! - [`transport`]: the host's HTTP client, allow-list and auth.
+//! - [`channels`]: enabled channels = config + plugin, single delivery attempts.
+//! - [`redact`], [`telemetry`]: masked, structured logs.
+
+pub mod channels;
+pub mod config;
+pub mod event;
+pub mod plugin;
+pub mod redact;
+pub mod telemetry;
+pub mod transport;

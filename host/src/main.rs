@@ -1,0 +1,21 @@
+//! The `notify-host` binary: parse arguments, run the command, map errors to
+//! exit codes. Everything else lives in the library.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(cli::EXIT_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Host-side bindings generated from `wit/channel.wit`.
+
+wasmtime::component::bindgen!({
+    world: "channel",
+    path: "../wit",
+});

@@ -20,3 +20,6 @@ pub mod plugin;
 pub mod redact;
 pub mod telemetry;
 pub mod transport;
+pub mod dedup;
+pub mod offsets;
+pub mod retry;

@@ -4,7 +4,7 @@
 //! so an e-mail address or phone number can reach the log from any field or
 //! message, including a plugin's own output, and still be masked.
 //! `u***@example.com` keeps enough to tell addresses apart when debugging;
-//! `+1*******0123` keeps the country code and last four digits.
+//! `+1******0123` keeps the country code and last four digits.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -42,8 +42,8 @@ mod tests {
         let cases = [
             ("to user@example.com now", "to u***@example.com now"),
             ("a.b+tag@mail.example.co.uk", "a***@mail.example.co.uk"),
-            ("call +15555550123.", "call +1*****0123."),
-            ("To=%2B15555550123&x", "To=%2B1*****0123&x"),
+            ("call +15555550123.", "call +1******0123."),
+            ("To=%2B15555550123&x", "To=%2B1******0123&x"),
             ("offset 1700000000 and 42", "offset 1700000000 and 42"),
             ("event_id=9b2f-11", "event_id=9b2f-11"),
         ];

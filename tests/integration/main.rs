@@ -1,1 +1,11 @@
-fn main(){}
+//! The integration suite: one test binary (see host/Cargo.toml) driving the
+//! real `notify-host` binary, the real compiled plugins, and real HTTP
+//! servers on 127.0.0.1. Build the plugins first: ./scripts/test.sh does.
+
+mod classify;
+mod cli;
+mod config_golden;
+mod harness;
+mod hostile;
+mod spec;
+mod vendors;

@@ -1,1 +1,22 @@
+//! Pure helpers shared by the bundled channel plugins.
+//!
+//! Nothing here knows the WIT types, reads a clock, the environment or a file:
+//! the plugins hand in plain strings (settings as `(key, value)` pairs, the
+//! host's `now-unix-ms`), so every function is deterministic and tested on the
+//! build machine. Errors are `String`s because they end up verbatim in a
+//! `check-settings` problem list or a render rejection; each one names the
+//! setting key or event field it is about.
 
+#![forbid(unsafe_code)]
+
+mod http;
+mod phone;
+mod settings;
+mod template;
+mod time;
+
+pub use http::{body_snippet, encode_path_segment, is_http_url, join_url, retry_after_ms, SNIPPET_MAX_CHARS};
+pub use phone::is_e164;
+pub use settings::Settings;
+pub use template::{check_template, render_template, Escape, Placeholder, Template, TemplateError, TemplateValues};
+pub use time::{parse_rfc3339, TimeStyle, DEFAULT_TIME_FORMAT, DEFAULT_TIME_ZONE};

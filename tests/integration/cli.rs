@@ -1,0 +1,107 @@
+//! The binary as an operator meets it: --help, check-config on the shipped
+//! config, the service starting and stopping, and what its logs show.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+#[test]
+fn help_lists_the_commands() {
+    let out = notify_host(&["--help"], &[], &root());
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for cmd in ["run", "check-config", "plugin"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let out = notify_host(&["plugin", "--help"], &[], &root());
+    for cmd in ["render", "classify", "send"] {
+        assert!(stdout(&out).contains(cmd), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn shipped_config_checks_out_with_the_seed_environment() {
+    let out = notify_host(&["check-config", "--config", "config.toml"], &shipped_env("https://api.mailgun.net", "https://api.twilio.com"), &root());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("channel email: enabled, plugin mailgun"), "{text}");
+    assert!(text.contains("channel sms: enabled, plugin twilio"), "{text}");
+    assert!(!text.contains(MAILGUN_KEY) && !text.contains(TWILIO_TOKEN));
+}
+
+#[test]
+fn sms_can_be_off_without_twilio_credentials() {
+    let env: Vec<_> = shipped_env("https://api.mailgun.net", "")
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("TWILIO_"))
+        .chain([("NOTIFY_SMS_ENABLED", "false".to_string())])
+        .collect();
+    let out = notify_host(&["check-config", "--config", "config.toml"], &env, &root());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("channel sms: disabled"));
+
+    // With SMS on, the missing credentials are named.
+    let env: Vec<_> = env.into_iter().filter(|(k, _)| *k != "NOTIFY_SMS_ENABLED").collect();
+    let out = notify_host(&["check-config", "--config", "config.toml"], &env, &root());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("config.toml: channels.sms.auth.password: environment variable `TWILIO_AUTH_TOKEN` is not set"), "{}", stderr(&out));
+}
+
+#[test]
+fn render_rejects_an_invalid_event_naming_the_field() {
+    let w = Workdir::new();
+    let event = w.write("bad.json", &SAMPLE_EVENT.replace("+15555550123", "555-0123"));
+    let out = notify_host(
+        &["plugin", "render", "--config", "config.toml", "--channel", "sms", "--event", event.to_str().unwrap_or_default()],
+        &shipped_env("https://api.mailgun.net", "https://api.twilio.com"),
+        &root(),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("appointment.phone_e164: not an E.164 number"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_serves_until_sigterm_and_logs_json_without_secrets() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_notify-host"))
+        .args(["run", "--config", "config.toml"])
+        .current_dir(root())
+        .env_clear()
+        .envs(shipped_env("https://api.mailgun.net", "https://api.twilio.com"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start notify-host run");
+    // Loading two plugins takes a moment; then the process must still be up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stderr_pipe = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().expect("wait").is_none(), "run exited early");
+    let pid = child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(status.success());
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "run did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit {exit:?}");
+    let logs = reader.join().expect("reader");
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["message"] == "channel ready" && l["channel"] == "email"), "{logs}");
+    assert!(lines.iter().any(|l| l["message"] == "shutting down"), "{logs}");
+    for secret in [MAILGUN_KEY, TWILIO_TOKEN] {
+        assert!(!logs.contains(secret));
+    }
+}

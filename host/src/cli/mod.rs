@@ -2,6 +2,7 @@
 //! and an operator use to check their work.
 
 mod plugin_cmd;
+mod publish;
 mod service;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ enum Command {
     /// Validate the config and load every enabled plugin; exit 0 when all is
     /// well, 2 with every problem (key and file named) when not.
     CheckConfig(ConfigArg),
+    /// Publish test events to Kafka (acks=all), printing each event_id.
+    Publish(publish::PublishArgs),
     /// Tools for plugin authors: render, classify and send with a real plugin.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => service::run(&args.config),
         Command::CheckConfig(args) => check_config(&args.config),
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
+        Command::Publish(args) => publish::run(args),
     }
 }
 

@@ -1,14 +1,25 @@
-//! `notify-host run`.
+//! `notify-host run`: the service.
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use notify_host::channels::Channels;
 use notify_host::config::ConfigError;
-use notify_host::telemetry;
+use notify_host::dedup::DedupStore;
+use notify_host::dlq::DeadLetters;
+use notify_host::offsets::OffsetTracker;
+use notify_host::pipeline::{self, Shared};
+use notify_host::transport::Transport;
+use notify_host::{kafka, telemetry};
 
 use super::{load_config, report_config_error};
+
+/// Expired dedup entries are swept this often; a sweep is one write
+/// transaction over the table.
+const DEDUP_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub fn run(config_path: &Path) -> Result<ExitCode> {
     let config = match load_config(config_path) {
@@ -33,15 +44,50 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         tracing::info!(channel = %c.name, "channel disabled in config: requests for it are skipped");
     }
 
+    let dedup = DedupStore::open(&config.dedup.path, config.dedup.retention)?;
+    let transport = Transport::new(config.plugins.response_body_limit)?;
+    let producer = kafka::producer(&config.kafka)?;
+    let dlq = DeadLetters::new(producer, config.kafka.dlq_topic.clone());
+    let tracker = Arc::new(std::sync::Mutex::new(OffsetTracker::new()));
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        tracing::info!(config = %config_path.display(), "notify-host running; waiting for SIGTERM or Ctrl-C");
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-    });
+        let consumer = Arc::new(kafka::consumer(&config.kafka, tracker.clone())?);
+        let sweeper = dedup.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(DEDUP_SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                let store = sweeper.clone();
+                match tokio::task::spawn_blocking(move || store.sweep_expired()).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "expired dedup entries removed"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "dedup sweep failed"),
+                    _ => {}
+                }
+            }
+        });
+        tracing::info!(
+            bootstrap_servers = %config.kafka.bootstrap_servers,
+            topic = %config.kafka.topic,
+            dlq_topic = %config.kafka.dlq_topic,
+            group_id = %config.kafka.group_id,
+            dedup = %config.dedup.path.display(),
+            "notify-host running; waiting for SIGTERM or Ctrl-C"
+        );
+        let shared = Arc::new(Shared {
+            config: Arc::new(config.clone()),
+            channels: Arc::new(channels),
+            transport,
+            dedup,
+            dlq,
+        });
+        pipeline::run(shared, consumer, tracker, shutdown_signal()).await;
+        tracing::info!("shut down");
+        Ok::<_, anyhow::Error>(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -64,7 +110,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        _ = ctrl_c => tracing::info!("Ctrl-C received"),
+        _ = term => tracing::info!("SIGTERM received"),
     }
 }

@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use interpolate::{interpolate, InterpolationError, ProcessEnv, VarLookup};
-use raw::{RawAuth, RawChannel, RawConfig};
+use raw::{RawAuth, RawChannel, RawConfig, RawKafka, RawRetry};
 use url::Url;
+
+use crate::retry::RetryPolicy;
 
 /// Plain-text HTTP is only ever allowed to these: nothing leaves the machine.
 fn is_loopback(host: &url::Host<&str>) -> bool {
@@ -121,6 +123,41 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// Where events come from and dead letters go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group_id: String,
+    /// `earliest` or `latest`: where a group with no committed offset starts.
+    pub auto_offset_reset: String,
+    /// Extra librdkafka properties, passed through verbatim.
+    pub client: Vec<(String, String)>,
+}
+
+/// How events are worked on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Events being worked on at once, across partitions; fetching pauses at
+    /// this limit.
+    pub max_in_flight: usize,
+    /// How often finished offsets are committed.
+    pub commit_interval: Duration,
+    /// On SIGTERM, how long in-flight events may take to finish.
+    pub shutdown_grace: Duration,
+    /// Larger payloads are dead-lettered unread.
+    pub max_event_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupConfig {
+    /// The store file.
+    pub path: PathBuf,
+    /// How long a delivery is remembered.
+    pub retention: Duration,
+}
+
 /// One `[channels.NAME]` table, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelConfig {
@@ -136,6 +173,7 @@ pub struct ChannelConfig {
     /// Budget of one provider HTTP call, connect to last byte.
     pub timeout: Duration,
     pub limits: PluginLimits,
+    pub retry: RetryPolicy,
     /// Non-secret settings handed to the plugin, `base_url` included when set.
     pub settings: Vec<(String, String)>,
 }
@@ -152,6 +190,9 @@ impl ChannelConfig {
 pub struct Config {
     /// The file it came from, as given (for messages).
     pub path: PathBuf,
+    pub kafka: KafkaConfig,
+    pub pipeline: PipelineConfig,
+    pub dedup: DedupConfig,
     pub plugins: PluginRuntimeConfig,
     pub log: LogConfig,
     /// Every channel, enabled or not, by name.
@@ -228,6 +269,40 @@ const DEFAULT_TIMEOUT_SECONDS: f64 = 10.0;
 const MAX_MEMORY_LIMIT_MIB: u64 = 4096;
 const MAX_DEADLINE_MS: u64 = 60_000;
 const MAX_TIMEOUT_SECONDS: f64 = 600.0;
+/// Enough concurrent events to keep two providers at 50-300 ms per call busy
+/// at several thousand events a second, while bounding memory.
+const DEFAULT_MAX_IN_FLIGHT: u64 = 1024;
+/// Commits are cheap; a second bounds how much is redelivered (and then
+/// skipped by dedup) after a crash.
+const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1000;
+/// Container runtimes send SIGKILL 10 s after SIGTERM by default; finishing
+/// in 8 s leaves time to commit and close.
+const DEFAULT_SHUTDOWN_GRACE_SECONDS: f64 = 8.0;
+/// Appointment events are under 1 KiB; anything past 64 KiB is a producer bug.
+const DEFAULT_MAX_EVENT_KIB: u64 = 64;
+/// The topic's retention (seed 001): Kafka cannot redeliver older events.
+const DEFAULT_DEDUP_RETENTION_HOURS: f64 = 168.0;
+
+/// The prototype's environment variables (seed 003) override these keys.
+pub const KAFKA_ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("KAFKA_BOOTSTRAP_SERVERS", "kafka.bootstrap_servers"),
+    ("KAFKA_TOPIC_APPOINTMENTS_CREATED", "kafka.topic"),
+    ("KAFKA_TOPIC_APPOINTMENTS_CREATED_DLQ", "kafka.dlq_topic"),
+    ("KAFKA_GROUP_ID", "kafka.group_id"),
+    ("KAFKA_AUTO_OFFSET_RESET", "kafka.auto_offset_reset"),
+];
+
+/// librdkafka properties the host sets itself: overriding them would break
+/// the delivery guarantees.
+const RESERVED_CLIENT_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "enable.idempotence",
+    "acks",
+];
 
 /// Reads, interpolates and validates the config file at `path`.
 pub fn load(path: &Path, env: &dyn VarLookup) -> Result<Config, ConfigError> {
@@ -259,12 +334,29 @@ pub fn parse(text: &str, base_dir: &Path, env: &dyn VarLookup) -> Result<Config,
         return Err(problems);
     }
 
-    let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
         vec![Problem::new(key, e.into_inner().message().to_string())]
     })?;
+    apply_kafka_overrides(&mut raw.kafka, env);
     validate(raw, base_dir)
+}
+
+fn apply_kafka_overrides(kafka: &mut RawKafka, env: &dyn VarLookup) {
+    for (var, key) in KAFKA_ENV_OVERRIDES {
+        let Some(value) = env.get(var).filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        let slot = match *key {
+            "kafka.bootstrap_servers" => &mut kafka.bootstrap_servers,
+            "kafka.topic" => &mut kafka.topic,
+            "kafka.dlq_topic" => &mut kafka.dlq_topic,
+            "kafka.group_id" => &mut kafka.group_id,
+            _ => &mut kafka.auto_offset_reset,
+        };
+        *slot = Some(value);
+    }
 }
 
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -361,6 +453,19 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         },
     };
 
+    let kafka = validate_kafka(raw.kafka, &mut problems);
+    let p = &raw.pipeline;
+    let pipeline = PipelineConfig {
+        max_in_flight: bounded(&mut problems, "pipeline.max_in_flight", p.max_in_flight, DEFAULT_MAX_IN_FLIGHT, 1, 1_000_000) as usize,
+        commit_interval: Duration::from_millis(bounded(&mut problems, "pipeline.commit_interval_ms", p.commit_interval_ms, DEFAULT_COMMIT_INTERVAL_MS, 10, 600_000)),
+        shutdown_grace: seconds(&mut problems, "pipeline.shutdown_grace_seconds", p.shutdown_grace_seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS, 0.0, 3600.0),
+        max_event_bytes: kib(bounded(&mut problems, "pipeline.max_event_kib", p.max_event_kib, DEFAULT_MAX_EVENT_KIB, 1, 100 * 1024)),
+    };
+    let dedup = DedupConfig {
+        path: base_dir.join(raw.dedup.path.as_deref().map(str::trim).filter(|p| !p.is_empty()).unwrap_or("data/dedup.redb")),
+        retention: seconds(&mut problems, "dedup.retention_hours", raw.dedup.retention_hours.map(|h| h * 3600.0), DEFAULT_DEDUP_RETENTION_HOURS * 3600.0, 0.001, 24.0 * 3600.0 * 3650.0),
+    };
+
     let mut channels = BTreeMap::new();
     for (name, ch) in raw.channels {
         if let Some(c) = validate_channel(&name, ch, base_dir, default_limits, &mut problems) {
@@ -373,6 +478,9 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
     }
     Ok(Config {
         path: PathBuf::new(),
+        kafka,
+        pipeline,
+        dedup,
         plugins: PluginRuntimeConfig {
             max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
             default_limits,
@@ -381,6 +489,86 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         log,
         channels,
     })
+}
+
+fn validate_kafka(raw: RawKafka, problems: &mut Vec<Problem>) -> KafkaConfig {
+    let mut text = |key: &str, value: Option<String>, default: &str| -> String {
+        match value.map(|v| v.trim().to_string()) {
+            None => default.to_string(),
+            Some(v) if v.is_empty() => {
+                problems.push(Problem::new(format!("kafka.{key}"), "must not be empty"));
+                default.to_string()
+            }
+            Some(v) => v,
+        }
+    };
+    let bootstrap_servers = text("bootstrap_servers", raw.bootstrap_servers, "localhost:9092");
+    let topic = text("topic", raw.topic, "appointments.created");
+    let dlq_topic = text("dlq_topic", raw.dlq_topic, "appointments.created.dlq");
+    // One group for the whole service: both channels are handled per event.
+    let group_id = text("group_id", raw.group_id, "notify-host");
+    let auto_offset_reset = text("auto_offset_reset", raw.auto_offset_reset, "earliest");
+    if !matches!(auto_offset_reset.as_str(), "earliest" | "latest") {
+        problems.push(Problem::new("kafka.auto_offset_reset", format!("expected \"earliest\" or \"latest\", found \"{auto_offset_reset}\"")));
+    }
+    if topic == dlq_topic {
+        problems.push(Problem::new("kafka.dlq_topic", "must differ from kafka.topic"));
+    }
+    let mut client = Vec::new();
+    for (k, v) in raw.client {
+        if RESERVED_CLIENT_KEYS.contains(&k.as_str()) {
+            problems.push(Problem::new(format!("kafka.client.\"{k}\""), "set by the host to keep its delivery guarantees; use the [kafka] keys instead"));
+            continue;
+        }
+        let value = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                problems.push(Problem::new(format!("kafka.client.\"{k}\""), format!("expected a string, number or boolean, found a {}", other.type_str())));
+                continue;
+            }
+        };
+        client.push((k, value));
+    }
+    KafkaConfig {
+        bootstrap_servers,
+        topic,
+        dlq_topic,
+        group_id,
+        auto_offset_reset,
+        client,
+    }
+}
+
+fn seconds(problems: &mut Vec<Problem>, key: &str, value: Option<f64>, default: f64, min: f64, max: f64) -> Duration {
+    match value {
+        None => Duration::from_secs_f64(default),
+        Some(v) if v >= min && v <= max => Duration::from_secs_f64(v),
+        Some(v) => {
+            problems.push(Problem::new(key, format!("{v} is out of range ({min} to {max})")));
+            Duration::from_secs_f64(default)
+        }
+    }
+}
+
+fn validate_retry(name: &str, raw: Option<RawRetry>, problems: &mut Vec<Problem>) -> RetryPolicy {
+    let d = RetryPolicy::default();
+    let Some(r) = raw else {
+        return d;
+    };
+    let key = |k: &str| format!("channels.{name}.retry.{k}");
+    let policy = RetryPolicy {
+        max_attempts: bounded(problems, &key("max_attempts"), r.max_attempts, u64::from(d.max_attempts), 1, 1000) as u32,
+        initial_backoff: Duration::from_millis(bounded(problems, &key("initial_backoff_ms"), r.initial_backoff_ms, d.initial_backoff.as_millis() as u64, 1, 3_600_000)),
+        max_backoff: Duration::from_millis(bounded(problems, &key("max_backoff_ms"), r.max_backoff_ms, d.max_backoff.as_millis() as u64, 1, 3_600_000)),
+        max_retry_after: Duration::from_secs(bounded(problems, &key("max_retry_after_seconds"), r.max_retry_after_seconds, d.max_retry_after.as_secs(), 0, 86_400)),
+    };
+    if policy.max_backoff < policy.initial_backoff {
+        problems.push(Problem::new(key("max_backoff_ms"), "must be at least initial_backoff_ms"));
+    }
+    policy
 }
 
 fn mib(n: u64) -> usize {
@@ -485,6 +673,8 @@ fn validate_channel(
         output_bytes: defaults.output_bytes,
     };
 
+    let retry = validate_retry(name, ch.retry, problems);
+
     let mut settings = Vec::new();
     if let Some(url) = &base_url {
         if ch.settings.contains_key("base_url") {
@@ -522,6 +712,7 @@ fn validate_channel(
         auth,
         timeout,
         limits,
+        retry,
         settings,
     })
 }

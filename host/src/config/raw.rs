@@ -12,11 +12,64 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
+    pub kafka: RawKafka,
+    #[serde(default)]
+    pub pipeline: RawPipeline,
+    #[serde(default)]
+    pub dedup: RawDedup,
+    #[serde(default)]
     pub plugins: RawPluginRuntime,
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
     pub channels: BTreeMap<String, RawChannel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    pub bootstrap_servers: Option<String>,
+    pub topic: Option<String>,
+    pub dlq_topic: Option<String>,
+    pub group_id: Option<String>,
+    pub auto_offset_reset: Option<String>,
+    /// librdkafka properties passed through verbatim (security.protocol, sasl.*, ssl.*, ...).
+    #[serde(default)]
+    pub client: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub max_in_flight: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub commit_interval_ms: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    pub shutdown_grace_seconds: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub max_event_kib: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDedup {
+    pub path: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    pub retention_hours: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub max_attempts: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub initial_backoff_ms: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub max_backoff_ms: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub max_retry_after_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +110,7 @@ pub struct RawChannel {
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub deadline_ms: Option<u64>,
     pub auth: Option<RawAuth>,
+    pub retry: Option<RawRetry>,
     #[serde(default)]
     pub settings: BTreeMap<String, toml::Value>,
 }

@@ -3,4 +3,5 @@
 wasmtime::component::bindgen!({
     world: "channel",
     path: "../wit",
+    additional_derives: [PartialEq],
 });

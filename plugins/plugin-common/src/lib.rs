@@ -15,8 +15,12 @@ mod settings;
 mod template;
 mod time;
 
-pub use http::{body_snippet, encode_path_segment, is_http_url, join_url, retry_after_ms, SNIPPET_MAX_CHARS};
+pub use http::{
+    body_snippet, encode_path_segment, is_http_url, join_url, retry_after_ms, SNIPPET_MAX_CHARS,
+};
 pub use phone::is_e164;
 pub use settings::Settings;
-pub use template::{check_template, render_template, Escape, Placeholder, Template, TemplateError, TemplateValues};
+pub use template::{
+    check_template, render_template, Escape, Placeholder, Template, TemplateError, TemplateValues,
+};
 pub use time::{parse_rfc3339, TimeStyle, DEFAULT_TIME_FORMAT, DEFAULT_TIME_ZONE};

@@ -23,7 +23,11 @@ impl<'a> Settings<'a> {
     /// The value of `key`. A TOML table cannot repeat a key, but the WIT list
     /// can; the last one wins, as a later assignment would.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.pairs.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
     }
 
     pub fn get_or(&self, key: &str, default: &'a str) -> &'a str {
@@ -39,22 +43,33 @@ impl<'a> Settings<'a> {
         }
     }
 
+    /// The value of an optional setting; blank counts as unset, so
+    /// `${VAR:-}` can switch a feature off.
+    pub fn optional(&self, key: &str) -> Option<&'a str> {
+        self.get(key).filter(|v| !v.trim().is_empty())
+    }
+
     /// A boolean setting: TOML `true`/`false`, or the same as a string.
     pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, String> {
         match self.get(key).map(str::trim) {
             None => Ok(default),
             Some("true") => Ok(true),
             Some("false") => Ok(false),
-            Some(other) => Err(format!("setting `{key}` must be true or false, not `{other}`")),
+            Some(other) => Err(format!(
+                "setting `{key}` must be true or false, not `{other}`"
+            )),
         }
     }
 
     pub fn u32_or(&self, key: &str, default: u32) -> Result<u32, String> {
         match self.get(key).map(str::trim) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("setting `{key}` must be a whole number from 0 to {}, not `{v}`", u32::MAX)),
+            Some(v) => v.parse().map_err(|_| {
+                format!(
+                    "setting `{key}` must be a whole number from 0 to {}, not `{v}`",
+                    u32::MAX
+                )
+            }),
         }
     }
 }
@@ -64,25 +79,45 @@ mod tests {
     use super::*;
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn lookup_required_and_typed_values() {
-        let owned = pairs(&[("domain", "mg.example.com"), ("blank", "  "), ("flag", "true"), ("n", "7"), ("n", "8")]);
+        let owned = pairs(&[
+            ("domain", "mg.example.com"),
+            ("blank", "  "),
+            ("flag", "true"),
+            ("n", "7"),
+            ("n", "8"),
+        ]);
         let s = Settings::from_pairs(&owned);
         assert_eq!(s.get("domain"), Some("mg.example.com"));
         assert_eq!(s.get("nope"), None);
         assert_eq!(s.get_or("nope", "dflt"), "dflt");
         assert_eq!(s.required("domain"), Ok("mg.example.com"));
-        assert_eq!(s.required("from"), Err("setting `from` is required".to_string()));
-        assert_eq!(s.required("blank"), Err("setting `blank` is required".to_string()));
+        assert_eq!(
+            s.required("from"),
+            Err("setting `from` is required".to_string())
+        );
+        assert_eq!(
+            s.required("blank"),
+            Err("setting `blank` is required".to_string())
+        );
         assert_eq!(s.bool_or("flag", false), Ok(true));
         assert_eq!(s.bool_or("absent", true), Ok(true));
-        assert!(s.bool_or("domain", false).unwrap_err().contains("`domain` must be true or false"));
+        assert!(s
+            .bool_or("domain", false)
+            .unwrap_err()
+            .contains("`domain` must be true or false"));
         assert_eq!(s.u32_or("n", 3), Ok(8), "the last duplicate wins");
         assert_eq!(s.u32_or("absent", 3), Ok(3));
-        assert!(s.u32_or("flag", 3).unwrap_err().contains("`flag` must be a whole number"));
+        assert!(s
+            .u32_or("flag", 3)
+            .unwrap_err()
+            .contains("`flag` must be a whole number"));
     }
 
     #[test]

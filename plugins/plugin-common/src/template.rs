@@ -67,10 +67,16 @@ impl fmt::Display for TemplateError {
                 write!(f, "; write `{{{{` for a literal brace)")
             }
             TemplateError::UnclosedBrace { at } => {
-                write!(f, "`{{` at byte {at} is never closed (write `{{{{` for a literal brace)")
+                write!(
+                    f,
+                    "`{{` at byte {at} is never closed (write `{{{{` for a literal brace)"
+                )
             }
             TemplateError::UnmatchedClosingBrace { at } => {
-                write!(f, "`}}` at byte {at} closes nothing (write `}}}}` for a literal brace)")
+                write!(
+                    f,
+                    "`}}` at byte {at} closes nothing (write `}}}}` for a literal brace)"
+                )
             }
         }
     }
@@ -143,7 +149,9 @@ impl Template {
                     };
                     let name = &text[name_start..name_end];
                     let placeholder = Placeholder::from_name(name).ok_or_else(|| {
-                        TemplateError::UnknownPlaceholder { name: name.to_string() }
+                        TemplateError::UnknownPlaceholder {
+                            name: name.to_string(),
+                        }
                     })?;
                     if !literal.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut literal)));
@@ -168,7 +176,12 @@ impl Template {
 
     /// Fills in the values. `setting_key` names the template in the error
     /// when the event lacks a value it needs.
-    pub fn render(&self, setting_key: &str, values: &TemplateValues<'_>, escape: Escape) -> Result<String, String> {
+    pub fn render(
+        &self,
+        setting_key: &str,
+        values: &TemplateValues<'_>,
+        escape: Escape,
+    ) -> Result<String, String> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -186,17 +199,32 @@ impl Template {
     }
 }
 
-fn value_of<'a>(p: Placeholder, setting_key: &str, values: &TemplateValues<'a>) -> Result<Cow<'a, str>, String> {
-    let missing = |field: &str| format!("{field} is missing but setting `{setting_key}` uses {{{}}}", p.name());
+fn value_of<'a>(
+    p: Placeholder,
+    setting_key: &str,
+    values: &TemplateValues<'a>,
+) -> Result<Cow<'a, str>, String> {
+    let missing = |field: &str| {
+        format!(
+            "{field} is missing but setting `{setting_key}` uses {{{}}}",
+            p.name()
+        )
+    };
     Ok(match p {
         Placeholder::EventId => values.event_id.into(),
         Placeholder::AppointmentId => values.appointment_id.into(),
-        Placeholder::UserId => values.user_id.ok_or_else(|| missing("appointment.user_id"))?.into(),
+        Placeholder::UserId => values
+            .user_id
+            .ok_or_else(|| missing("appointment.user_id"))?
+            .into(),
         Placeholder::Time => {
             let raw = values.time.ok_or_else(|| missing("appointment.time"))?;
             values.time_style.format(raw)?.into()
         }
-        Placeholder::TimeIso => values.time.ok_or_else(|| missing("appointment.time"))?.into(),
+        Placeholder::TimeIso => values
+            .time
+            .ok_or_else(|| missing("appointment.time"))?
+            .into(),
         Placeholder::TimeZone => values.time_style.zone_name().into(),
     })
 }
@@ -262,16 +290,27 @@ mod tests {
         );
         assert_eq!(
             out,
-            Ok("ev-1|a1b2c3|42|2026-02-20 15:00 UTC|2026-02-20T15:00:00Z|UTC|{literal}|}{".to_string())
+            Ok(
+                "ev-1|a1b2c3|42|2026-02-20 15:00 UTC|2026-02-20T15:00:00Z|UTC|{literal}|}{"
+                    .to_string()
+            )
         );
     }
 
     #[test]
     fn text_without_placeholders_and_unicode_survive() {
         let style = utc();
-        assert_eq!(render_template("k", "", &values(&style), Escape::None), Ok(String::new()));
         assert_eq!(
-            render_template("k", "Grüße {appointment_id} ✓", &values(&style), Escape::None),
+            render_template("k", "", &values(&style), Escape::None),
+            Ok(String::new())
+        );
+        assert_eq!(
+            render_template(
+                "k",
+                "Grüße {appointment_id} ✓",
+                &values(&style),
+                Escape::None
+            ),
             Ok("Grüße a1b2c3 ✓".to_string())
         );
     }
@@ -305,12 +344,24 @@ mod tests {
             render_template("text_template", "at {time}", &v, Escape::None),
             Err("appointment.time is missing but setting `text_template` uses {time}".to_string())
         );
-        assert!(render_template("t", "{time_iso}", &v, Escape::None).unwrap_err().starts_with("appointment.time"));
-        assert!(render_template("t", "{user_id}", &v, Escape::None).unwrap_err().starts_with("appointment.user_id"));
-        assert_eq!(render_template("t", "{appointment_id}", &v, Escape::None), Ok("a1b2c3".to_string()));
+        assert!(render_template("t", "{time_iso}", &v, Escape::None)
+            .unwrap_err()
+            .starts_with("appointment.time"));
+        assert!(render_template("t", "{user_id}", &v, Escape::None)
+            .unwrap_err()
+            .starts_with("appointment.user_id"));
+        assert_eq!(
+            render_template("t", "{appointment_id}", &v, Escape::None),
+            Ok("a1b2c3".to_string())
+        );
         v.time = Some("next week");
-        assert!(render_template("t", "{time}", &v, Escape::None).unwrap_err().contains("not an RFC 3339"));
-        assert_eq!(render_template("t", "{time_iso}", &v, Escape::None), Ok("next week".to_string()));
+        assert!(render_template("t", "{time}", &v, Escape::None)
+            .unwrap_err()
+            .contains("not an RFC 3339"));
+        assert_eq!(
+            render_template("t", "{time_iso}", &v, Escape::None),
+            Ok("next week".to_string())
+        );
     }
 
     #[test]
@@ -327,7 +378,11 @@ mod tests {
     #[test]
     fn placeholders_are_listed() {
         let t = Template::parse("{time} {{x}} {event_id}").map_err(|e| e.to_string());
-        let names: Vec<_> = t.iter().flat_map(|t| t.placeholders()).map(Placeholder::name).collect();
+        let names: Vec<_> = t
+            .iter()
+            .flat_map(|t| t.placeholders())
+            .map(Placeholder::name)
+            .collect();
         assert_eq!(names, ["time", "event_id"]);
     }
 }

@@ -60,8 +60,12 @@ impl TimeStyle {
     /// the event field, as it ends up in a render rejection.
     pub fn format(&self, rfc3339: &str) -> Result<String, String> {
         let instant = parse_rfc3339(rfc3339)?;
-        format_in(&self.zone, &self.format, &instant)
-            .ok_or_else(|| format!("setting `time_format`: `{}` cannot format a date", self.format))
+        format_in(&self.zone, &self.format, &instant).ok_or_else(|| {
+            format!(
+                "setting `time_format`: `{}` cannot format a date",
+                self.format
+            )
+        })
     }
 }
 
@@ -82,7 +86,9 @@ fn check_format(format: &str) -> Result<(), String> {
     let probe = DateTime::<chrono::Utc>::UNIX_EPOCH.fixed_offset();
     match format_in(&Tz::UTC, format, &probe) {
         Some(_) => Ok(()),
-        None => Err(format!("setting `time_format`: `{format}` cannot format a date")),
+        None => Err(format!(
+            "setting `time_format`: `{format}` cannot format a date"
+        )),
     }
 }
 
@@ -91,7 +97,12 @@ fn check_format(format: &str) -> Result<(), String> {
 fn format_in(zone: &Tz, format: &str, instant: &DateTime<FixedOffset>) -> Option<String> {
     let local = zone.from_utc_datetime(&instant.naive_utc());
     let mut out = String::new();
-    write!(out, "{}", local.format_with_items(StrftimeItems::new(format))).ok()?;
+    write!(
+        out,
+        "{}",
+        local.format_with_items(StrftimeItems::new(format))
+    )
+    .ok()?;
     Some(out)
 }
 
@@ -109,23 +120,41 @@ mod tests {
     #[test]
     fn default_format_in_utc_and_in_a_zone_with_dst() {
         let utc = style(DEFAULT_TIME_ZONE, DEFAULT_TIME_FORMAT);
-        assert_eq!(utc.format("2026-02-20T15:00:00Z"), Ok("Friday, February 20, 2026 at 3:00 PM UTC".to_string()));
+        assert_eq!(
+            utc.format("2026-02-20T15:00:00Z"),
+            Ok("Friday, February 20, 2026 at 3:00 PM UTC".to_string())
+        );
         let ny = style("America/New_York", DEFAULT_TIME_FORMAT);
-        assert_eq!(ny.format("2026-02-20T15:00:00Z"), Ok("Friday, February 20, 2026 at 10:00 AM EST".to_string()));
-        assert_eq!(ny.format("2026-07-01T15:00:00+00:00"), Ok("Wednesday, July 1, 2026 at 11:00 AM EDT".to_string()));
+        assert_eq!(
+            ny.format("2026-02-20T15:00:00Z"),
+            Ok("Friday, February 20, 2026 at 10:00 AM EST".to_string())
+        );
+        assert_eq!(
+            ny.format("2026-07-01T15:00:00+00:00"),
+            Ok("Wednesday, July 1, 2026 at 11:00 AM EDT".to_string())
+        );
         assert_eq!(ny.zone_name(), "America/New_York");
     }
 
     #[test]
     fn offsets_in_the_input_are_honoured() {
         let berlin = style("Europe/Berlin", "%Y-%m-%d %H:%M %Z");
-        assert_eq!(berlin.format("2026-02-20T10:00:00-05:00"), Ok("2026-02-20 16:00 CET".to_string()));
+        assert_eq!(
+            berlin.format("2026-02-20T10:00:00-05:00"),
+            Ok("2026-02-20 16:00 CET".to_string())
+        );
     }
 
     #[test]
     fn bad_times_name_the_field() {
         let utc = style("UTC", DEFAULT_TIME_FORMAT);
-        for bad in ["", "tomorrow", "2026-02-20", "2026-02-20 15:00", "2026-02-30T15:00:00Z"] {
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-02-20",
+            "2026-02-20 15:00",
+            "2026-02-30T15:00:00Z",
+        ] {
             let err = utc.format(bad).unwrap_err();
             assert!(err.starts_with("appointment.time"), "{bad}: {err}");
         }

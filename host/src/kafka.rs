@@ -1,0 +1,146 @@
+//! Kafka clients: the consumer (with rebalance handling) and the producers
+//! (dead letters, `publish`). librdkafka is configured here only.
+//!
+//! Invariants: auto-commit is off and offsets are committed explicitly from
+//! the [`OffsetTracker`], so an offset is committed only when every lower
+//! offset of its partition is done; on a revoke, what is done is committed
+//! synchronously before the partition is let go, and late completions for it
+//! are ignored.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::offsets::{OffsetTracker, Partition};
+
+pub type Tracker = Arc<Mutex<OffsetTracker>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("kafka: {0}")]
+pub struct KafkaSetupError(#[from] rdkafka::error::KafkaError);
+
+/// Lock the tracker; a panic elsewhere while holding it must not stop
+/// offset bookkeeping, so poisoning is ignored.
+pub fn lock(tracker: &Tracker) -> std::sync::MutexGuard<'_, OffsetTracker> {
+    tracker.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Consumer callbacks: logging and rebalance handling.
+pub struct HostContext {
+    tracker: Tracker,
+}
+
+impl ClientContext for HostContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(target: "librdkafka", facility = fac, "{log_message}"),
+            L::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{log_message}"),
+            L::Notice | L::Info => tracing::info!(target: "librdkafka", facility = fac, "{log_message}"),
+            L::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for HostContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let mut commit = TopicPartitionList::new();
+                {
+                    let mut tracker = lock(&self.tracker);
+                    for e in tpl.elements() {
+                        let p = Partition {
+                            topic: e.topic().to_string(),
+                            partition: e.partition(),
+                        };
+                        let in_flight = tracker.in_flight_on(&p);
+                        if let Some(offset) = tracker.revoke(&p) {
+                            let _ = commit.add_partition_offset(&p.topic, p.partition, Offset::Offset(offset));
+                        }
+                        tracing::info!(topic = %p.topic, partition = p.partition, in_flight, "partition revoked; events still in flight on it will be redelivered to its next owner unless done first");
+                    }
+                }
+                if commit.count() > 0 {
+                    if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                        tracing::warn!(error = %e, "commit on revoke failed; the next owner may redeliver finished events (dedup skips them)");
+                    }
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                for e in tpl.elements() {
+                    tracing::info!(topic = e.topic(), partition = e.partition(), "partition assigned");
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // Harmless for correctness: the next commit carries the same or a
+            // later offset.
+            tracing::warn!(error = %e, partitions = offsets.count(), "offset commit failed");
+        }
+    }
+}
+
+pub type HostConsumer = StreamConsumer<HostContext>;
+
+fn base_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (k, v) in &kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The consumer group member, subscribed to the events topic.
+pub fn consumer(kafka: &KafkaConfig, tracker: Tracker) -> Result<HostConsumer, KafkaSetupError> {
+    let mut c = base_config(kafka);
+    c.set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &kafka.auto_offset_reset)
+        .set("enable.partition.eof", "false");
+    let consumer: HostConsumer = c.create_with_context(HostContext { tracker })?;
+    consumer.subscribe(&[&kafka.topic])?;
+    Ok(consumer)
+}
+
+/// A producer that does not lose or reorder acknowledged records: every
+/// in-sync replica acknowledges, and retries cannot duplicate.
+pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
+    let mut c = base_config(kafka);
+    c.set("acks", "all")
+        .set("enable.idempotence", "true")
+        // Dead letters carry the original payload, which may be large.
+        .set("message.max.bytes", "10485760");
+    Ok(c.create()?)
+}
+
+/// Commits the given offsets.
+pub fn commit(consumer: &HostConsumer, offsets: &[(Partition, i64)], mode: CommitMode) -> KafkaResult<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(*o))?;
+    }
+    consumer.commit(&tpl, mode)
+}
+
+/// How long a blocking Kafka call may take before it is reported.
+pub const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,187 @@
+//! The pipeline: Kafka messages in, channel deliveries out, offsets committed
+//! behind them.
+//!
+//! Invariants:
+//! - An offset is committed only when every lower offset of its partition is
+//!   done: every requested channel delivered, skipped or dead-lettered (with
+//!   the dead letter acknowledged), and every delivery recorded durably in the
+//!   dedup store.
+//! - Events with the same key (the appointment id) are worked one at a time in
+//!   offset order; other events run concurrently, up to
+//!   `pipeline.max_in_flight`, past which fetching pauses.
+//! - A retrying event holds back only its own key and the commit point of its
+//!   partition, never the work on other events.
+//! - On shutdown, fetching stops, in-flight work gets `shutdown_grace` to
+//!   finish, what is done is committed, and the rest is left for redelivery.
+
+mod keyed;
+mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::time::{interval, Instant, MissedTickBehavior};
+
+pub use worker::{decide, ChannelOutcome, Decision, Observed, Shared};
+
+use crate::kafka::{self, HostConsumer, Tracker};
+use crate::offsets::Partition;
+use keyed::KeyedQueue;
+
+/// One event admitted to the pipeline.
+struct Job {
+    msg: Arc<OwnedMessage>,
+    partition: Partition,
+    ticket: u64,
+    key: Option<String>,
+}
+
+struct Done {
+    partition: Partition,
+    offset: i64,
+    ticket: u64,
+    key: Option<String>,
+}
+
+/// The ordering key: the appointment id, when the payload has one.
+fn ordering_key(payload: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        appointment: Option<Appt>,
+    }
+    #[derive(Deserialize)]
+    struct Appt {
+        appointment_id: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(payload).ok()?;
+    match probe.appointment?.appointment_id? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Runs until `shutdown` resolves, then drains and commits.
+pub async fn run(shared: Arc<Shared>, consumer: Arc<HostConsumer>, tracker: Tracker, shutdown: impl Future<Output = ()>) {
+    let pipeline = shared.config.pipeline;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut keyed: KeyedQueue<Job> = KeyedQueue::default();
+    let mut in_flight = 0usize;
+    let mut paused = false;
+    let mut commits = interval(pipeline.commit_interval);
+    commits.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let start = |job: Job, tasks: &mut tokio::task::JoinSet<()>| {
+        let shared = shared.clone();
+        let done_tx = done_tx.clone();
+        tasks.spawn(async move {
+            worker::process(shared, job.msg.clone()).await;
+            let _ = done_tx.send(Done {
+                partition: job.partition,
+                offset: job.msg.offset(),
+                ticket: job.ticket,
+                key: job.key,
+            });
+        });
+    };
+
+    tokio::pin!(shutdown);
+    loop {
+        let want_pause = in_flight >= pipeline.max_in_flight;
+        if want_pause != paused {
+            set_paused(&consumer, want_pause);
+            paused = want_pause;
+        }
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            Some(done) = done_rx.recv() => {
+                in_flight -= 1;
+                kafka::lock(&tracker).finish(&done.partition, done.offset, done.ticket);
+                if let Some(next) = keyed.finish(done.key.as_deref()) {
+                    start(next, &mut tasks);
+                }
+            }
+            _ = commits.tick() => commit(&consumer, &tracker, CommitMode::Async),
+            // Reaped so the set does not grow; results arrive through done_rx.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            received = consumer.recv() => match received {
+                Ok(m) => {
+                    let msg = Arc::new(m.detach());
+                    let partition = Partition { topic: msg.topic().to_string(), partition: msg.partition() };
+                    let ticket = kafka::lock(&tracker).begin(&partition, msg.offset());
+                    let key = ordering_key(msg.payload().unwrap_or_default());
+                    in_flight += 1;
+                    let job = Job { msg, partition, ticket, key };
+                    let key = job.key.clone();
+                    if let Some(job) = keyed.admit(key.as_deref(), job) {
+                        start(job, &mut tasks);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka consume error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+
+    // Shutdown: stop fetching, give in-flight work its grace, commit what is done.
+    tracing::info!(in_flight, waiting = keyed.waiting(), grace_ms = pipeline.shutdown_grace.as_millis() as u64, "stopping: finishing in-flight events");
+    set_paused(&consumer, true);
+    let dropped_waiting = keyed.clear();
+    let mut running = in_flight - dropped_waiting;
+    let deadline = Instant::now() + pipeline.shutdown_grace;
+    while running > 0 {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some(done)) => {
+                running -= 1;
+                kafka::lock(&tracker).finish(&done.partition, done.offset, done.ticket);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    tasks.abort_all();
+    let offsets = kafka::lock(&tracker).all_commits();
+    if let Err(e) = kafka::commit(&consumer, &offsets, CommitMode::Sync) {
+        tracing::warn!(error = %e, "final offset commit failed; finished events will be redelivered and skipped by dedup");
+    }
+    tracing::info!(unfinished = running + dropped_waiting, "stopped; unfinished events will be redelivered");
+}
+
+fn commit(consumer: &HostConsumer, tracker: &Tracker, mode: CommitMode) {
+    let offsets = kafka::lock(tracker).take_commits();
+    if offsets.is_empty() {
+        return;
+    }
+    for (p, o) in &offsets {
+        tracing::debug!(topic = %p.topic, partition = p.partition, offset = o, "committing");
+    }
+    if let Err(e) = kafka::commit(consumer, &offsets, mode) {
+        tracing::warn!(error = %e, "offset commit failed; will retry with the next commit");
+    }
+}
+
+/// Pausing stops fetching (librdkafka refetches from the application's
+/// position on resume), so memory stays bounded while the consumer keeps
+/// polling and stays in its group.
+fn set_paused(consumer: &HostConsumer, pause: bool) {
+    let assignment = match consumer.assignment() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the assignment to pause/resume");
+            return;
+        }
+    };
+    let result = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    match result {
+        Ok(()) => tracing::debug!(pause, partitions = assignment.count(), "fetching paused/resumed"),
+        Err(e) => tracing::warn!(error = %e, pause, "pause/resume failed"),
+    }
+}

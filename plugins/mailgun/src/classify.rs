@@ -1,0 +1,341 @@
+//! Mailgun's answer becomes a disposition, per Mailgun's documented status
+//! codes: 200 queued; 400 bad request, 401 bad key, 403 not allowed, 413 too
+//! large (all final); 404 also while a new domain propagates; 429 rate
+//! limited; 408 and 5xx transient.
+
+use plugin_common::{body_snippet, retry_after_ms};
+use serde_json::Value;
+
+use crate::config::DEFAULT_NOT_FOUND_RETRIES;
+use crate::{settings_of, CallContext, Delivered, Disposition, HttpResponse, RetryLater, Setting};
+
+pub fn classify(
+    response: &HttpResponse,
+    settings: &[Setting],
+    context: &CallContext,
+) -> Disposition {
+    // Only `not_found_retries` matters here. Settings were checked at
+    // start-up; should one still be unreadable, the default beats refusing to
+    // classify an answer Mailgun already gave.
+    let not_found_retries = settings_of(settings)
+        .u32_or("not_found_retries", DEFAULT_NOT_FOUND_RETRIES)
+        .unwrap_or(DEFAULT_NOT_FOUND_RETRIES);
+    let status = response.status;
+    let json = serde_json::from_slice::<Value>(&response.body).ok();
+    let detail = detail(json.as_ref(), &response.body);
+    let retry = |reason: String| {
+        Disposition::Retry(RetryLater {
+            after_ms: retry_after(response, context.now_unix_ms),
+            reason,
+        })
+    };
+    match status {
+        200..=299 => Disposition::Delivered(Delivered {
+            provider_message_id: json
+                .as_ref()
+                .and_then(|j| j.get("id"))
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string),
+        }),
+        429 => retry(reason("rate limited (HTTP 429)", &detail)),
+        408 | 500..=599 => retry(reason(&format!("HTTP {status}"), &detail)),
+        400 | 401 | 403 | 413 => Disposition::Permanent(reason(&format!("HTTP {status}"), &detail)),
+        // A JSON 404 is Mailgun's own answer about the domain, which may be
+        // too new to be seen everywhere yet; a non-JSON 404 is a wrong URL.
+        404 if json.is_some() && context.attempt < not_found_retries => retry(reason(
+            &format!(
+                "HTTP 404 on attempt {} of {not_found_retries} (a new domain may not have propagated yet)",
+                context.attempt
+            ),
+            &detail,
+        )),
+        404 if json.is_some() => Disposition::Permanent(reason(
+            &format!("HTTP 404, still on attempt {}", context.attempt),
+            &detail,
+        )),
+        404 => Disposition::Permanent(reason("HTTP 404 (check base_url and region)", &detail)),
+        _ => Disposition::Permanent(reason(&format!("unexpected HTTP {status}"), &detail)),
+    }
+}
+
+/// Mailgun's `message` when the body is its JSON error, else a quote of the
+/// body (an HTML page from a proxy, a plain-text `Forbidden`).
+fn detail(json: Option<&Value>, body: &[u8]) -> String {
+    match json.and_then(|j| j.get("message")).and_then(Value::as_str) {
+        Some(message) => body_snippet(message.as_bytes()),
+        None => body_snippet(body),
+    }
+}
+
+fn reason(what: &str, detail: &str) -> String {
+    if detail.is_empty() {
+        format!("mailgun: {what}")
+    } else {
+        format!("mailgun: {what}: {detail}")
+    }
+}
+
+/// Honoured on every retry, not only 429: a 503 may carry one too.
+fn retry_after(response: &HttpResponse, now_unix_ms: u64) -> Option<u64> {
+    response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
+        .and_then(|h| retry_after_ms(&h.value, now_unix_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::settings;
+    use crate::Header;
+
+    const NOW_MS: u64 = 784_111_777_000 - 9_000;
+
+    #[derive(Debug, PartialEq)]
+    enum Want {
+        Delivered(Option<&'static str>),
+        Retry(Option<u64>, &'static str),
+        Permanent(&'static str),
+    }
+
+    fn run(
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &str,
+        attempt: u32,
+        extra: &[(&str, &str)],
+    ) -> Disposition {
+        let response = HttpResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| Header {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        };
+        let context = CallContext {
+            attempt,
+            now_unix_ms: NOW_MS,
+        };
+        classify(&response, &settings(extra), &context)
+    }
+
+    fn matches(got: &Disposition, want: &Want) -> bool {
+        match (got, want) {
+            (Disposition::Delivered(d), Want::Delivered(id)) => {
+                d.provider_message_id.as_deref() == *id
+            }
+            (Disposition::Retry(r), Want::Retry(after, needle)) => {
+                r.after_ms == *after
+                    && r.reason.starts_with("mailgun: ")
+                    && r.reason.contains(needle)
+            }
+            (Disposition::Permanent(reason), Want::Permanent(needle)) => {
+                reason.starts_with("mailgun: ") && reason.contains(needle)
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn documented_answers() {
+        let json_ct = &[("content-type", "application/json")][..];
+        let cases: &[(u16, &[(&str, &str)], &str, u32, Want)] = &[
+            (
+                200,
+                json_ct,
+                r#"{"id":"<m1@mg>","message":"Queued. Thank you."}"#,
+                1,
+                Want::Delivered(Some("<m1@mg>")),
+            ),
+            (200, &[], "", 1, Want::Delivered(None)),
+            (
+                200,
+                &[],
+                r#"{"message":"Queued"}"#,
+                1,
+                Want::Delivered(None),
+            ),
+            (202, &[], r#"{"id":""}"#, 1, Want::Delivered(None)),
+            (200, &[], "<html>ok</html>", 1, Want::Delivered(None)),
+            (
+                429,
+                &[("retry-after", "30")],
+                r#"{"message":"limit exceeded"}"#,
+                1,
+                Want::Retry(Some(30_000), "limit exceeded"),
+            ),
+            (
+                429,
+                &[("Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT")],
+                "",
+                1,
+                Want::Retry(Some(9_000), "HTTP 429"),
+            ),
+            (
+                429,
+                &[("retry-after", "soon")],
+                "",
+                1,
+                Want::Retry(None, "rate limited"),
+            ),
+            (
+                429,
+                &[],
+                r#"{"message":"limit exceeded"}"#,
+                1,
+                Want::Retry(None, "limit exceeded"),
+            ),
+            (408, &[], "", 1, Want::Retry(None, "HTTP 408")),
+            (
+                500,
+                &[],
+                r#"{"message":"Internal Server Error"}"#,
+                1,
+                Want::Retry(None, "HTTP 500: Internal Server Error"),
+            ),
+            (
+                503,
+                &[("retry-after", "5")],
+                "",
+                7,
+                Want::Retry(Some(5_000), "HTTP 503"),
+            ),
+            (599, &[], "", 1, Want::Retry(None, "HTTP 599")),
+            (
+                400,
+                json_ct,
+                r#"{"message":"'to' parameter is not a valid address"}"#,
+                1,
+                Want::Permanent("HTTP 400: 'to' parameter is not a valid address"),
+            ),
+            (
+                401,
+                &[],
+                "Forbidden",
+                1,
+                Want::Permanent("HTTP 401: Forbidden"),
+            ),
+            (
+                403,
+                &[],
+                r#"{"message":"Domain not allowed"}"#,
+                1,
+                Want::Permanent("HTTP 403: Domain not allowed"),
+            ),
+            (
+                413,
+                &[],
+                r#"{"message":"too large"}"#,
+                1,
+                Want::Permanent("HTTP 413: too large"),
+            ),
+            (
+                404,
+                json_ct,
+                r#"{"message":"Domain not found"}"#,
+                1,
+                Want::Retry(None, "Domain not found"),
+            ),
+            (
+                404,
+                json_ct,
+                r#"{"message":"Domain not found"}"#,
+                2,
+                Want::Retry(None, "attempt 2 of 3"),
+            ),
+            (
+                404,
+                json_ct,
+                r#"{"message":"Domain not found"}"#,
+                3,
+                Want::Permanent("HTTP 404, still on attempt 3: Domain not found"),
+            ),
+            (
+                404,
+                &[("content-type", "text/html")],
+                "<html>not found</html>",
+                1,
+                Want::Permanent("HTTP 404"),
+            ),
+            (404, &[], "", 1, Want::Permanent("HTTP 404")),
+            (
+                302,
+                &[("location", "https://x")],
+                "",
+                1,
+                Want::Permanent("unexpected HTTP 302"),
+            ),
+            (
+                409,
+                &[],
+                "conflict",
+                1,
+                Want::Permanent("unexpected HTTP 409: conflict"),
+            ),
+            (100, &[], "", 1, Want::Permanent("unexpected HTTP 100")),
+        ];
+        for (status, headers, body, attempt, want) in cases {
+            let got = run(*status, headers, body, *attempt, &[]);
+            assert!(
+                matches(&got, want),
+                "{status} {body:?} attempt {attempt}: got {got:?}, want {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_found_retries_is_a_setting() {
+        let body = r#"{"message":"Domain not found"}"#;
+        assert!(matches(
+            &run(404, &[], body, 4, &[("not_found_retries", "5")]),
+            &Want::Retry(None, "of 5")
+        ));
+        assert!(matches(
+            &run(404, &[], body, 5, &[("not_found_retries", "5")]),
+            &Want::Permanent("404")
+        ));
+        assert!(matches(
+            &run(404, &[], body, 1, &[("not_found_retries", "0")]),
+            &Want::Permanent("404")
+        ));
+        // Unreadable (check-settings would have said so): the default applies.
+        assert!(matches(
+            &run(404, &[], body, 2, &[("not_found_retries", "many")]),
+            &Want::Retry(None, "of 3")
+        ));
+    }
+
+    #[test]
+    fn long_and_broken_bodies_are_quoted_briefly() {
+        let page = format!("<html>{}</html>", "x".repeat(5000));
+        let Disposition::Permanent(reason) = run(401, &[], &page, 1, &[]) else {
+            panic!("permanent expected")
+        };
+        assert!(
+            reason.chars().count()
+                <= "mailgun: HTTP 401: ".len() + plugin_common::SNIPPET_MAX_CHARS,
+            "{reason}"
+        );
+        assert!(reason.ends_with('…'));
+
+        let response = HttpResponse {
+            status: 400,
+            headers: vec![],
+            body: b"bad \xf0\x9f".to_vec(),
+        };
+        let context = CallContext {
+            attempt: 1,
+            now_unix_ms: 0,
+        };
+        assert_eq!(
+            classify(&response, &[], &context),
+            Disposition::Permanent("mailgun: HTTP 400: bad \u{fffd}".to_string())
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! The channel's settings, checked once into a typed config.
+
+use plugin_common::{check_template, is_http_url, Settings, Template, TimeStyle};
+
+use crate::{settings_of, Setting};
+
+pub const KNOWN_SETTINGS: &[&str] = &[
+    "base_url",
+    "region",
+    "domain",
+    "from",
+    "subject_template",
+    "text_template",
+    "html_template",
+    "tags",
+    "test_mode",
+    "tracking",
+    "time_zone",
+    "time_format",
+    "not_found_retries",
+];
+
+/// Mailgun runs separate US and EU regions; an account exists in one only.
+const REGIONS: &[(&str, &str)] = &[
+    ("us", "https://api.mailgun.net"),
+    ("eu", "https://api.eu.mailgun.net"),
+];
+
+/// The region of accounts created without choosing one.
+const DEFAULT_REGION: &str = "us";
+
+const DEFAULT_SUBJECT: &str = "Your appointment is confirmed";
+const DEFAULT_TEXT: &str = "Your appointment {appointment_id} is booked for {time}.";
+
+/// Every appointment mail is tagged so it can be found in Mailgun's logs and
+/// analytics without further setup; `tags = ""` turns it off.
+const DEFAULT_TAGS: &str = "appointment-created";
+
+/// Mailgun's documented limit for one tag: ASCII, at most 128 characters.
+const MAX_TAG_CHARS: usize = 128;
+
+/// The values `o:tracking` accepts, per the vendor's spec.
+const TRACKING_VALUES: &[&str] = &["yes", "no", "true", "false", "htmlonly"];
+
+/// A freshly created domain or API key can answer 404 for a short while
+/// (Mailgun's eventual consistency). Three sends, spread over the host's
+/// backoff, outlast that window without hiding a domain that is really wrong
+/// for long.
+pub const DEFAULT_NOT_FOUND_RETRIES: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct MailgunConfig {
+    /// Without a trailing `/`.
+    pub base_url: String,
+    pub domain: String,
+    pub from: String,
+    pub subject: Template,
+    pub text: Template,
+    pub html: Option<Template>,
+    pub tags: Vec<String>,
+    pub test_mode: bool,
+    pub tracking: Option<String>,
+    pub time_style: TimeStyle,
+    /// A JSON 404 is retried while `attempt < not_found_retries`: this is the
+    /// number of sends such a 404 may cost, the last one included.
+    pub not_found_retries: u32,
+}
+
+impl MailgunConfig {
+    /// Reads every setting, reporting every problem, each naming its key.
+    pub fn from_settings(settings: &Settings<'_>) -> Result<MailgunConfig, Vec<String>> {
+        let mut problems = Vec::new();
+
+        let base_url = keep(&mut problems, base_url(settings));
+        let domain = keep(&mut problems, domain(settings));
+        let from = keep(&mut problems, from(settings));
+        let subject = keep(
+            &mut problems,
+            check_template(
+                "subject_template",
+                settings.get_or("subject_template", DEFAULT_SUBJECT),
+            ),
+        );
+        let text = keep(
+            &mut problems,
+            check_template(
+                "text_template",
+                settings.get_or("text_template", DEFAULT_TEXT),
+            ),
+        );
+        let html = keep(
+            &mut problems,
+            settings
+                .optional("html_template")
+                .map(|t| check_template("html_template", t))
+                .transpose(),
+        );
+        let tags = keep(&mut problems, tags(settings));
+        let test_mode = keep(&mut problems, settings.bool_or("test_mode", false));
+        let tracking = keep(&mut problems, tracking(settings));
+        let not_found_retries = keep(
+            &mut problems,
+            settings.u32_or("not_found_retries", DEFAULT_NOT_FOUND_RETRIES),
+        );
+        let time_style = TimeStyle::from_settings(settings)
+            .map_err(|p| problems.extend(p))
+            .ok();
+
+        // Every failed read above is `None` and left a problem behind.
+        let (
+            Some(base_url),
+            Some(domain),
+            Some(from),
+            Some(subject),
+            Some(text),
+            Some(html),
+            Some(tags),
+            Some(test_mode),
+            Some(tracking),
+            Some(not_found_retries),
+            Some(time_style),
+        ) = (
+            base_url,
+            domain,
+            from,
+            subject,
+            text,
+            html,
+            tags,
+            test_mode,
+            tracking,
+            not_found_retries,
+            time_style,
+        )
+        else {
+            return Err(problems);
+        };
+        Ok(MailgunConfig {
+            base_url,
+            domain,
+            from,
+            subject,
+            text,
+            html,
+            tags,
+            test_mode,
+            tracking,
+            time_style,
+            not_found_retries,
+        })
+    }
+}
+
+/// The value of a read, or `None` with its problem noted.
+fn keep<T>(problems: &mut Vec<String>, read: Result<T, String>) -> Option<T> {
+    read.map_err(|p| problems.push(p)).ok()
+}
+
+pub fn check_settings(settings: &[Setting]) -> Result<(), Vec<String>> {
+    MailgunConfig::from_settings(&settings_of(settings)).map(|_| ())
+}
+
+/// `base_url` when the host passes one (it always does for a configured
+/// channel, and tests point it at a stand-in); otherwise the region's API.
+fn base_url(settings: &Settings<'_>) -> Result<String, String> {
+    let region = settings.get_or("region", DEFAULT_REGION).trim();
+    let region_url = REGIONS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(region))
+        .map(|(_, url)| *url)
+        .ok_or_else(|| format!("setting `region` must be `us` or `eu`, not `{region}`"))?;
+    match settings.optional("base_url") {
+        Some(url) if is_http_url(url) => Ok(url.trim_end_matches('/').to_string()),
+        Some(url) => Err(format!(
+            "setting `base_url` must be an absolute http(s) URL, not `{url}`"
+        )),
+        None => Ok(region_url.to_string()),
+    }
+}
+
+fn domain(settings: &Settings<'_>) -> Result<String, String> {
+    let domain = settings.required("domain")?;
+    if domain.contains('/') || domain.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "setting `domain` must be a sending domain like `mg.example.com`, not `{domain}`"
+        ));
+    }
+    Ok(domain.to_string())
+}
+
+fn from(settings: &Settings<'_>) -> Result<String, String> {
+    let from = settings.required("from")?;
+    if !from.contains('@') {
+        return Err(format!(
+            "setting `from` must be an address like `noreply@mg.example.com` or `Clinic <noreply@mg.example.com>`, not `{from}`"
+        ));
+    }
+    Ok(from.to_string())
+}
+
+fn tags(settings: &Settings<'_>) -> Result<Vec<String>, String> {
+    let tags: Vec<String> = settings
+        .get_or("tags", DEFAULT_TAGS)
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    match tags.iter().find(|t| !t.is_ascii() || t.chars().count() > MAX_TAG_CHARS) {
+        Some(bad) => Err(format!(
+            "setting `tags`: tag `{bad}` must be ASCII and at most {MAX_TAG_CHARS} characters (Mailgun's limit)"
+        )),
+        None => Ok(tags),
+    }
+}
+
+fn tracking(settings: &Settings<'_>) -> Result<Option<String>, String> {
+    match settings.optional("tracking").map(str::trim) {
+        None => Ok(None),
+        Some(v) if TRACKING_VALUES.contains(&v) => Ok(Some(v.to_string())),
+        Some(v) => Err(format!(
+            "setting `tracking` must be one of {}, not `{v}`",
+            TRACKING_VALUES.join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::settings;
+
+    const MINIMAL: &[(&str, &str)] = &[
+        ("domain", "mg.example.com"),
+        ("from", "noreply@mg.example.com"),
+    ];
+
+    fn config(pairs: &[(&str, &str)]) -> Result<MailgunConfig, Vec<String>> {
+        let s = settings(pairs);
+        MailgunConfig::from_settings(&settings_of(&s))
+    }
+
+    #[test]
+    fn minimal_settings_take_the_defaults() {
+        let c = config(MINIMAL).map_err(|e| e.join("; "));
+        let c = c.as_ref().map_err(String::as_str);
+        assert_eq!(
+            c.map(|c| c.base_url.as_str()),
+            Ok("https://api.mailgun.net")
+        );
+        assert_eq!(
+            c.map(|c| c.tags.clone()),
+            Ok(vec!["appointment-created".to_string()])
+        );
+        assert_eq!(
+            c.map(|c| (c.test_mode, c.tracking.clone(), c.not_found_retries)),
+            Ok((false, None, 3))
+        );
+        assert_eq!(c.map(|c| c.time_style.zone_name()), Ok("UTC"));
+    }
+
+    #[test]
+    fn region_and_base_url() {
+        let mut eu = MINIMAL.to_vec();
+        eu.push(("region", "EU"));
+        assert_eq!(
+            config(&eu).map(|c| c.base_url),
+            Ok("https://api.eu.mailgun.net".to_string())
+        );
+        eu.push(("base_url", "http://127.0.0.1:8080/"));
+        assert_eq!(
+            config(&eu).map(|c| c.base_url),
+            Ok("http://127.0.0.1:8080".to_string())
+        );
+    }
+
+    #[test]
+    fn check_settings_reports_every_problem_naming_its_key() {
+        let s = settings(&[
+            ("region", "asia"),
+            ("from", "nobody"),
+            ("subject_template", "Hi {name}"),
+            ("text_template", "at {time"),
+            ("html_template", "}"),
+            ("tags", "ok, caf\u{e9}"),
+            ("test_mode", "yes"),
+            ("tracking", "sometimes"),
+            ("not_found_retries", "-1"),
+            ("time_zone", "Nowhere/Land"),
+            ("time_format", "%Q"),
+        ]);
+        let problems = check_settings(&s).unwrap_err();
+        let keys = [
+            "region",
+            "domain",
+            "from",
+            "subject_template",
+            "text_template",
+            "html_template",
+            "tags",
+            "test_mode",
+            "tracking",
+            "not_found_retries",
+            "time_zone",
+            "time_format",
+        ];
+        assert_eq!(problems.len(), keys.len(), "{problems:#?}");
+        for key in keys {
+            assert!(
+                problems.iter().any(|p| p.contains(&format!("`{key}`"))),
+                "{key} not named in {problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_base_url_and_domain_are_problems() {
+        let problems = check_settings(&settings(&[
+            ("base_url", "api.mailgun.net"),
+            ("domain", "mg.example.com/evil"),
+            ("from", "a@b"),
+        ]))
+        .unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("`base_url`") && problems[1].contains("`domain`"));
+        let blank = check_settings(&settings(&[("domain", ""), ("from", "a@b")])).unwrap_err();
+        assert_eq!(blank, ["setting `domain` is required"]);
+    }
+
+    #[test]
+    fn valid_full_settings_pass() {
+        let s = settings(&[
+            ("region", "eu"),
+            ("domain", "mg.example.com"),
+            ("from", "Clinic <noreply@mg.example.com>"),
+            ("html_template", "<p>{appointment_id} at {time}</p>"),
+            ("tags", ""),
+            ("test_mode", "true"),
+            ("tracking", "htmlonly"),
+            ("not_found_retries", "5"),
+            ("time_zone", "Europe/Berlin"),
+            ("time_format", "%d.%m.%Y %H:%M"),
+        ]);
+        assert_eq!(check_settings(&s), Ok(()));
+    }
+}

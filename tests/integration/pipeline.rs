@@ -1,0 +1,262 @@
+//! End to end: a real broker, the compiled host binary as a child process,
+//! the real plugins, and provider stand-ins that record every request.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::kafka_harness::*;
+
+const MAILGUN_OK: &str = r#"{"id":"<m@mg>","message":"Queued. Thank you."}"#;
+const TWILIO_OK: &str = r#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued"}"#;
+const WAIT: Duration = Duration::from_secs(60);
+
+fn event(id: &str, email: bool, sms: bool) -> Vec<u8> {
+    serde_json::json!({
+        "event_id": id,
+        "event_type": "appointments.created",
+        "occurred_at": "2026-02-13T17:00:00Z",
+        "notify": { "email": email, "sms": sms },
+        "appointment": {
+            "appointment_id": format!("appt-{id}"),
+            "user_id": 7,
+            "time": "2026-02-20T15:00:00Z",
+            "email": "user@example.com",
+            "phone_e164": "+15555550123"
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Event ids the stand-in saw, from Mailgun's `v:event_id` or Twilio's body.
+fn mailgun_event_ids(s: &StandIn) -> Vec<String> {
+    s.received()
+        .iter()
+        .filter_map(|r| {
+            let ct = r.header("content-type")?;
+            parse_multipart(&ct, &r.body).into_iter().find(|(k, _)| k == "v:event_id").map(|(_, v)| v)
+        })
+        .collect()
+}
+
+struct Setup {
+    t: Topics,
+    mailgun: StandIn,
+    twilio: StandIn,
+    w: Workdir,
+}
+
+fn setup(name: &str, mailgun: Vec<Reply>, twilio: Vec<Reply>) -> Setup {
+    let t = unique(name);
+    create_topics(&t);
+    Setup {
+        t,
+        mailgun: StandIn::start(mailgun),
+        twilio: StandIn::start(twilio),
+        w: Workdir::new(),
+    }
+}
+
+impl Setup {
+    fn config(&self, extra: &str) -> std::path::PathBuf {
+        host_config(&self.w, &self.t, &self.mailgun.url(), &self.twilio.url(), extra)
+    }
+    fn committed(&self) -> Option<i64> {
+        committed(&self.t.group, &self.t.topic)
+    }
+    fn wait_committed(&self, offset: i64) {
+        wait_for(&format!("offset {offset} committed"), WAIT, || self.committed() == Some(offset));
+    }
+}
+
+#[test]
+fn email_sms_and_both_are_delivered_and_committed() {
+    let s = setup("channels", vec![Reply::new(200, MAILGUN_OK)], vec![Reply::new(201, TWILIO_OK)]);
+    let _host = Host::start(&s.config(""));
+    publish(&s.t.topic, &[event("e-email", true, false), event("e-sms", false, true), event("e-both", true, true)]);
+    s.wait_committed(3);
+    let mut mail = mailgun_event_ids(&s.mailgun);
+    mail.sort();
+    assert_eq!(mail, ["e-both", "e-email"]);
+    let sms = s.twilio.received();
+    assert_eq!(sms.len(), 2);
+    for r in &sms {
+        assert_eq!(r.path, format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"));
+        assert!(parse_form(&r.body).contains(&("To".into(), "+15555550123".into())));
+    }
+    assert!(read_topic(&s.t.dlq, 1, Duration::from_secs(1)).is_empty(), "nothing dead-lettered");
+}
+
+#[test]
+fn transient_failures_are_retried_then_delivered_once() {
+    let s = setup(
+        "retry",
+        vec![Reply::new(500, r#"{"message":"Internal Server Error"}"#), Reply::new(503, ""), Reply::new(200, MAILGUN_OK)],
+        vec![],
+    );
+    let host = Host::start(&s.config(""));
+    publish(&s.t.topic, &[event("e-retry", true, false)]);
+    s.wait_committed(1);
+    assert_eq!(s.mailgun.received().len(), 3, "two failures, one success");
+    let delivered = host.events("channel delivered");
+    assert_eq!(delivered.len(), 1, "{}", host.log_text());
+    assert_eq!(delivered[0]["attempts"], 3);
+    assert_eq!(delivered[0]["event_id"], "e-retry", "the event id is on the line (from the span)");
+}
+
+#[test]
+fn retry_after_is_respected() {
+    let s = setup(
+        "retryafter",
+        vec![],
+        vec![Reply::new(429, r#"{"code":20429,"message":"Too Many Requests"}"#).header("retry-after", "2"), Reply::new(201, TWILIO_OK)],
+    );
+    let _host = Host::start(&s.config(""));
+    publish(&s.t.topic, &[event("e-429", false, true)]);
+    s.wait_committed(1);
+    let received = s.twilio.received_at();
+    assert_eq!(received.len(), 2);
+    let gap = received[1] - received[0];
+    assert!(gap >= Duration::from_millis(1900), "second try came after {gap:?}, before Retry-After: 2");
+}
+
+#[test]
+fn a_permanent_failure_is_dead_lettered_and_the_next_event_proceeds() {
+    let s = setup(
+        "permanent",
+        vec![],
+        vec![
+            Reply::new(400, r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#),
+            Reply::new(201, TWILIO_OK),
+        ],
+    );
+    let _host = Host::start(&s.config(""));
+    let bad = event("e-bad", false, true);
+    publish(&s.t.topic, &[bad.clone(), event("e-next", false, true)]);
+    s.wait_committed(2);
+    assert_eq!(s.twilio.received().len(), 2, "no retry of a permanent failure");
+    let letters = read_topic(&s.t.dlq, 1, WAIT);
+    assert_eq!(letters.len(), 1);
+    let l = &letters[0];
+    assert_eq!(l.payload, bad, "the original payload, untouched");
+    assert_eq!(l.header("notify.error_class"), Some("permanent"));
+    assert_eq!(l.header("notify.channel"), Some("sms"));
+    assert_eq!(l.header("notify.event_id"), Some("e-bad"));
+    assert_eq!(l.header("notify.provider_status"), Some("400"));
+    assert_eq!(l.header("notify.attempts"), Some("1"));
+    assert_eq!(l.header("notify.source_topic"), Some(s.t.topic.as_str()));
+    assert_eq!(l.header("notify.source_offset"), Some("0"));
+    assert!(l.header("notify.reason").is_some_and(|r| r.contains("21211")), "{l:?}");
+    assert!(l.header("notify.failed_at").is_some() && l.header("notify.host_version").is_some());
+}
+
+#[test]
+fn malformed_events_are_dead_lettered_with_reasons_and_the_host_keeps_going() {
+    let s = setup("malformed", vec![Reply::new(200, MAILGUN_OK)], vec![]);
+    let mut host = Host::start(&s.config(""));
+    let big = format!(r#"{{"event_id":"big","notify":{{"email":true}},"appointment":{{"appointment_id":1,"email":"a@b.co","pad":"{}"}}}}"#, "x".repeat(1024 * 1024));
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"{not json".to_vec(), "payload: not valid JSON"),
+        (br#"{"event_id":"m1","notify":{"email":true}}"#.to_vec(), "appointment: required"),
+        (br#"{"event_id":"m2","notify":{"email":"yes"},"appointment":{"appointment_id":1}}"#.to_vec(), "notify.email: expected true or false"),
+        (vec![0xff, 0xfe, 0x00, 0x41], "payload: not UTF-8"),
+        (big.into_bytes(), "payload: 1048"),
+    ];
+    let mut payloads: Vec<Vec<u8>> = cases.iter().map(|(p, _)| p.clone()).collect();
+    payloads.push(event("e-after", true, false));
+    publish(&s.t.topic, &payloads);
+    s.wait_committed(payloads.len() as i64);
+    assert!(host.is_running());
+    assert_eq!(mailgun_event_ids(&s.mailgun), ["e-after"]);
+    let letters = read_topic(&s.t.dlq, cases.len(), WAIT);
+    assert_eq!(letters.len(), cases.len());
+    for ((payload, reason), letter) in cases.iter().zip(&letters) {
+        assert_eq!(&letter.payload, payload, "payload untouched");
+        assert_eq!(letter.header("notify.error_class"), Some("invalid_event"));
+        let got = letter.header("notify.reason").unwrap_or_default();
+        assert!(got.starts_with(reason), "reason {got:?} should start with {reason:?}");
+    }
+}
+
+#[test]
+fn the_same_event_published_twice_is_sent_once_per_channel() {
+    let s = setup("duplicate", vec![Reply::new(200, MAILGUN_OK)], vec![Reply::new(201, TWILIO_OK)]);
+    let host = Host::start(&s.config(""));
+    let e = event("e-twice", true, true);
+    publish(&s.t.topic, &[e.clone(), e]);
+    s.wait_committed(2);
+    assert_eq!(s.mailgun.received().len(), 1);
+    assert_eq!(s.twilio.received().len(), 1);
+    assert_eq!(host.events("channel already delivered for this event; not sent again").len(), 2);
+}
+
+#[test]
+fn a_crash_after_the_provider_accepted_does_not_send_again() {
+    let s = setup("crash-after", vec![Reply::new(200, MAILGUN_OK)], vec![]);
+    // Commits are rare here, so the kill lands after the delivery was recorded
+    // and before its offset was committed.
+    let config = s.config("commit_interval_ms = 600000");
+    let mut host = Host::start(&config);
+    publish(&s.t.topic, &[event("e-crash", true, false)]);
+    wait_for("the delivery", WAIT, || !host.events("channel delivered").is_empty());
+    host.kill9();
+    assert_eq!(s.committed(), None, "nothing was committed before the kill");
+
+    let mut again = host.restart();
+    wait_for("the redelivered event to be skipped", WAIT, || {
+        !again.events("channel already delivered for this event; not sent again").is_empty()
+    });
+    assert_eq!(s.mailgun.received().len(), 1, "no second send");
+    assert!(again.terminate().success());
+    assert_eq!(s.committed(), Some(1), "committed on shutdown");
+}
+
+#[test]
+fn a_crash_before_the_provider_accepted_sends_after_restart() {
+    // The provider holds the first request until after the kill.
+    let s = setup("crash-before", vec![Reply::new(200, MAILGUN_OK).delayed(Duration::from_secs(8)), Reply::new(200, MAILGUN_OK)], vec![]);
+    let mut host = Host::start(&s.config(""));
+    publish(&s.t.topic, &[event("e-lost?", true, false)]);
+    wait_for("the first request", WAIT, || !s.mailgun.received().is_empty());
+    host.kill9();
+    let _again = host.restart();
+    s.wait_committed(1);
+    let ids = mailgun_event_ids(&s.mailgun);
+    assert_eq!(ids, ["e-lost?", "e-lost?"], "sent again after the restart: nothing lost");
+}
+
+#[test]
+fn on_redelivery_a_delivered_channel_is_not_sent_again() {
+    // E-mail succeeds; SMS keeps failing, so the event stays uncommitted.
+    let s = setup("partial", vec![Reply::new(200, MAILGUN_OK)], vec![Reply::new(503, "")]);
+    let config = s.config("");
+    let text = std::fs::read_to_string(&config).expect("config");
+    // Enough SMS attempts that the event is still retrying when killed.
+    let text = text.replacen("retry = { max_attempts = 4, initial_backoff_ms = 50, max_backoff_ms = 200 }\nsettings = { account_sid", "retry = { max_attempts = 1000, initial_backoff_ms = 50, max_backoff_ms = 200 }\nsettings = { account_sid", 1);
+    std::fs::write(&config, text).expect("config");
+    let mut host = Host::start(&config);
+    publish(&s.t.topic, &[event("e-partial", true, true)]);
+    wait_for("e-mail delivered and SMS retried", WAIT, || !host.events("channel delivered").is_empty() && s.twilio.received().len() >= 3);
+    host.kill9();
+    assert_eq!(s.committed(), Some(0), "the event is not committed while SMS is unresolved");
+
+    s.twilio.set_script(vec![Reply::new(201, TWILIO_OK)]);
+    let again = host.restart();
+    s.wait_committed(1);
+    assert_eq!(s.mailgun.received().len(), 1, "e-mail not sent again");
+    assert!(!again.events("channel already delivered for this event; not sent again").is_empty());
+    let last = s.twilio.received();
+    assert!(last.len() >= 4);
+}
+
+#[test]
+fn sigterm_commits_and_exits_zero() {
+    let s = setup("sigterm", vec![Reply::new(200, MAILGUN_OK)], vec![]);
+    let mut host = Host::start(&s.config("commit_interval_ms = 600000"));
+    publish(&s.t.topic, &[event("e-1", true, false), event("e-2", true, false)]);
+    wait_for("two deliveries", WAIT, || host.events("channel delivered").len() == 2);
+    let started = Instant::now();
+    assert!(host.terminate().success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(s.committed(), Some(2));
+}

@@ -23,6 +23,9 @@ pub fn classify(
     let status = response.status;
     let json = serde_json::from_slice::<Value>(&response.body).ok();
     let detail = detail(json.as_ref(), &response.body);
+    // Mailgun's own answers are JSON objects; a bare `404` or `"nope"` is
+    // valid JSON too, but not one of them.
+    let mailgun_json = json.as_ref().is_some_and(Value::is_object);
     let retry = |reason: String| {
         Disposition::Retry(RetryLater {
             after_ms: retry_after(response, context.now_unix_ms),
@@ -43,18 +46,18 @@ pub fn classify(
         400 | 401 | 403 | 413 => Disposition::Permanent(reason(&format!("HTTP {status}"), &detail)),
         // A JSON 404 is Mailgun's own answer about the domain, which may be
         // too new to be seen everywhere yet; a non-JSON 404 is a wrong URL.
-        404 if json.is_some() && context.attempt < not_found_retries => retry(reason(
+        404 if mailgun_json && context.attempt < not_found_retries => retry(reason(
             &format!(
                 "HTTP 404 on attempt {} of {not_found_retries} (a new domain may not have propagated yet)",
                 context.attempt
             ),
             &detail,
         )),
-        404 if json.is_some() => Disposition::Permanent(reason(
+        404 if mailgun_json => Disposition::Permanent(reason(
             &format!("HTTP 404, still on attempt {}", context.attempt),
             &detail,
         )),
-        404 => Disposition::Permanent(reason("HTTP 404 (check base_url and region)", &detail)),
+        404 => Disposition::Permanent(reason("HTTP 404, not from the Mailgun API (check base_url)", &detail)),
         _ => Disposition::Permanent(reason(&format!("unexpected HTTP {status}"), &detail)),
     }
 }
@@ -90,6 +93,9 @@ mod tests {
     use super::*;
     use crate::test_support::settings;
     use crate::Header;
+
+    /// Response headers in a table row.
+    type Headers<'a> = &'a [(&'a str, &'a str)];
 
     const NOW_MS: u64 = 784_111_777_000 - 9_000;
 
@@ -145,7 +151,7 @@ mod tests {
     #[test]
     fn documented_answers() {
         let json_ct = &[("content-type", "application/json")][..];
-        let cases: &[(u16, &[(&str, &str)], &str, u32, Want)] = &[
+        let cases: &[(u16, Headers, &str, u32, Want)] = &[
             (
                 200,
                 json_ct,
@@ -264,6 +270,13 @@ mod tests {
                 Want::Permanent("HTTP 404"),
             ),
             (404, &[], "", 1, Want::Permanent("HTTP 404")),
+            (
+                404,
+                &[],
+                "404",
+                1,
+                Want::Permanent("HTTP 404, not from the Mailgun API (check base_url): 404"),
+            ),
             (
                 302,
                 &[("location", "https://x")],

@@ -289,7 +289,7 @@ mod tests {
             ("time_zone", "Nowhere/Land"),
             ("time_format", "%Q"),
         ]);
-        let problems = check_settings(&s).unwrap_err();
+        let problems = check_settings(&s).expect_err("an error");
         let keys = [
             "region",
             "domain",
@@ -320,10 +320,11 @@ mod tests {
             ("domain", "mg.example.com/evil"),
             ("from", "a@b"),
         ]))
-        .unwrap_err();
+        .expect_err("an error");
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("`base_url`") && problems[1].contains("`domain`"));
-        let blank = check_settings(&settings(&[("domain", ""), ("from", "a@b")])).unwrap_err();
+        let blank =
+            check_settings(&settings(&[("domain", ""), ("from", "a@b")])).expect_err("an error");
         assert_eq!(blank, ["setting `domain` is required"]);
     }
 

@@ -266,7 +266,7 @@ mod tests {
             "a b@c.d",
             "a@b.c\r\nBcc: x@y",
         ] {
-            let err = with_email(Some(bad)).unwrap_err();
+            let err = with_email(Some(bad)).expect_err("an error");
             assert!(
                 err.starts_with("appointment.email is not a single e-mail address"),
                 "{bad}: {err}"
@@ -287,10 +287,10 @@ mod tests {
         let mut bad_time = sample_event();
         bad_time.appointment.time = Some("soon".to_string());
         assert!(render(&bad_time, &settings(MINIMAL))
-            .unwrap_err()
+            .expect_err("an error")
             .starts_with("appointment.time `soon`"));
 
-        let err = render(&sample_event(), &settings(&[("domain", "x")])).unwrap_err();
+        let err = render(&sample_event(), &settings(&[("domain", "x")])).expect_err("an error");
         assert_eq!(err, "invalid settings: setting `from` is required");
     }
 }

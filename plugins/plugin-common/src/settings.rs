@@ -110,13 +110,13 @@ mod tests {
         assert_eq!(s.bool_or("absent", true), Ok(true));
         assert!(s
             .bool_or("domain", false)
-            .unwrap_err()
+            .expect_err("an error")
             .contains("`domain` must be true or false"));
         assert_eq!(s.u32_or("n", 3), Ok(8), "the last duplicate wins");
         assert_eq!(s.u32_or("absent", 3), Ok(3));
         assert!(s
             .u32_or("flag", 3)
-            .unwrap_err()
+            .expect_err("an error")
             .contains("`flag` must be a whole number"));
     }
 

@@ -328,7 +328,7 @@ mod tests {
             ("é{", "`{` at byte 2 is never closed"),
         ];
         for (text, want) in cases {
-            let err = check_template("subject_template", text).unwrap_err();
+            let err = check_template("subject_template", text).expect_err("an error");
             assert!(err.starts_with("setting `subject_template`: "), "{err}");
             assert!(err.contains(want), "{text}: {err}");
         }
@@ -345,10 +345,10 @@ mod tests {
             Err("appointment.time is missing but setting `text_template` uses {time}".to_string())
         );
         assert!(render_template("t", "{time_iso}", &v, Escape::None)
-            .unwrap_err()
+            .expect_err("an error")
             .starts_with("appointment.time"));
         assert!(render_template("t", "{user_id}", &v, Escape::None)
-            .unwrap_err()
+            .expect_err("an error")
             .starts_with("appointment.user_id"));
         assert_eq!(
             render_template("t", "{appointment_id}", &v, Escape::None),
@@ -356,7 +356,7 @@ mod tests {
         );
         v.time = Some("next week");
         assert!(render_template("t", "{time}", &v, Escape::None)
-            .unwrap_err()
+            .expect_err("an error")
             .contains("not an RFC 3339"));
         assert_eq!(
             render_template("t", "{time_iso}", &v, Escape::None),

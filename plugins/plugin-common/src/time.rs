@@ -155,7 +155,7 @@ mod tests {
             "2026-02-20 15:00",
             "2026-02-30T15:00:00Z",
         ] {
-            let err = utc.format(bad).unwrap_err();
+            let err = utc.format(bad).expect_err("an error");
             assert!(err.starts_with("appointment.time"), "{bad}: {err}");
         }
     }
@@ -166,7 +166,8 @@ mod tests {
             ("time_zone".to_string(), "Mars/Olympus_Mons".to_string()),
             ("time_format".to_string(), "%Y %Q".to_string()),
         ];
-        let problems = TimeStyle::from_settings(&Settings::from_pairs(&owned)).unwrap_err();
+        let problems =
+            TimeStyle::from_settings(&Settings::from_pairs(&owned)).expect_err("an error");
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("`time_zone`") && problems[0].contains("Mars/Olympus_Mons"));
         assert!(problems[1].contains("`time_format`") && problems[1].contains("%Y %Q"));

@@ -120,6 +120,9 @@ mod tests {
     use super::*;
     use crate::Header;
 
+    /// Response headers in a table row.
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+
     #[derive(Debug)]
     enum Want {
         Delivered(Option<&'static str>),
@@ -166,7 +169,7 @@ mod tests {
         );
         let e20429 = r#"{"code":20429,"message":"Too Many Requests","status":400}"#;
         let sid = r#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued"}"#;
-        let cases: Vec<(u16, &[(&str, &str)], &str, Want)> = vec![
+        let cases: Vec<(u16, Headers, &str, Want)> = vec![
             (201, &[], sid, Want::Delivered(Some("SM0123456789abcdef0123456789abcdef"))),
             (200, &[], sid, Want::Delivered(Some("SM0123456789abcdef0123456789abcdef"))),
             (201, &[], "", Want::Delivered(None)),

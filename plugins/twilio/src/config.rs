@@ -221,7 +221,8 @@ mod tests {
             "Klinik\u{e4}",
             "+1 500 555 0006",
         ] {
-            let problems = config(&[("account_sid", ACCOUNT_SID), ("from", from)]).unwrap_err();
+            let problems =
+                config(&[("account_sid", ACCOUNT_SID), ("from", from)]).expect_err("an error");
             assert_eq!(problems.len(), 1, "{from}: {problems:?}");
             assert!(problems[0].starts_with("setting `from`"), "{problems:?}");
         }
@@ -236,7 +237,7 @@ mod tests {
             ("messaging_service_sid", SERVICE_SID),
         ]);
         assert!(both.is_ok());
-        let neither = config(&[("account_sid", ACCOUNT_SID), ("from", " ")]).unwrap_err();
+        let neither = config(&[("account_sid", ACCOUNT_SID), ("from", " ")]).expect_err("an error");
         assert_eq!(neither.len(), 1);
         assert!(
             neither[0].contains("`from` and `messaging_service_sid`"),
@@ -256,7 +257,7 @@ mod tests {
             ("time_zone", "Atlantis/Capital"),
             ("time_format", "%J"),
         ]);
-        let problems = check_settings(&s).unwrap_err();
+        let problems = check_settings(&s).expect_err("an error");
         let keys = [
             "base_url",
             "account_sid",
@@ -283,7 +284,7 @@ mod tests {
             ("from", "X"),
             ("body_template", ""),
         ]));
-        assert!(empty_body.unwrap_err()[0].contains("`body_template` must not be empty"));
+        assert!(empty_body.expect_err("an error")[0].contains("`body_template` must not be empty"));
     }
 
     #[test]

@@ -197,7 +197,7 @@ mod tests {
             "+1234567890123456",
             "tel:+15555550123",
         ] {
-            let err = with_phone(Some(bad)).unwrap_err();
+            let err = with_phone(Some(bad)).expect_err("an error");
             assert!(
                 err.starts_with("appointment.phone_e164 is not an E.164 number"),
                 "{bad}: {err}"
@@ -232,7 +232,8 @@ mod tests {
             render(&event, &settings(&minimal())).map(|_| ()),
             Err("appointment.time is missing but setting `body_template` uses {time}".to_string())
         );
-        let err = render(&sample_event(), &settings(&[("from", "+15005550006")])).unwrap_err();
+        let err =
+            render(&sample_event(), &settings(&[("from", "+15005550006")])).expect_err("an error");
         assert_eq!(err, "invalid settings: setting `account_sid` is required");
     }
 

@@ -29,8 +29,10 @@ use bindings::notify::channel::types::{
 };
 
 // The generated glue moves values across the component boundary with raw
-// pointers; `unsafe` is allowed here and nowhere else in the crate.
-#[allow(unsafe_code)]
+// pointers; `unsafe` is allowed here and nowhere else in the crate. Its
+// lowering functions take one argument per flattened field, which is the
+// canonical ABI's shape, not a design to lint.
+#[allow(unsafe_code, clippy::too_many_arguments)]
 mod bindings {
     wit_bindgen::generate!({ world: "channel", path: "../../../wit" });
 
@@ -109,7 +111,16 @@ impl bindings::Guest for Hostile {
             .trim_end_matches('/');
         let hook = format!("{base}/hook");
         match setting(&settings, "behavior").unwrap_or("ok") {
-            "ok" => Ok(post(hook, Vec::new(), event.event_id)),
+            "ok" => {
+                // A plugin's own output goes to the host log, under its name,
+                // with personal data masked there.
+                println!(
+                    "hostile: rendering {} for {}",
+                    event.event_id,
+                    event.appointment.email.as_deref().unwrap_or("nobody")
+                );
+                Ok(post(hook, Vec::new(), event.event_id))
+            }
             "loop" => {
                 let mut spins = 0u64;
                 loop {

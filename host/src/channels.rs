@@ -161,7 +161,7 @@ impl Channels {
             }
             match plugin.check_settings(&settings) {
                 Ok(Ok(())) => {}
-                Ok(Err(list)) => problems.extend(list.into_iter().map(|m| Problem::new(settings_key.clone(), m))),
+                Ok(Err(list)) => problems.extend(list.into_iter().map(|m| settings_problem(&settings_key, m))),
                 Err(e) => problems.push(Problem::new(settings_key.clone(), e.to_string())),
             }
             channels.insert(
@@ -190,6 +190,20 @@ impl Channels {
     pub fn iter(&self) -> impl Iterator<Item = &Channel> {
         self.channels.values()
     }
+}
+
+/// Plugins name the setting as "setting `KEY` ..."; file the problem under
+/// that key so it reads like every other config problem.
+fn settings_problem(settings_key: &str, message: String) -> Problem {
+    if let Some(rest) = message.strip_prefix("setting `") {
+        if let Some((key, text)) = rest.split_once('`') {
+            let text = text.trim_start_matches(':').trim();
+            if !key.is_empty() && !key.contains(char::is_whitespace) && !text.is_empty() {
+                return Problem::new(format!("{settings_key}.{key}"), text);
+            }
+        }
+    }
+    Problem::new(settings_key, message)
 }
 
 /// The config problem already names the channel; say what is wrong with the file.

@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
+
+use crate::kafka::HostProducer;
 
 /// Why an event or channel was dead-lettered, as a stable word for headers
 /// and metrics.
@@ -79,12 +81,12 @@ pub struct DlqError {
 /// The dead-letter producer.
 #[derive(Clone)]
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: HostProducer,
     topic: String,
 }
 
 impl DeadLetters {
-    pub fn new(producer: FutureProducer, topic: String) -> Self {
+    pub fn new(producer: HostProducer, topic: String) -> Self {
         DeadLetters { producer, topic }
     }
 

@@ -31,6 +31,38 @@ pub fn lock(tracker: &Tracker) -> std::sync::MutexGuard<'_, OffsetTracker> {
     tracker.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// librdkafka's own log lines, as structured `tracing` events.
+fn log_librdkafka(level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(target: "librdkafka", facility = fac, "{log_message}"),
+        L::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{log_message}"),
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", facility = fac, "{log_message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
+    }
+}
+
+/// Producer callbacks: logging only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProducerLogContext;
+
+impl ClientContext for ProducerLogContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+}
+
+impl rdkafka::producer::ProducerContext for ProducerLogContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+pub type HostProducer = FutureProducer<ProducerLogContext>;
+
 /// Consumer callbacks: logging and rebalance handling.
 pub struct HostContext {
     tracker: Tracker,
@@ -38,13 +70,7 @@ pub struct HostContext {
 
 impl ClientContext for HostContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
-        match level {
-            L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(target: "librdkafka", facility = fac, "{log_message}"),
-            L::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{log_message}"),
-            L::Notice | L::Info => tracing::info!(target: "librdkafka", facility = fac, "{log_message}"),
-            L::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
-        }
+        log_librdkafka(level, fac, log_message);
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -99,6 +125,8 @@ pub type HostConsumer = StreamConsumer<HostContext>;
 
 fn base_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
+    // Warnings and up: connection trouble shows, routine chatter does not.
+    c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
     c.set("bootstrap.servers", &kafka.bootstrap_servers);
     for (k, v) in &kafka.client {
         c.set(k, v);
@@ -121,13 +149,13 @@ pub fn consumer(kafka: &KafkaConfig, tracker: Tracker) -> Result<HostConsumer, K
 
 /// A producer that does not lose or reorder acknowledged records: every
 /// in-sync replica acknowledges, and retries cannot duplicate.
-pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
+pub fn producer(kafka: &KafkaConfig) -> Result<HostProducer, KafkaSetupError> {
     let mut c = base_config(kafka);
     c.set("acks", "all")
         .set("enable.idempotence", "true")
         // Dead letters carry the original payload, which may be large.
         .set("message.max.bytes", "10485760");
-    Ok(c.create()?)
+    Ok(c.create_with_context(ProducerLogContext)?)
 }
 
 /// Commits the given offsets.

@@ -52,8 +52,17 @@ t=$!
 while kill -0 "$WATCH" 2>/dev/null && kill -0 "$t" 2>/dev/null; do sleep 0.3; done
 kill "$t" 2>/dev/null
 "#;
+        // tansu reads these from the environment; a CI's RUST_LOG=debug would
+        // flood its log.
         let watchdog = Command::new("sh")
             .args(["-c", script])
+            .env_remove("CLUSTER_ID")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE")
+            .env_remove("SCHEMA_REGISTRY")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env("RUST_LOG", "warn")
             .env("TANSU", &tansu)
             .env("PORT", port.to_string())
             .env("LOG", &log)
@@ -117,7 +126,12 @@ pub fn create_topics(t: &Topics) {
 
 /// Publishes payloads to the events topic with acks=all.
 pub fn publish(topic: &str, payloads: &[Vec<u8>]) {
-    let producer: FutureProducer = client(&broker().bootstrap).set("acks", "all").create().expect("producer");
+    let producer: FutureProducer = client(&broker().bootstrap)
+        .set("acks", "all")
+        // Tests publish oversized payloads on purpose.
+        .set("message.max.bytes", "4000000")
+        .create()
+        .expect("producer");
     runtime().block_on(async {
         for p in payloads {
             producer

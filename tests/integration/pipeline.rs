@@ -132,7 +132,9 @@ fn a_permanent_failure_is_dead_lettered_and_the_next_event_proceeds() {
     );
     let _host = Host::start(&s.config(""));
     let bad = event("e-bad", false, true);
-    publish(&s.t.topic, &[bad.clone(), event("e-next", false, true)]);
+    publish(&s.t.topic, &[bad.clone()]);
+    s.wait_committed(1);
+    publish(&s.t.topic, &[event("e-next", false, true)]);
     s.wait_committed(2);
     assert_eq!(s.twilio.received().len(), 2, "no retry of a permanent failure");
     let letters = read_topic(&s.t.dlq, 1, WAIT);
@@ -259,4 +261,51 @@ fn sigterm_commits_and_exits_zero() {
     assert!(host.terminate().success());
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(s.committed(), Some(2));
+}
+
+#[test]
+fn logs_are_json_lines_without_secrets_or_personal_data() {
+    let s = setup("logs", vec![Reply::new(200, MAILGUN_OK)], vec![Reply::new(201, TWILIO_OK)]);
+    let audit = StandIn::start(vec![Reply::new(204, "")]);
+    let config = s.config("");
+    // A third channel whose plugin prints the recipient to stdout.
+    let extra = format!(
+        "\n[channels.audit]\nplugin = {:?}\nbase_url = \"{}\"\nsettings = {{ behavior = \"ok\" }}\n",
+        hostile_wasm(),
+        audit.url()
+    );
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&extra);
+    std::fs::write(&config, text).expect("config");
+    let mut host = Host::start(&config);
+    let mut e: serde_json::Value = serde_json::from_slice(&event("e-logs", true, true)).expect("json");
+    e["notify"]["audit"] = serde_json::json!(true);
+    publish(&s.t.topic, &[e.to_string().into_bytes()]);
+    s.wait_committed(1);
+    assert_eq!(audit.received().len(), 1, "a third channel needs no host change");
+    assert!(host.terminate().success());
+
+    let logs = host.log_text();
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+    for needle in [MAILGUN_KEY, TWILIO_TOKEN, "user@example.com", "+15555550123", "15555550123"] {
+        assert!(!logs.contains(needle), "{needle} appears in the logs");
+    }
+    // The plugin's own line reached the log, under its name, masked.
+    let plugin_lines = host.events("hostile: rendering e-logs for u***@example.com");
+    assert_eq!(plugin_lines.len(), 1, "{logs}");
+    assert_eq!(plugin_lines[0]["plugin"], "hostile");
+    // One line per channel outcome, with event id, channel and result.
+    let delivered = host.events("channel delivered");
+    let mut channels: Vec<_> = delivered.iter().map(|l| l["channel"].as_str().unwrap_or_default().to_string()).collect();
+    channels.sort();
+    assert_eq!(channels, ["audit", "email", "sms"]);
+    for l in &delivered {
+        assert_eq!(l["event_id"], "e-logs");
+        assert_eq!(l["outcome"], "delivered");
+        // Topic, partition and offset come from the event's span.
+        assert_eq!(l["span"]["partition"], 0, "{l}");
+        assert_eq!(l["span"]["offset"], 0, "{l}");
+    }
 }

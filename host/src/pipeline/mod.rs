@@ -76,6 +76,7 @@ pub async fn run(shared: Arc<Shared>, consumer: Arc<HostConsumer>, tracker: Trac
     let mut commits = interval(pipeline.commit_interval);
     commits.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut last_error: Option<(String, Instant)> = None;
 
     let start = |job: Job, tasks: &mut tokio::task::JoinSet<()>| {
         let shared = shared.clone();
@@ -125,7 +126,14 @@ pub async fn run(shared: Arc<Shared>, consumer: Arc<HostConsumer>, tracker: Trac
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "kafka consume error");
+                    // While the broker is away this repeats every poll; one
+                    // line per distinct error per 30 s is enough at 3 a.m.
+                    let text = e.to_string();
+                    let now = Instant::now();
+                    if last_error.as_ref().is_none_or(|(t, at)| *t != text || now - *at > Duration::from_secs(30)) {
+                        tracing::warn!(error = %text, "kafka consume error (repeats are logged every 30 s)");
+                        last_error = Some((text, now));
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },

@@ -195,13 +195,14 @@ async fn deliver(shared: &Arc<Shared>, event: &Arc<AppointmentEvent>, name: &str
     let started = Instant::now();
     let outcome = deliver_inner(shared, event, name).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    let event_id = event.event_id.as_str();
     match &outcome {
         ChannelOutcome::Delivered { attempts, provider_message_id } => {
-            tracing::info!(channel = name, outcome = "delivered", attempts, provider_message_id = provider_message_id.as_deref(), elapsed_ms, "channel delivered")
+            tracing::info!(event_id, channel = name, outcome = "delivered", attempts, provider_message_id = provider_message_id.as_deref(), elapsed_ms, "channel delivered")
         }
-        ChannelOutcome::AlreadyDelivered => tracing::info!(channel = name, outcome = "duplicate", "channel already delivered for this event; not sent again"),
-        ChannelOutcome::Disabled => tracing::info!(channel = name, outcome = "disabled", "channel requested but disabled in config; skipped"),
-        ChannelOutcome::DeadLetter(l) => tracing::warn!(channel = name, outcome = "dead_letter", class = l.class.as_str(), attempts = l.attempts, provider_status = l.provider_status, reason = %l.reason, elapsed_ms, "channel failed"),
+        ChannelOutcome::AlreadyDelivered => tracing::info!(event_id, channel = name, outcome = "duplicate", "channel already delivered for this event; not sent again"),
+        ChannelOutcome::Disabled => tracing::info!(event_id, channel = name, outcome = "disabled", "channel requested but disabled in config; skipped"),
+        ChannelOutcome::DeadLetter(l) => tracing::warn!(event_id, channel = name, outcome = "dead_letter", class = l.class.as_str(), attempts = l.attempts, provider_status = l.provider_status, reason = %l.reason, elapsed_ms, "channel failed"),
     }
     outcome
 }
@@ -287,8 +288,10 @@ async fn render(shared: &Arc<Shared>, event: &Arc<AppointmentEvent>, name: &str)
     let channels = shared.channels.clone();
     let event = event.clone();
     let name = name.to_string();
+    // Plugin output logged from the blocking thread keeps the event's span.
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || match channels.get(&name) {
-        Some(ch) => ch.render(&event),
+        Some(ch) => span.in_scope(|| ch.render(&event)),
         None => Err(RenderError::Empty { plugin: name }),
     })
     .await
@@ -303,8 +306,9 @@ async fn send(shared: &Arc<Shared>, name: &str, request: OutboundRequest, attemp
     let channels = shared.channels.clone();
     let name = name.to_string();
     let response = received.response.clone();
+    let span = tracing::Span::current();
     let disposition = tokio::task::spawn_blocking(move || match channels.get(&name) {
-        Some(ch) => classify(ch, &response, attempt),
+        Some(ch) => span.in_scope(|| classify(ch, &response, attempt)),
         None => Err(PluginError::Trap { plugin: name, call: "classify", message: "channel not loaded".into() }),
     })
     .await

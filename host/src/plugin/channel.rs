@@ -139,7 +139,18 @@ impl ChannelPlugin {
         self.forward_output("stderr", &sandbox.stderr);
         tracing::trace!(plugin = %self.info.name, call, elapsed_us = elapsed.as_micros() as u64, ok = result.is_ok(), "plugin call");
 
-        result.map_err(|e| self.explain(call, instantiated, e, sandbox))
+        let result = result.map_err(|e| self.explain(call, instantiated, e, sandbox))?;
+        // A guest that ignores write errors fills the pipe and carries on;
+        // filling it is the breach, whatever the guest did next.
+        let limit = self.limits.output_bytes;
+        if sandbox.stdout.contents().len() >= limit || sandbox.stderr.contents().len() >= limit {
+            return Err(PluginError::OutputLimit {
+                plugin: self.info.name.clone(),
+                call,
+                limit,
+            });
+        }
+        Ok(result)
     }
 
     fn explain(

@@ -99,6 +99,13 @@ impl PluginRuntime {
             path: path.to_path_buf(),
             reason,
         };
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::NotAComponent {
+                channel: channel.to_string(),
+                path: path.to_path_buf(),
+                reason: "not a WebAssembly file (no `\\0asm` header)".into(),
+            });
+        }
         if wasmparser_is_core_module(&bytes) {
             return Err(LoadError::NotAComponent {
                 channel: channel.to_string(),

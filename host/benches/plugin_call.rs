@@ -71,9 +71,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    println!("loaded (compiled) both plugins in {:.0} ms", load_started.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "loaded (compiled) both plugins in {:.0} ms",
+        load_started.elapsed().as_secs_f64() * 1e3
+    );
     for name in ["email", "sms"] {
-        let size = std::fs::metadata(&config.channels[name].plugin_path).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::metadata(&config.channels[name].plugin_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
         println!("plugin {name}: {} bytes", size);
     }
     let event = match event::parse(SAMPLE_EVENT.as_bytes()) {
@@ -81,11 +86,30 @@ fn main() {
         Err(e) => panic!("sample event: {e}"),
     };
     let responses = [
-        ("email", HttpResponse { status: 200, headers: vec![], body: br#"{"id":"<m1@mg>","message":"Queued. Thank you."}"#.to_vec() }),
-        ("sms", HttpResponse { status: 201, headers: vec![Header { name: "content-type".into(), value: "application/json".into() }], body: br#"{"sid":"SM0123456789abcdef0123456789abcdef"}"#.to_vec() }),
+        (
+            "email",
+            HttpResponse {
+                status: 200,
+                headers: vec![],
+                body: br#"{"id":"<m1@mg>","message":"Queued. Thank you."}"#.to_vec(),
+            },
+        ),
+        (
+            "sms",
+            HttpResponse {
+                status: 201,
+                headers: vec![Header {
+                    name: "content-type".into(),
+                    value: "application/json".into(),
+                }],
+                body: br#"{"sid":"SM0123456789abcdef0123456789abcdef"}"#.to_vec(),
+            },
+        ),
     ];
     for (name, response) in responses {
-        let Some(ch) = channels.get(name) else { continue };
+        let Some(ch) = channels.get(name) else {
+            continue;
+        };
         // Warm-up: first calls fault in pool memory and code pages.
         for _ in 0..50 {
             let _ = ch.render(&event);

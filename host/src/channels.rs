@@ -6,7 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{ChannelConfig, Config, Problem};
 use crate::event::AppointmentEvent;
-use crate::plugin::{CallContext, ChannelPlugin, Disposition, HttpRequest, LoadError, PluginError, PluginRuntime, Setting};
+use crate::plugin::{
+    CallContext, ChannelPlugin, Disposition, HttpRequest, LoadError, PluginError, PluginRuntime,
+    Setting,
+};
 use crate::transport::{self, OutboundRequest, Received, Refusal, Transport, TransportError};
 
 /// One enabled channel, ready to render and classify.
@@ -37,7 +40,10 @@ pub enum RenderError {
 #[derive(Debug)]
 pub enum Attempt {
     /// The provider answered and the plugin classified the answer.
-    Answered { received: Received, disposition: Disposition },
+    Answered {
+        received: Received,
+        disposition: Disposition,
+    },
     /// No answer: always worth retrying.
     Unreachable(TransportError),
 }
@@ -91,15 +97,29 @@ impl Channel {
             Err(e) => return Ok(Attempt::Unreachable(e)),
         };
         let disposition = self.classify(&received.response, attempt)?;
-        Ok(Attempt::Answered { received, disposition })
+        Ok(Attempt::Answered {
+            received,
+            disposition,
+        })
     }
 
-    pub fn classify(&self, response: &crate::plugin::HttpResponse, attempt: u32) -> Result<Disposition, PluginError> {
+    pub fn classify(
+        &self,
+        response: &crate::plugin::HttpResponse,
+        attempt: u32,
+    ) -> Result<Disposition, PluginError> {
         let now_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        self.plugin.classify(response, &self.settings, CallContext { attempt, now_unix_ms })
+        self.plugin.classify(
+            response,
+            &self.settings,
+            CallContext {
+                attempt,
+                now_unix_ms,
+            },
+        )
     }
 }
 
@@ -112,7 +132,9 @@ pub struct Channels {
 
 impl std::fmt::Debug for Channels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channels").field("channels", &self.channels).finish()
+        f.debug_struct("Channels")
+            .field("channels", &self.channels)
+            .finish()
     }
 }
 
@@ -126,7 +148,8 @@ impl Channels {
             .map(|c| c.limits.memory_bytes)
             .max()
             .unwrap_or(config.plugins.default_limits.memory_bytes);
-        let runtime = PluginRuntime::new(&config.plugins, max_memory).map_err(|e| vec![Problem::new("plugins", e.to_string())])?;
+        let runtime = PluginRuntime::new(&config.plugins, max_memory)
+            .map_err(|e| vec![Problem::new("plugins", e.to_string())])?;
 
         let mut problems = Vec::new();
         let mut channels = BTreeMap::new();
@@ -154,14 +177,20 @@ impl Channels {
                     if !known.contains(k) {
                         problems.push(Problem::new(
                             format!("{settings_key}.{k}"),
-                            format!("plugin `{}` does not know this setting (it knows: {})", plugin.info().name, known.join(", ")),
+                            format!(
+                                "plugin `{}` does not know this setting (it knows: {})",
+                                plugin.info().name,
+                                known.join(", ")
+                            ),
                         ));
                     }
                 }
             }
             match plugin.check_settings(&settings) {
                 Ok(Ok(())) => {}
-                Ok(Err(list)) => problems.extend(list.into_iter().map(|m| settings_problem(&settings_key, m))),
+                Ok(Err(list)) => {
+                    problems.extend(list.into_iter().map(|m| settings_problem(&settings_key, m)))
+                }
                 Err(e) => problems.push(Problem::new(settings_key.clone(), e.to_string())),
             }
             channels.insert(
@@ -210,9 +239,18 @@ fn settings_problem(settings_key: &str, message: String) -> Problem {
 fn load_message(e: &LoadError) -> String {
     match e {
         LoadError::Read { path, source, .. } => format!("cannot read {}: {source}", path.display()),
-        LoadError::NotAComponent { path, reason, .. } => format!("{} is not a WebAssembly component: {reason}", path.display()),
-        LoadError::WrongWorld { path, reason, .. } => format!("{} does not fit the notify:channel world: {reason}", path.display()),
-        LoadError::Describe { path, source, .. } => format!("{} failed while describing itself: {source}", path.display()),
+        LoadError::NotAComponent { path, reason, .. } => format!(
+            "{} is not a WebAssembly component: {reason}",
+            path.display()
+        ),
+        LoadError::WrongWorld { path, reason, .. } => format!(
+            "{} does not fit the notify:channel world: {reason}",
+            path.display()
+        ),
+        LoadError::Describe { path, source, .. } => format!(
+            "{} failed while describing itself: {source}",
+            path.display()
+        ),
         LoadError::Runtime(m) => m.clone(),
     }
 }

@@ -65,7 +65,9 @@ pub struct DedupStore {
 
 impl std::fmt::Debug for DedupStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DedupStore").field("retention", &self.retention).finish_non_exhaustive()
+        f.debug_struct("DedupStore")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
     }
 }
 
@@ -92,14 +94,20 @@ impl DedupStore {
             .name("dedup-writer".into())
             .spawn(move || write_loop(&writer_db, rx))
             .map_err(|e| fail(redb::Error::Io(e)))?;
-        Ok(DedupStore { db, writer, retention })
+        Ok(DedupStore {
+            db,
+            writer,
+            retention,
+        })
     }
 
     /// Whether the pair was delivered within the retention.
     pub fn is_delivered(&self, event_id: &str, channel: &str) -> Result<bool, DedupError> {
         let txn = self.db.begin_read().map_err(redb::Error::from)?;
         let table = txn.open_table(DELIVERED).map_err(redb::Error::from)?;
-        let at = table.get(key(event_id, channel).as_str()).map_err(redb::Error::from)?;
+        let at = table
+            .get(key(event_id, channel).as_str())
+            .map_err(redb::Error::from)?;
         Ok(match at {
             Some(at) => now_ms().saturating_sub(at.value()) < self.retention.as_millis() as u64,
             None => false,
@@ -197,7 +205,10 @@ mod tests {
             assert!(!store.is_delivered("e1", "email").expect("read"));
             store.record_delivered("e1", "email").await.expect("record");
             assert!(store.is_delivered("e1", "email").expect("read"));
-            assert!(!store.is_delivered("e1", "sms").expect("read"), "channels are separate");
+            assert!(
+                !store.is_delivered("e1", "sms").expect("read"),
+                "channels are separate"
+            );
         }
         // The writer thread holds the database until its channel closes.
         std::thread::sleep(Duration::from_millis(50));
@@ -208,7 +219,8 @@ mod tests {
     #[tokio::test]
     async fn concurrent_records_are_batched_and_all_durable() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = DedupStore::open(&dir.path().join("d.redb"), Duration::from_secs(3600)).expect("open");
+        let store =
+            DedupStore::open(&dir.path().join("d.redb"), Duration::from_secs(3600)).expect("open");
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let s = store.clone();
@@ -224,8 +236,12 @@ mod tests {
     #[tokio::test]
     async fn expired_entries_are_swept_and_not_matched() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = DedupStore::open(&dir.path().join("d.redb"), Duration::from_millis(50)).expect("open");
-        store.record_delivered("old", "email").await.expect("record");
+        let store =
+            DedupStore::open(&dir.path().join("d.redb"), Duration::from_millis(50)).expect("open");
+        store
+            .record_delivered("old", "email")
+            .await
+            .expect("record");
         assert!(store.is_delivered("old", "email").expect("read"));
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(!store.is_delivered("old", "email").expect("read"));

@@ -99,12 +99,18 @@ impl DeadLetters {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = source.headers {
             for h in original.iter() {
-                headers = headers.insert(Header { key: h.key, value: h.value });
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
             }
         }
         let failed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut add = |key: &str, value: &str| {
-            headers = std::mem::replace(&mut headers, OwnedHeaders::new()).insert(Header { key, value: Some(value) });
+            headers = std::mem::replace(&mut headers, OwnedHeaders::new()).insert(Header {
+                key,
+                value: Some(value),
+            });
         };
         add("notify.reason", &letter.reason);
         add("notify.error_class", letter.class.as_str());
@@ -124,7 +130,9 @@ impl DeadLetters {
         add("notify.failed_at", &failed_at);
         add("notify.host_version", env!("CARGO_PKG_VERSION"));
 
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).payload(source.payload).headers(headers);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .payload(source.payload)
+            .headers(headers);
         if let Some(k) = source.key {
             record = record.key(k);
         }

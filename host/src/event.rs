@@ -58,7 +58,10 @@ pub struct AppointmentEvent {
 impl AppointmentEvent {
     /// The channels the event asks for, in name order.
     pub fn requested_channels(&self) -> impl Iterator<Item = &str> {
-        self.notify.iter().filter(|(_, on)| **on).map(|(name, _)| name.as_str())
+        self.notify
+            .iter()
+            .filter(|(_, on)| **on)
+            .map(|(name, _)| name.as_str())
     }
 
     /// Whether a dotted path (`appointment.email`) holds a non-empty value.
@@ -98,24 +101,34 @@ impl AppointmentEvent {
 /// Parses and validates one Kafka message payload.
 pub fn parse(payload: &[u8]) -> Result<AppointmentEvent, ContractViolation> {
     let raw = std::str::from_utf8(payload).map_err(|e| {
-        violation("payload", format_args!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()))
+        violation(
+            "payload",
+            format_args!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+        )
     })?;
-    let json: Value = serde_json::from_str(raw).map_err(|e| {
-        violation("payload", format_args!("not valid JSON: {e}"))
-    })?;
+    let json: Value = serde_json::from_str(raw)
+        .map_err(|e| violation("payload", format_args!("not valid JSON: {e}")))?;
     let root = json
         .as_object()
         .ok_or_else(|| violation("payload", "expected a JSON object"))?;
 
-    let event_id = id(root, "event_id", "event_id")?
-        .ok_or_else(|| violation("event_id", "required"))?;
+    let event_id =
+        id(root, "event_id", "event_id")?.ok_or_else(|| violation("event_id", "required"))?;
     let event_type = match root.get("event_type") {
         None | Some(Value::Null) => EVENT_TYPE.to_string(),
         Some(Value::String(t)) if t == EVENT_TYPE => t.clone(),
         Some(Value::String(t)) => {
-            return Err(violation("event_type", format_args!("expected \"{EVENT_TYPE}\", found \"{t}\"")))
+            return Err(violation(
+                "event_type",
+                format_args!("expected \"{EVENT_TYPE}\", found \"{t}\""),
+            ))
         }
-        Some(other) => return Err(violation("event_type", format_args!("expected a string, found {}", kind(other)))),
+        Some(other) => {
+            return Err(violation(
+                "event_type",
+                format_args!("expected a string, found {}", kind(other)),
+            ))
+        }
     };
     let occurred_at = timestamp(root, "occurred_at", "occurred_at")?;
 
@@ -139,17 +152,28 @@ pub fn parse(payload: &[u8]) -> Result<AppointmentEvent, ContractViolation> {
             out
         }
         None | Some(Value::Null) => return Err(violation("notify", "required")),
-        Some(other) => return Err(violation("notify", format_args!("expected an object, found {}", kind(other)))),
+        Some(other) => {
+            return Err(violation(
+                "notify",
+                format_args!("expected an object, found {}", kind(other)),
+            ))
+        }
     };
     if !notify.values().any(|on| *on) {
-        return Err(violation("notify", "at least one channel flag must be true"));
+        return Err(violation(
+            "notify",
+            "at least one channel flag must be true",
+        ));
     }
 
     let appt = match root.get("appointment") {
         Some(Value::Object(a)) => a,
         None | Some(Value::Null) => return Err(violation("appointment", "required")),
         Some(other) => {
-            return Err(violation("appointment", format_args!("expected an object, found {}", kind(other))))
+            return Err(violation(
+                "appointment",
+                format_args!("expected an object, found {}", kind(other)),
+            ))
         }
     };
     let appointment_id = id(appt, "appointment_id", "appointment.appointment_id")?
@@ -161,7 +185,12 @@ pub fn parse(payload: &[u8]) -> Result<AppointmentEvent, ContractViolation> {
 
     if notify.get("email") == Some(&true) {
         match &email {
-            None => return Err(violation("appointment.email", "required when notify.email is true")),
+            None => {
+                return Err(violation(
+                    "appointment.email",
+                    "required when notify.email is true",
+                ))
+            }
             Some(e) if !looks_like_email(e) => {
                 return Err(violation("appointment.email", "not an e-mail address"))
             }
@@ -170,9 +199,17 @@ pub fn parse(payload: &[u8]) -> Result<AppointmentEvent, ContractViolation> {
     }
     if notify.get("sms") == Some(&true) {
         match &phone_e164 {
-            None => return Err(violation("appointment.phone_e164", "required when notify.sms is true")),
+            None => {
+                return Err(violation(
+                    "appointment.phone_e164",
+                    "required when notify.sms is true",
+                ))
+            }
             Some(p) if !is_e164(p) => {
-                return Err(violation("appointment.phone_e164", "not an E.164 number (+ then 2 to 15 digits, no leading 0)"))
+                return Err(violation(
+                    "appointment.phone_e164",
+                    "not an E.164 number (+ then 2 to 15 digits, no leading 0)",
+                ))
             }
             Some(_) => {}
         }
@@ -205,26 +242,44 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// An id: a non-empty string or an integer, normalised to a string.
-fn id(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<String>, ContractViolation> {
+fn id(
+    obj: &Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<String>, ContractViolation> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Err(violation(field, "must not be empty")),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
-        Some(other) => Err(violation(field, format_args!("expected a string or an integer, found {}", kind(other)))),
+        Some(other) => Err(violation(
+            field,
+            format_args!("expected a string or an integer, found {}", kind(other)),
+        )),
     }
 }
 
-fn text(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<String>, ContractViolation> {
+fn text(
+    obj: &Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<String>, ContractViolation> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-        Some(other) => Err(violation(field, format_args!("expected a string, found {}", kind(other)))),
+        Some(other) => Err(violation(
+            field,
+            format_args!("expected a string, found {}", kind(other)),
+        )),
     }
 }
 
-fn timestamp(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<String>, ContractViolation> {
+fn timestamp(
+    obj: &Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<String>, ContractViolation> {
     let Some(t) = text(obj, key, field)? else {
         return Ok(None);
     };
@@ -235,7 +290,9 @@ fn timestamp(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<
 
 fn looks_like_email(s: &str) -> bool {
     match s.rsplit_once('@') {
-        Some((local, domain)) => !local.is_empty() && domain.contains('.') && !s.chars().any(char::is_whitespace),
+        Some((local, domain)) => {
+            !local.is_empty() && domain.contains('.') && !s.chars().any(char::is_whitespace)
+        }
         None => false,
     }
 }
@@ -267,7 +324,10 @@ mod tests {
         assert!(e.has_field("appointment.email"));
         assert!(e.has_field("appointment.room"));
         assert!(!e.has_field("appointment.nope"));
-        assert_eq!(e.to_plugin_event().appointment.user_id.as_deref(), Some("u-7"));
+        assert_eq!(
+            e.to_plugin_event().appointment.user_id.as_deref(),
+            Some("u-7")
+        );
     }
 
     #[test]
@@ -294,7 +354,12 @@ mod tests {
         ];
         for (payload, field) in cases {
             let err = parse(payload).expect_err(&String::from_utf8_lossy(payload));
-            assert_eq!(err.field, *field, "{}: {err}", String::from_utf8_lossy(payload));
+            assert_eq!(
+                err.field,
+                *field,
+                "{}: {err}",
+                String::from_utf8_lossy(payload)
+            );
         }
     }
 
@@ -307,7 +372,15 @@ mod tests {
 
     #[test]
     fn e164() {
-        for (s, ok) in [("+15555550123", true), ("+12", true), ("+1", false), ("15555550123", false), ("+05555", false), ("+1234567890123456", false), ("+1555a", false)] {
+        for (s, ok) in [
+            ("+15555550123", true),
+            ("+12", true),
+            ("+1", false),
+            ("15555550123", false),
+            ("+05555", false),
+            ("+1234567890123456", false),
+            ("+1555a", false),
+        ] {
             assert_eq!(is_e164(s), ok, "{s}");
         }
     }

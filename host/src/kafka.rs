@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -35,9 +37,13 @@ pub fn lock(tracker: &Tracker) -> std::sync::MutexGuard<'_, OffsetTracker> {
 fn log_librdkafka(level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
     use rdkafka::config::RDKafkaLogLevel as L;
     match level {
-        L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(target: "librdkafka", facility = fac, "{log_message}"),
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", facility = fac, "{log_message}")
+        }
         L::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{log_message}"),
-        L::Notice | L::Info => tracing::info!(target: "librdkafka", facility = fac, "{log_message}"),
+        L::Notice | L::Info => {
+            tracing::info!(target: "librdkafka", facility = fac, "{log_message}")
+        }
         L::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
     }
 }
@@ -92,7 +98,11 @@ impl ConsumerContext for HostContext {
                         };
                         let in_flight = tracker.in_flight_on(&p);
                         if let Some(offset) = tracker.revoke(&p) {
-                            let _ = commit.add_partition_offset(&p.topic, p.partition, Offset::Offset(offset));
+                            let _ = commit.add_partition_offset(
+                                &p.topic,
+                                p.partition,
+                                Offset::Offset(offset),
+                            );
                         }
                         tracing::info!(topic = %p.topic, partition = p.partition, in_flight, "partition revoked; events still in flight on it will be redelivered to its next owner unless done first");
                     }
@@ -105,7 +115,11 @@ impl ConsumerContext for HostContext {
             }
             Rebalance::Assign(tpl) => {
                 for e in tpl.elements() {
-                    tracing::info!(topic = e.topic(), partition = e.partition(), "partition assigned");
+                    tracing::info!(
+                        topic = e.topic(),
+                        partition = e.partition(),
+                        "partition assigned"
+                    );
                 }
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -159,7 +173,11 @@ pub fn producer(kafka: &KafkaConfig) -> Result<HostProducer, KafkaSetupError> {
 }
 
 /// Commits the given offsets.
-pub fn commit(consumer: &HostConsumer, offsets: &[(Partition, i64)], mode: CommitMode) -> KafkaResult<()> {
+pub fn commit(
+    consumer: &HostConsumer,
+    offsets: &[(Partition, i64)],
+    mode: CommitMode,
+) -> KafkaResult<()> {
     if offsets.is_empty() {
         return Ok(());
     }

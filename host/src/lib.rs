@@ -15,14 +15,14 @@
 
 pub mod channels;
 pub mod config;
+pub mod dedup;
+pub mod dlq;
 pub mod event;
+pub mod kafka;
+pub mod offsets;
+pub mod pipeline;
 pub mod plugin;
 pub mod redact;
+pub mod retry;
 pub mod telemetry;
 pub mod transport;
-pub mod dedup;
-pub mod offsets;
-pub mod retry;
-pub mod dlq;
-pub mod kafka;
-pub mod pipeline;

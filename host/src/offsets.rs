@@ -129,7 +129,10 @@ mod tests {
     use super::*;
 
     fn p0() -> Partition {
-        Partition { topic: "t".into(), partition: 0 }
+        Partition {
+            topic: "t".into(),
+            partition: 0,
+        }
     }
 
     #[test]

@@ -19,7 +19,8 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
 // E.164 as the contract defines it, possibly URL-encoded (`%2B`) as in a
 // form body: a plus, then 7 to 15 digits.
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(\+|%2B)([1-9])(\d{2,10})(\d{4})\b").unwrap_or_else(|e| unreachable!("static regex: {e}"))
+    Regex::new(r"(\+|%2B)([1-9])(\d{2,10})(\d{4})\b")
+        .unwrap_or_else(|e| unreachable!("static regex: {e}"))
 });
 
 /// Masks every e-mail address and E.164 phone number in `s`.

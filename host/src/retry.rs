@@ -56,7 +56,12 @@ impl RetryPolicy {
 
     /// The wait after attempt `attempt` failed. `jitter(n)` returns a uniform
     /// value in `0..=n` (injected so tests are deterministic).
-    pub fn delay(&self, attempt: u32, provider_after: Option<Duration>, jitter: impl FnOnce(u64) -> u64) -> Duration {
+    pub fn delay(
+        &self,
+        attempt: u32,
+        provider_after: Option<Duration>,
+        jitter: impl FnOnce(u64) -> u64,
+    ) -> Duration {
         let ceiling = self.ceiling(attempt).as_millis() as u64;
         let drawn = Duration::from_millis(jitter(ceiling).min(ceiling));
         match provider_after {
@@ -86,7 +91,10 @@ mod tests {
             max_retry_after: MS(10_000),
         };
         let ceilings: Vec<_> = (1..=6).map(|a| p.ceiling(a)).collect();
-        assert_eq!(ceilings, [MS(500), MS(1000), MS(2000), MS(3000), MS(3000), MS(3000)]);
+        assert_eq!(
+            ceilings,
+            [MS(500), MS(1000), MS(2000), MS(3000), MS(3000), MS(3000)]
+        );
         assert_eq!(p.ceiling(u32::MAX), MS(3000));
     }
 
@@ -107,7 +115,10 @@ mod tests {
         let p = RetryPolicy::default();
         assert_eq!(p.delay(1, Some(MS(7000)), |_| 0), MS(7000));
         assert_eq!(p.delay(1, Some(MS(100)), |n| n), MS(500));
-        assert_eq!(p.delay(1, Some(Duration::from_secs(3600)), |_| 0), Duration::from_secs(300));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(3600)), |_| 0),
+            Duration::from_secs(300)
+        );
     }
 
     #[test]
@@ -115,7 +126,10 @@ mod tests {
         let p = RetryPolicy::default();
         assert!(p.allows_retry_after(4));
         assert!(!p.allows_retry_after(5));
-        let once = RetryPolicy { max_attempts: 1, ..p };
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..p
+        };
         assert!(!once.allows_retry_after(1));
     }
 }

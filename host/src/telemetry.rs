@@ -21,7 +21,11 @@ pub fn init(config: &LogConfig) {
         .with_writer(RedactingStderr);
     // A second init (tests calling in-process) is harmless: keep the first.
     let _ = match config.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }

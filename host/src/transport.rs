@@ -20,7 +20,15 @@ use crate::plugin::{Header, HttpRequest, HttpResponse};
 
 /// Headers the host owns: a plugin setting them could smuggle a request or
 /// redirect it to another virtual host.
-const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+];
 
 /// Why the host refused to send a rendered request. A plugin bug or an attack,
 /// never a provider problem, so it is not retried.
@@ -115,7 +123,10 @@ impl OutboundRequest {
             .collect();
         let (body, body_base64) = match std::str::from_utf8(&self.body) {
             Ok(text) => (Some(text.to_string()), None),
-            Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&self.body))),
+            Err(_) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(&self.body)),
+            ),
         };
         RedactedRequest {
             method: self.method.to_string(),
@@ -150,7 +161,12 @@ pub fn prepare(channel: &ChannelConfig, request: &HttpRequest) -> Result<Outboun
             (Some(h), Some(p)) => format!("{}://{}:{}", url.scheme(), h, p),
             _ => url.to_string(),
         };
-        let allowed = channel.allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let allowed = channel
+            .allowed
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         return Err(Refusal::HostNotAllowed {
             channel: channel.name.clone(),
             origin,
@@ -162,7 +178,8 @@ pub fn prepare(channel: &ChannelConfig, request: &HttpRequest) -> Result<Outboun
 
     let mut headers = HeaderMap::new();
     for Header { name, value } in &request.headers {
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Refusal::BadHeader(name.clone()))?;
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Refusal::BadHeader(name.clone()))?;
         if RESERVED_HEADERS.contains(&header.as_str())
             || (header == AUTHORIZATION && channel.auth != Auth::None)
         {
@@ -186,7 +203,8 @@ fn attach_auth(auth: &Auth, headers: &mut HeaderMap) -> Result<(), String> {
     let (name, value) = match auth {
         Auth::None => return Ok(()),
         Auth::Basic { username, password } => {
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{username}:{}", password.expose()));
             (AUTHORIZATION, format!("Basic {token}"))
         }
         Auth::Bearer { token } => (AUTHORIZATION, format!("Bearer {}", token.expose())),
@@ -267,7 +285,14 @@ impl Transport {
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok::<_, reqwest::Error>((HttpResponse { status, headers, body }, truncated))
+            Ok::<_, reqwest::Error>((
+                HttpResponse {
+                    status,
+                    headers,
+                    body,
+                },
+                truncated,
+            ))
         };
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(TransportError::Timeout(timeout)),

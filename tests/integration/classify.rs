@@ -26,12 +26,20 @@ fn check(channels: &Channels, channel: &str, cases: &[(u16, &[(&str, &str)], &st
     for (status, headers, body, attempt, want) in cases {
         let response = HttpResponse {
             status: *status,
-            headers: headers.iter().map(|(n, v)| Header { name: n.to_string(), value: v.to_string() }).collect(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| Header {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
             body: body.as_bytes().to_vec(),
         };
         let got = ch.classify(&response, *attempt).expect("classify runs");
         let ok = match (&got, want) {
-            (Disposition::Delivered(d), Want::Delivered(id)) => d.provider_message_id.as_deref() == *id,
+            (Disposition::Delivered(d), Want::Delivered(id)) => {
+                d.provider_message_id.as_deref() == *id
+            }
             (Disposition::Retry(r), Want::Retry(after)) => r.after_ms == *after,
             (Disposition::Permanent(reason), Want::Permanent(needle)) => reason.contains(needle),
             _ => false,
@@ -47,19 +55,79 @@ fn mailgun_answers_are_classified_per_its_docs() {
         &channels,
         "email",
         &[
-            (200, &[], r#"{"id":"<m1@mg>","message":"Queued. Thank you."}"#, 1, Want::Delivered(Some("<m1@mg>"))),
-            (429, &[("retry-after", "30")], r#"{"message":"limit exceeded"}"#, 1, Want::Retry(Some(30_000))),
-            (429, &[], r#"{"message":"limit exceeded"}"#, 1, Want::Retry(None)),
-            (500, &[], r#"{"message":"Internal Server Error"}"#, 1, Want::Retry(None)),
+            (
+                200,
+                &[],
+                r#"{"id":"<m1@mg>","message":"Queued. Thank you."}"#,
+                1,
+                Want::Delivered(Some("<m1@mg>")),
+            ),
+            (
+                429,
+                &[("retry-after", "30")],
+                r#"{"message":"limit exceeded"}"#,
+                1,
+                Want::Retry(Some(30_000)),
+            ),
+            (
+                429,
+                &[],
+                r#"{"message":"limit exceeded"}"#,
+                1,
+                Want::Retry(None),
+            ),
+            (
+                500,
+                &[],
+                r#"{"message":"Internal Server Error"}"#,
+                1,
+                Want::Retry(None),
+            ),
             (503, &[], "", 1, Want::Retry(None)),
-            (400, &[], r#"{"message":"'to' parameter is not a valid address"}"#, 1, Want::Permanent("'to' parameter is not a valid address")),
+            (
+                400,
+                &[],
+                r#"{"message":"'to' parameter is not a valid address"}"#,
+                1,
+                Want::Permanent("'to' parameter is not a valid address"),
+            ),
             (401, &[], "Forbidden", 1, Want::Permanent("401")),
-            (403, &[], r#"{"message":"Domain not allowed"}"#, 1, Want::Permanent("Domain not allowed")),
-            (413, &[], r#"{"message":"too large"}"#, 1, Want::Permanent("too large")),
+            (
+                403,
+                &[],
+                r#"{"message":"Domain not allowed"}"#,
+                1,
+                Want::Permanent("Domain not allowed"),
+            ),
+            (
+                413,
+                &[],
+                r#"{"message":"too large"}"#,
+                1,
+                Want::Permanent("too large"),
+            ),
             // Eventual consistency: a JSON 404 is retried a few times, then given up.
-            (404, &[("content-type", "application/json")], r#"{"message":"Domain not found"}"#, 1, Want::Retry(None)),
-            (404, &[("content-type", "application/json")], r#"{"message":"Domain not found"}"#, 3, Want::Permanent("Domain not found")),
-            (404, &[("content-type", "text/html")], "<html>not found</html>", 1, Want::Permanent("404")),
+            (
+                404,
+                &[("content-type", "application/json")],
+                r#"{"message":"Domain not found"}"#,
+                1,
+                Want::Retry(None),
+            ),
+            (
+                404,
+                &[("content-type", "application/json")],
+                r#"{"message":"Domain not found"}"#,
+                3,
+                Want::Permanent("Domain not found"),
+            ),
+            (
+                404,
+                &[("content-type", "text/html")],
+                "<html>not found</html>",
+                1,
+                Want::Permanent("404"),
+            ),
         ],
     );
 }
@@ -67,18 +135,40 @@ fn mailgun_answers_are_classified_per_its_docs() {
 #[test]
 fn twilio_answers_are_classified_per_its_docs() {
     let channels = shipped_channels();
-    let err = |code: u32, msg: &str| format!(r#"{{"code":{code},"message":"{msg}","more_info":"https://www.twilio.com/docs/errors/{code}","status":400}}"#);
+    let err = |code: u32, msg: &str| {
+        format!(
+            r#"{{"code":{code},"message":"{msg}","more_info":"https://www.twilio.com/docs/errors/{code}","status":400}}"#
+        )
+    };
     let e21211 = err(21211, "Invalid 'To' Phone Number");
     let e21610 = err(21610, "Attempt to send to unsubscribed recipient");
-    let e21408 = err(21408, "Permission to send an SMS has not been enabled for the region");
-    let e21617 = err(21617, "The concatenated message body exceeds the 1600 character limit");
+    let e21408 = err(
+        21408,
+        "Permission to send an SMS has not been enabled for the region",
+    );
+    let e21617 = err(
+        21617,
+        "The concatenated message body exceeds the 1600 character limit",
+    );
     let e20429 = r#"{"code":20429,"message":"Too Many Requests","status":400}"#;
     check(
         &channels,
         "sms",
         &[
-            (201, &[], r#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued"}"#, 1, Want::Delivered(Some("SM0123456789abcdef0123456789abcdef"))),
-            (429, &[("retry-after", "2")], "{}", 1, Want::Retry(Some(2000))),
+            (
+                201,
+                &[],
+                r#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued"}"#,
+                1,
+                Want::Delivered(Some("SM0123456789abcdef0123456789abcdef")),
+            ),
+            (
+                429,
+                &[("retry-after", "2")],
+                "{}",
+                1,
+                Want::Retry(Some(2000)),
+            ),
             (400, &[], e20429, 1, Want::Retry(None)),
             (500, &[], "", 1, Want::Retry(None)),
             (503, &[], "", 1, Want::Retry(None)),
@@ -86,9 +176,21 @@ fn twilio_answers_are_classified_per_its_docs() {
             (400, &[], &e21610, 1, Want::Permanent("21610")),
             (400, &[], &e21408, 1, Want::Permanent("21408")),
             (400, &[], &e21617, 1, Want::Permanent("21617")),
-            (401, &[], r#"{"code":20003,"message":"Authenticate"}"#, 1, Want::Permanent("401")),
+            (
+                401,
+                &[],
+                r#"{"code":20003,"message":"Authenticate"}"#,
+                1,
+                Want::Permanent("401"),
+            ),
             (403, &[], "", 1, Want::Permanent("403")),
-            (404, &[], r#"{"code":20404,"message":"The requested resource was not found"}"#, 1, Want::Permanent("404")),
+            (
+                404,
+                &[],
+                r#"{"code":20404,"message":"The requested resource was not found"}"#,
+                1,
+                Want::Permanent("404"),
+            ),
         ],
     );
 }
@@ -100,8 +202,18 @@ fn classify_cli_prints_the_disposition() {
     let config = root().join("config.toml");
     let out = notify_host(
         &[
-            "plugin", "classify", "--config", config.to_str().unwrap_or_default(), "--channel", "sms", "--status", "429",
-            "--header", "Retry-After: 12", "--body", body.to_str().unwrap_or_default(),
+            "plugin",
+            "classify",
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "--channel",
+            "sms",
+            "--status",
+            "429",
+            "--header",
+            "Retry-After: 12",
+            "--body",
+            body.to_str().unwrap_or_default(),
         ],
         &shipped_env("https://api.mailgun.net", "https://api.twilio.com"),
         w.path(),

@@ -19,11 +19,21 @@ fn help_lists_the_commands() {
 
 #[test]
 fn shipped_config_checks_out_with_the_seed_environment() {
-    let out = notify_host(&["check-config", "--config", "config.toml"], &shipped_env("https://api.mailgun.net", "https://api.twilio.com"), &root());
+    let out = notify_host(
+        &["check-config", "--config", "config.toml"],
+        &shipped_env("https://api.mailgun.net", "https://api.twilio.com"),
+        &root(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("channel email: enabled, plugin mailgun"), "{text}");
-    assert!(text.contains("channel sms: enabled, plugin twilio"), "{text}");
+    assert!(
+        text.contains("channel email: enabled, plugin mailgun"),
+        "{text}"
+    );
+    assert!(
+        text.contains("channel sms: enabled, plugin twilio"),
+        "{text}"
+    );
     assert!(!text.contains(MAILGUN_KEY) && !text.contains(TWILIO_TOKEN));
 }
 
@@ -39,7 +49,10 @@ fn sms_can_be_off_without_twilio_credentials() {
     assert!(stdout(&out).contains("channel sms: disabled"));
 
     // With SMS on, the missing credentials are named.
-    let env: Vec<_> = env.into_iter().filter(|(k, _)| *k != "NOTIFY_SMS_ENABLED").collect();
+    let env: Vec<_> = env
+        .into_iter()
+        .filter(|(k, _)| *k != "NOTIFY_SMS_ENABLED")
+        .collect();
     let out = notify_host(&["check-config", "--config", "config.toml"], &env, &root());
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("config.toml: channels.sms.auth.password: environment variable `TWILIO_AUTH_TOKEN` is not set"), "{}", stderr(&out));
@@ -48,12 +61,28 @@ fn sms_can_be_off_without_twilio_credentials() {
 #[test]
 fn render_rejects_an_invalid_event_naming_the_field() {
     let w = Workdir::new();
-    let event = w.write("bad.json", &SAMPLE_EVENT.replace("+15555550123", "555-0123"));
+    let event = w.write(
+        "bad.json",
+        &SAMPLE_EVENT.replace("+15555550123", "555-0123"),
+    );
     let out = notify_host(
-        &["plugin", "render", "--config", "config.toml", "--channel", "sms", "--event", event.to_str().unwrap_or_default()],
+        &[
+            "plugin",
+            "render",
+            "--config",
+            "config.toml",
+            "--channel",
+            "sms",
+            "--event",
+            event.to_str().unwrap_or_default(),
+        ],
         &shipped_env("https://api.mailgun.net", "https://api.twilio.com"),
         &root(),
     );
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("appointment.phone_e164: not an E.164 number"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("appointment.phone_e164: not an E.164 number"),
+        "{}",
+        stderr(&out)
+    );
 }

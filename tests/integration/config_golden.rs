@@ -12,7 +12,11 @@ fn golden_env() -> Vec<(&'static str, String)> {
 #[test]
 fn invalid_configs_produce_their_golden_errors() {
     // The hostile and wrong-world components are referenced by some cases.
-    let _ = (hostile_wasm(), wasm("tests/plugins/not-a-channel.wasm"), mailgun_wasm());
+    let _ = (
+        hostile_wasm(),
+        wasm("tests/plugins/not-a-channel.wasm"),
+        mailgun_wasm(),
+    );
     let dir = root().join("tests/config/invalid");
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .expect("read golden dir")
@@ -25,15 +29,23 @@ fn invalid_configs_produce_their_golden_errors() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     for case in cases {
-        let relative = format!("tests/config/invalid/{}", case.file_name().unwrap_or_default().to_string_lossy());
-        let out = notify_host(&["check-config", "--config", &relative], &golden_env(), &root());
+        let relative = format!(
+            "tests/config/invalid/{}",
+            case.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let out = notify_host(
+            &["check-config", "--config", &relative],
+            &golden_env(),
+            &root(),
+        );
         let golden = case.with_extension("err");
         let got = stderr(&out);
         if update {
             std::fs::write(&golden, &got).expect("write golden");
             continue;
         }
-        let want = std::fs::read_to_string(&golden).unwrap_or_else(|_| format!("<{} missing>", golden.display()));
+        let want = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|_| format!("<{} missing>", golden.display()));
         if out.status.code() != Some(2) || got != want {
             failures.push(format!(
                 "{relative}: exit {:?}\n--- want\n{want}--- got\n{got}",

@@ -84,7 +84,10 @@ pub fn shipped_env(mailgun: &str, twilio: &str) -> Vec<(&'static str, String)> {
     vec![
         ("MAILGUN_API_KEY", MAILGUN_KEY.into()),
         ("MAILGUN_DOMAIN", "mg.example.com".into()),
-        ("MAILGUN_FROM_EMAIL", "Clinic <noreply@mg.example.com>".into()),
+        (
+            "MAILGUN_FROM_EMAIL",
+            "Clinic <noreply@mg.example.com>".into(),
+        ),
         ("MAILGUN_API_BASE_URL", mailgun.into()),
         ("MAILGUN_TIMEOUT_SECONDS", "2".into()),
         ("TWILIO_ACCOUNT_SID", TWILIO_SID.into()),
@@ -116,7 +119,13 @@ pub fn stderr(o: &Output) -> String {
 }
 
 pub fn json_stdout(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            stdout(o),
+            stderr(o)
+        )
+    })
 }
 
 /// One scripted answer of a stand-in.
@@ -158,7 +167,9 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     }
 }
 
@@ -194,7 +205,9 @@ impl StandIn {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind stand-in");
         let addr = listener.local_addr().expect("addr");
-        let app = axum::Router::new().fallback(answer).with_state(state.clone());
+        let app = axum::Router::new()
+            .fallback(answer)
+            .with_state(state.clone());
         runtime.spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -225,11 +238,24 @@ impl StandIn {
     }
 }
 
-async fn answer(State(state): State<Arc<StandInState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    state.received_at.lock().expect("lock").push(std::time::Instant::now());
+async fn answer(
+    State(state): State<Arc<StandInState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state
+        .received_at
+        .lock()
+        .expect("lock")
+        .push(std::time::Instant::now());
     state.received.lock().expect("lock").push(Recorded {
         method: method.to_string(),
-        path: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        path: uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         headers,
         body: body.to_vec(),
     });
@@ -247,9 +273,16 @@ async fn answer(State(state): State<Arc<StandInState>>, method: Method, uri: Uri
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    let mut response = (StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), reply.body).into_response();
+    let mut response = (
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        reply.body,
+    )
+        .into_response();
     for (k, v) in reply.headers {
-        if let (Ok(k), Ok(v)) = (axum::http::HeaderName::from_bytes(k.as_bytes()), axum::http::HeaderValue::from_str(&v)) {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(k.as_bytes()),
+            axum::http::HeaderValue::from_str(&v),
+        ) {
             response.headers_mut().insert(k, v);
         }
     }

@@ -66,7 +66,10 @@ fn fixture() -> Fixture {
     }
 }
 
-fn render(f: &Fixture, channel: &str) -> Result<Vec<notify_host::transport::OutboundRequest>, RenderError> {
+fn render(
+    f: &Fixture,
+    channel: &str,
+) -> Result<Vec<notify_host::transport::OutboundRequest>, RenderError> {
     let event = event::parse(SAMPLE_EVENT.as_bytes()).expect("sample event");
     f.channels.get(channel).expect("channel").render(&event)
 }
@@ -85,15 +88,23 @@ fn every_hostile_plugin_is_contained() {
 
     let started = Instant::now();
     match render(&f, "loop") {
-        Err(RenderError::Plugin(PluginError::Deadline { deadline, .. })) => assert_eq!(deadline, Duration::from_millis(200)),
+        Err(RenderError::Plugin(PluginError::Deadline { deadline, .. })) => {
+            assert_eq!(deadline, Duration::from_millis(200))
+        }
         other => panic!("endless loop: {other:?}"),
     }
     // Stopped near its 200 ms deadline, not left running.
-    assert!(started.elapsed() < Duration::from_secs(3), "loop ran {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "loop ran {:?}",
+        started.elapsed()
+    );
     good_plugins_still_work(&f);
 
     match render(&f, "hog") {
-        Err(RenderError::Plugin(PluginError::MemoryLimit { limit, requested, .. })) => {
+        Err(RenderError::Plugin(PluginError::MemoryLimit {
+            limit, requested, ..
+        })) => {
             assert_eq!(limit, 16 * 1024 * 1024);
             assert!(requested > limit);
         }
@@ -103,20 +114,27 @@ fn every_hostile_plugin_is_contained() {
 
     match render(&f, "trap") {
         Err(RenderError::Plugin(PluginError::Trap { message, .. })) => {
-            assert!(message.contains("deliberate trap"), "the panic message reaches the error: {message}")
+            assert!(
+                message.contains("deliberate trap"),
+                "the panic message reaches the error: {message}"
+            )
         }
         other => panic!("trap: {other:?}"),
     }
     good_plugins_still_work(&f);
 
     match render(&f, "flood") {
-        Err(RenderError::Plugin(PluginError::OutputLimit { limit, .. })) => assert_eq!(limit, 64 * 1024),
+        Err(RenderError::Plugin(PluginError::OutputLimit { limit, .. })) => {
+            assert_eq!(limit, 64 * 1024)
+        }
         other => panic!("stdout flood: {other:?}"),
     }
     good_plugins_still_work(&f);
 
     match render(&f, "socket") {
-        Err(RenderError::Rejected { reason, .. }) => assert!(reason.starts_with("socket refused"), "{reason}"),
+        Err(RenderError::Rejected { reason, .. }) => {
+            assert!(reason.starts_with("socket refused"), "{reason}")
+        }
         other => panic!("socket: {other:?}"),
     }
     match f.listener.accept() {
@@ -125,7 +143,9 @@ fn every_hostile_plugin_is_contained() {
     }
 
     match render(&f, "file") {
-        Err(RenderError::Rejected { reason, .. }) => assert!(reason.starts_with("file refused"), "{reason}"),
+        Err(RenderError::Rejected { reason, .. }) => {
+            assert!(reason.starts_with("file refused"), "{reason}")
+        }
         other => panic!("read {}: {other:?}", f.secret_file.display()),
     }
 
@@ -135,12 +155,16 @@ fn every_hostile_plugin_is_contained() {
     }
 
     match render(&f, "foreign") {
-        Err(RenderError::Refused(Refusal::HostNotAllowed { origin, .. })) => assert_eq!(origin, "https://evil.example.com:443"),
+        Err(RenderError::Refused(Refusal::HostNotAllowed { origin, .. })) => {
+            assert_eq!(origin, "https://evil.example.com:443")
+        }
         other => panic!("foreign host: {other:?}"),
     }
 
     match render(&f, "setauth") {
-        Err(RenderError::Refused(Refusal::ReservedHeader(name))) => assert!(name.eq_ignore_ascii_case("authorization")),
+        Err(RenderError::Refused(Refusal::ReservedHeader(name))) => {
+            assert!(name.eq_ignore_ascii_case("authorization"))
+        }
         other => panic!("plugin-set auth: {other:?}"),
     }
 

@@ -106,18 +106,25 @@ fn client(bootstrap: &str) -> ClientConfig {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Creates the events and dead-letter topics (one partition each).
 pub fn create_topics(t: &Topics) {
-    let admin: AdminClient<DefaultClientContext> = client(&broker().bootstrap).create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        client(&broker().bootstrap).create().expect("admin client");
     let topics = [
         NewTopic::new(&t.topic, 1, TopicReplication::Fixed(1)),
         NewTopic::new(&t.dlq, 1, TopicReplication::Fixed(1)),
     ];
     let results = runtime()
-        .block_on(admin.create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))
+        .block_on(admin.create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
         .expect("create topics");
     for r in results {
         r.unwrap_or_else(|(name, e)| panic!("create topic {name}: {e}"));
@@ -135,7 +142,10 @@ pub fn publish(topic: &str, payloads: &[Vec<u8>]) {
     runtime().block_on(async {
         for p in payloads {
             producer
-                .send(FutureRecord::<(), _>::to(topic).payload(p), Duration::from_secs(10))
+                .send(
+                    FutureRecord::<(), _>::to(topic).payload(p),
+                    Duration::from_secs(10),
+                )
                 .await
                 .unwrap_or_else(|(e, _)| panic!("publish: {e}"));
         }
@@ -151,7 +161,10 @@ pub struct Letter {
 
 impl Letter {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -164,7 +177,8 @@ pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<Letter> {
         .create()
         .expect("reader");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("tpl");
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
     let deadline = Instant::now() + timeout;
@@ -172,7 +186,16 @@ pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<Letter> {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let headers = m
                 .headers()
-                .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             out.push(Letter {
                 payload: m.payload().unwrap_or_default().to_vec(),
@@ -185,10 +208,15 @@ pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<Letter> {
 
 /// The group's committed offset for partition 0 of `topic`.
 pub fn committed(group: &str, topic: &str) -> Option<i64> {
-    let consumer: BaseConsumer = client(&broker().bootstrap).set("group.id", group).create().expect("client");
+    let consumer: BaseConsumer = client(&broker().bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("client");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, 0);
-    let offsets = consumer.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    let offsets = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .ok()?;
     match offsets.find_partition(topic, 0)?.offset() {
         Offset::Offset(o) => Some(o),
         _ => None,
@@ -251,7 +279,11 @@ settings = {{ account_sid = "{sid}", from = "+15005550006" }}
         topic = t.topic,
         dlq = t.dlq,
         group = t.group,
-        pipeline_extra = if extra.contains("commit_interval_ms") { extra.to_string() } else { format!("commit_interval_ms = 200\n{extra}") },
+        pipeline_extra = if extra.contains("commit_interval_ms") {
+            extra.to_string()
+        } else {
+            format!("commit_interval_ms = 200\n{extra}")
+        },
         dedup = w.path().join("data/dedup.redb").display(),
         mailgun_wasm = mailgun_wasm().display(),
         twilio_wasm = wasm("plugins/twilio.wasm").display(),
@@ -327,7 +359,9 @@ impl Host {
 
     /// SIGTERM, then wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(s)) = self.child.try_wait() {

@@ -34,7 +34,10 @@ fn mailgun_event_ids(s: &StandIn) -> Vec<String> {
         .iter()
         .filter_map(|r| {
             let ct = r.header("content-type")?;
-            parse_multipart(&ct, &r.body).into_iter().find(|(k, _)| k == "v:event_id").map(|(_, v)| v)
+            parse_multipart(&ct, &r.body)
+                .into_iter()
+                .find(|(k, _)| k == "v:event_id")
+                .map(|(_, v)| v)
         })
         .collect()
 }
@@ -59,21 +62,40 @@ fn setup(name: &str, mailgun: Vec<Reply>, twilio: Vec<Reply>) -> Setup {
 
 impl Setup {
     fn config(&self, extra: &str) -> std::path::PathBuf {
-        host_config(&self.w, &self.t, &self.mailgun.url(), &self.twilio.url(), extra)
+        host_config(
+            &self.w,
+            &self.t,
+            &self.mailgun.url(),
+            &self.twilio.url(),
+            extra,
+        )
     }
     fn committed(&self) -> Option<i64> {
         committed(&self.t.group, &self.t.topic)
     }
     fn wait_committed(&self, offset: i64) {
-        wait_for(&format!("offset {offset} committed"), WAIT, || self.committed() == Some(offset));
+        wait_for(&format!("offset {offset} committed"), WAIT, || {
+            self.committed() == Some(offset)
+        });
     }
 }
 
 #[test]
 fn email_sms_and_both_are_delivered_and_committed() {
-    let s = setup("channels", vec![Reply::new(200, MAILGUN_OK)], vec![Reply::new(201, TWILIO_OK)]);
+    let s = setup(
+        "channels",
+        vec![Reply::new(200, MAILGUN_OK)],
+        vec![Reply::new(201, TWILIO_OK)],
+    );
     let _host = Host::start(&s.config(""));
-    publish(&s.t.topic, &[event("e-email", true, false), event("e-sms", false, true), event("e-both", true, true)]);
+    publish(
+        &s.t.topic,
+        &[
+            event("e-email", true, false),
+            event("e-sms", false, true),
+            event("e-both", true, true),
+        ],
+    );
     s.wait_committed(3);
     let mut mail = mailgun_event_ids(&s.mailgun);
     mail.sort();
@@ -81,17 +103,27 @@ fn email_sms_and_both_are_delivered_and_committed() {
     let sms = s.twilio.received();
     assert_eq!(sms.len(), 2);
     for r in &sms {
-        assert_eq!(r.path, format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"));
+        assert_eq!(
+            r.path,
+            format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json")
+        );
         assert!(parse_form(&r.body).contains(&("To".into(), "+15555550123".into())));
     }
-    assert!(read_topic(&s.t.dlq, 1, Duration::from_secs(1)).is_empty(), "nothing dead-lettered");
+    assert!(
+        read_topic(&s.t.dlq, 1, Duration::from_secs(1)).is_empty(),
+        "nothing dead-lettered"
+    );
 }
 
 #[test]
 fn transient_failures_are_retried_then_delivered_once() {
     let s = setup(
         "retry",
-        vec![Reply::new(500, r#"{"message":"Internal Server Error"}"#), Reply::new(503, ""), Reply::new(200, MAILGUN_OK)],
+        vec![
+            Reply::new(500, r#"{"message":"Internal Server Error"}"#),
+            Reply::new(503, ""),
+            Reply::new(200, MAILGUN_OK),
+        ],
         vec![],
     );
     let host = Host::start(&s.config(""));
@@ -101,7 +133,10 @@ fn transient_failures_are_retried_then_delivered_once() {
     let delivered = host.events("channel delivered");
     assert_eq!(delivered.len(), 1, "{}", host.log_text());
     assert_eq!(delivered[0]["attempts"], 3);
-    assert_eq!(delivered[0]["event_id"], "e-retry", "the event id is on the line (from the span)");
+    assert_eq!(
+        delivered[0]["event_id"], "e-retry",
+        "the event id is on the line (from the span)"
+    );
 }
 
 #[test]
@@ -109,7 +144,11 @@ fn retry_after_is_respected() {
     let s = setup(
         "retryafter",
         vec![],
-        vec![Reply::new(429, r#"{"code":20429,"message":"Too Many Requests"}"#).header("retry-after", "2"), Reply::new(201, TWILIO_OK)],
+        vec![
+            Reply::new(429, r#"{"code":20429,"message":"Too Many Requests"}"#)
+                .header("retry-after", "2"),
+            Reply::new(201, TWILIO_OK),
+        ],
     );
     let _host = Host::start(&s.config(""));
     publish(&s.t.topic, &[event("e-429", false, true)]);
@@ -117,7 +156,10 @@ fn retry_after_is_respected() {
     let received = s.twilio.received_at();
     assert_eq!(received.len(), 2);
     let gap = received[1] - received[0];
-    assert!(gap >= Duration::from_millis(1900), "second try came after {gap:?}, before Retry-After: 2");
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "second try came after {gap:?}, before Retry-After: 2"
+    );
 }
 
 #[test]
@@ -126,7 +168,10 @@ fn a_permanent_failure_is_dead_lettered_and_the_next_event_proceeds() {
         "permanent",
         vec![],
         vec![
-            Reply::new(400, r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#),
+            Reply::new(
+                400,
+                r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#,
+            ),
             Reply::new(201, TWILIO_OK),
         ],
     );
@@ -136,7 +181,11 @@ fn a_permanent_failure_is_dead_lettered_and_the_next_event_proceeds() {
     s.wait_committed(1);
     publish(&s.t.topic, &[event("e-next", false, true)]);
     s.wait_committed(2);
-    assert_eq!(s.twilio.received().len(), 2, "no retry of a permanent failure");
+    assert_eq!(
+        s.twilio.received().len(),
+        2,
+        "no retry of a permanent failure"
+    );
     let letters = read_topic(&s.t.dlq, 1, WAIT);
     assert_eq!(letters.len(), 1);
     let l = &letters[0];
@@ -148,7 +197,11 @@ fn a_permanent_failure_is_dead_lettered_and_the_next_event_proceeds() {
     assert_eq!(l.header("notify.attempts"), Some("1"));
     assert_eq!(l.header("notify.source_topic"), Some(s.t.topic.as_str()));
     assert_eq!(l.header("notify.source_offset"), Some("0"));
-    assert!(l.header("notify.reason").is_some_and(|r| r.contains("21211")), "{l:?}");
+    assert!(
+        l.header("notify.reason")
+            .is_some_and(|r| r.contains("21211")),
+        "{l:?}"
+    );
     assert!(l.header("notify.failed_at").is_some() && l.header("notify.host_version").is_some());
 }
 
@@ -156,11 +209,21 @@ fn a_permanent_failure_is_dead_lettered_and_the_next_event_proceeds() {
 fn malformed_events_are_dead_lettered_with_reasons_and_the_host_keeps_going() {
     let s = setup("malformed", vec![Reply::new(200, MAILGUN_OK)], vec![]);
     let mut host = Host::start(&s.config(""));
-    let big = format!(r#"{{"event_id":"big","notify":{{"email":true}},"appointment":{{"appointment_id":1,"email":"a@b.co","pad":"{}"}}}}"#, "x".repeat(1024 * 1024));
+    let big = format!(
+        r#"{{"event_id":"big","notify":{{"email":true}},"appointment":{{"appointment_id":1,"email":"a@b.co","pad":"{}"}}}}"#,
+        "x".repeat(1024 * 1024)
+    );
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"{not json".to_vec(), "payload: not valid JSON"),
-        (br#"{"event_id":"m1","notify":{"email":true}}"#.to_vec(), "appointment: required"),
-        (br#"{"event_id":"m2","notify":{"email":"yes"},"appointment":{"appointment_id":1}}"#.to_vec(), "notify.email: expected true or false"),
+        (
+            br#"{"event_id":"m1","notify":{"email":true}}"#.to_vec(),
+            "appointment: required",
+        ),
+        (
+            br#"{"event_id":"m2","notify":{"email":"yes"},"appointment":{"appointment_id":1}}"#
+                .to_vec(),
+            "notify.email: expected true or false",
+        ),
         (vec![0xff, 0xfe, 0x00, 0x41], "payload: not UTF-8"),
         (big.into_bytes(), "payload: 1048"),
     ];
@@ -176,20 +239,31 @@ fn malformed_events_are_dead_lettered_with_reasons_and_the_host_keeps_going() {
         assert_eq!(&letter.payload, payload, "payload untouched");
         assert_eq!(letter.header("notify.error_class"), Some("invalid_event"));
         let got = letter.header("notify.reason").unwrap_or_default();
-        assert!(got.starts_with(reason), "reason {got:?} should start with {reason:?}");
+        assert!(
+            got.starts_with(reason),
+            "reason {got:?} should start with {reason:?}"
+        );
     }
 }
 
 #[test]
 fn the_same_event_published_twice_is_sent_once_per_channel() {
-    let s = setup("duplicate", vec![Reply::new(200, MAILGUN_OK)], vec![Reply::new(201, TWILIO_OK)]);
+    let s = setup(
+        "duplicate",
+        vec![Reply::new(200, MAILGUN_OK)],
+        vec![Reply::new(201, TWILIO_OK)],
+    );
     let host = Host::start(&s.config(""));
     let e = event("e-twice", true, true);
     publish(&s.t.topic, &[e.clone(), e]);
     s.wait_committed(2);
     assert_eq!(s.mailgun.received().len(), 1);
     assert_eq!(s.twilio.received().len(), 1);
-    assert_eq!(host.events("channel already delivered for this event; not sent again").len(), 2);
+    assert_eq!(
+        host.events("channel already delivered for this event; not sent again")
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -200,13 +274,17 @@ fn a_crash_after_the_provider_accepted_does_not_send_again() {
     let config = s.config("commit_interval_ms = 600000");
     let mut host = Host::start(&config);
     publish(&s.t.topic, &[event("e-crash", true, false)]);
-    wait_for("the delivery", WAIT, || !host.events("channel delivered").is_empty());
+    wait_for("the delivery", WAIT, || {
+        !host.events("channel delivered").is_empty()
+    });
     host.kill9();
     assert_eq!(s.committed(), None, "nothing was committed before the kill");
 
     let mut again = host.restart();
     wait_for("the redelivered event to be skipped", WAIT, || {
-        !again.events("channel already delivered for this event; not sent again").is_empty()
+        !again
+            .events("channel already delivered for this event; not sent again")
+            .is_empty()
     });
     assert_eq!(s.mailgun.received().len(), 1, "no second send");
     assert!(again.terminate().success());
@@ -216,21 +294,38 @@ fn a_crash_after_the_provider_accepted_does_not_send_again() {
 #[test]
 fn a_crash_before_the_provider_accepted_sends_after_restart() {
     // The provider holds the first request until after the kill.
-    let s = setup("crash-before", vec![Reply::new(200, MAILGUN_OK).delayed(Duration::from_secs(8)), Reply::new(200, MAILGUN_OK)], vec![]);
+    let s = setup(
+        "crash-before",
+        vec![
+            Reply::new(200, MAILGUN_OK).delayed(Duration::from_secs(8)),
+            Reply::new(200, MAILGUN_OK),
+        ],
+        vec![],
+    );
     let mut host = Host::start(&s.config(""));
     publish(&s.t.topic, &[event("e-lost?", true, false)]);
-    wait_for("the first request", WAIT, || !s.mailgun.received().is_empty());
+    wait_for("the first request", WAIT, || {
+        !s.mailgun.received().is_empty()
+    });
     host.kill9();
     let _again = host.restart();
     s.wait_committed(1);
     let ids = mailgun_event_ids(&s.mailgun);
-    assert_eq!(ids, ["e-lost?", "e-lost?"], "sent again after the restart: nothing lost");
+    assert_eq!(
+        ids,
+        ["e-lost?", "e-lost?"],
+        "sent again after the restart: nothing lost"
+    );
 }
 
 #[test]
 fn on_redelivery_a_delivered_channel_is_not_sent_again() {
     // E-mail succeeds; SMS keeps failing, so the event stays uncommitted.
-    let s = setup("partial", vec![Reply::new(200, MAILGUN_OK)], vec![Reply::new(503, "")]);
+    let s = setup(
+        "partial",
+        vec![Reply::new(200, MAILGUN_OK)],
+        vec![Reply::new(503, "")],
+    );
     let config = s.config("");
     let text = std::fs::read_to_string(&config).expect("config");
     // Enough SMS attempts that the event is still retrying when killed.
@@ -238,15 +333,23 @@ fn on_redelivery_a_delivered_channel_is_not_sent_again() {
     std::fs::write(&config, text).expect("config");
     let mut host = Host::start(&config);
     publish(&s.t.topic, &[event("e-partial", true, true)]);
-    wait_for("e-mail delivered and SMS retried", WAIT, || !host.events("channel delivered").is_empty() && s.twilio.received().len() >= 3);
+    wait_for("e-mail delivered and SMS retried", WAIT, || {
+        !host.events("channel delivered").is_empty() && s.twilio.received().len() >= 3
+    });
     host.kill9();
-    assert_eq!(s.committed(), Some(0), "the event is not committed while SMS is unresolved");
+    assert_eq!(
+        s.committed(),
+        Some(0),
+        "the event is not committed while SMS is unresolved"
+    );
 
     s.twilio.set_script(vec![Reply::new(201, TWILIO_OK)]);
     let again = host.restart();
     s.wait_committed(1);
     assert_eq!(s.mailgun.received().len(), 1, "e-mail not sent again");
-    assert!(!again.events("channel already delivered for this event; not sent again").is_empty());
+    assert!(!again
+        .events("channel already delivered for this event; not sent again")
+        .is_empty());
     let last = s.twilio.received();
     assert!(last.len() >= 4);
 }
@@ -255,8 +358,13 @@ fn on_redelivery_a_delivered_channel_is_not_sent_again() {
 fn sigterm_commits_and_exits_zero() {
     let s = setup("sigterm", vec![Reply::new(200, MAILGUN_OK)], vec![]);
     let mut host = Host::start(&s.config("commit_interval_ms = 600000"));
-    publish(&s.t.topic, &[event("e-1", true, false), event("e-2", true, false)]);
-    wait_for("two deliveries", WAIT, || host.events("channel delivered").len() == 2);
+    publish(
+        &s.t.topic,
+        &[event("e-1", true, false), event("e-2", true, false)],
+    );
+    wait_for("two deliveries", WAIT, || {
+        host.events("channel delivered").len() == 2
+    });
     let started = Instant::now();
     assert!(host.terminate().success());
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -265,7 +373,11 @@ fn sigterm_commits_and_exits_zero() {
 
 #[test]
 fn logs_are_json_lines_without_secrets_or_personal_data() {
-    let s = setup("logs", vec![Reply::new(200, MAILGUN_OK)], vec![Reply::new(201, TWILIO_OK)]);
+    let s = setup(
+        "logs",
+        vec![Reply::new(200, MAILGUN_OK)],
+        vec![Reply::new(201, TWILIO_OK)],
+    );
     let audit = StandIn::start(vec![Reply::new(204, "")]);
     let config = s.config("");
     // A third channel whose plugin prints the recipient to stdout.
@@ -278,18 +390,30 @@ fn logs_are_json_lines_without_secrets_or_personal_data() {
     text.push_str(&extra);
     std::fs::write(&config, text).expect("config");
     let mut host = Host::start(&config);
-    let mut e: serde_json::Value = serde_json::from_slice(&event("e-logs", true, true)).expect("json");
+    let mut e: serde_json::Value =
+        serde_json::from_slice(&event("e-logs", true, true)).expect("json");
     e["notify"]["audit"] = serde_json::json!(true);
     publish(&s.t.topic, &[e.to_string().into_bytes()]);
     s.wait_committed(1);
-    assert_eq!(audit.received().len(), 1, "a third channel needs no host change");
+    assert_eq!(
+        audit.received().len(),
+        1,
+        "a third channel needs no host change"
+    );
     assert!(host.terminate().success());
 
     let logs = host.log_text();
     for line in logs.lines() {
-        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
     }
-    for needle in [MAILGUN_KEY, TWILIO_TOKEN, "user@example.com", "+15555550123", "15555550123"] {
+    for needle in [
+        MAILGUN_KEY,
+        TWILIO_TOKEN,
+        "user@example.com",
+        "+15555550123",
+        "15555550123",
+    ] {
         assert!(!logs.contains(needle), "{needle} appears in the logs");
     }
     // The plugin's own line reached the log, under its name, masked.
@@ -298,7 +422,10 @@ fn logs_are_json_lines_without_secrets_or_personal_data() {
     assert_eq!(plugin_lines[0]["plugin"], "hostile");
     // One line per channel outcome, with event id, channel and result.
     let delivered = host.events("channel delivered");
-    let mut channels: Vec<_> = delivered.iter().map(|l| l["channel"].as_str().unwrap_or_default().to_string()).collect();
+    let mut channels: Vec<_> = delivered
+        .iter()
+        .map(|l| l["channel"].as_str().unwrap_or_default().to_string())
+        .collect();
     channels.sort();
     assert_eq!(channels, ["audit", "email", "sms"]);
     for l in &delivered {

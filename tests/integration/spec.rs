@@ -25,8 +25,16 @@ impl Operation {
     /// The `enum` of a form field, if the vendor restricts its values.
     pub fn enum_of(&self, field: &str) -> Option<Vec<String>> {
         let prop = self.properties.get(field)?;
-        let values = prop.get("enum").or_else(|| prop.get("items").and_then(|i| i.get("enum")))?;
-        Some(values.as_array()?.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        let values = prop
+            .get("enum")
+            .or_else(|| prop.get("items").and_then(|i| i.get("enum")))?;
+        Some(
+            values
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+        )
     }
 
     /// Whether a field name is documented: literally, or through a documented
@@ -36,10 +44,10 @@ impl Operation {
             return true;
         }
         match field.split_once(':') {
-            Some((prefix, _)) => self
-                .properties
-                .keys()
-                .any(|k| k.starts_with(&format!("{prefix}:")) && (k.contains("my-var") || k.contains("My-Header"))),
+            Some((prefix, _)) => self.properties.keys().any(|k| {
+                k.starts_with(&format!("{prefix}:"))
+                    && (k.contains("my-var") || k.contains("My-Header"))
+            }),
             None => false,
         }
     }
@@ -68,12 +76,17 @@ impl Operation {
 
 fn specs_dir() -> PathBuf {
     // CI clones the repo with shared/ beside it.
-    let candidates = [root().join("../shared/specs"), root().join("../../shared/specs")];
+    let candidates = [
+        root().join("../shared/specs"),
+        root().join("../../shared/specs"),
+    ];
     candidates
         .iter()
         .find(|p| p.join("README.md").exists())
         .cloned()
-        .unwrap_or_else(|| panic!("vendor specs not found beside the repo (looked in {candidates:?})"))
+        .unwrap_or_else(|| {
+            panic!("vendor specs not found beside the repo (looked in {candidates:?})")
+        })
 }
 
 fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
@@ -97,18 +110,32 @@ fn operation(doc: &Value, path: &str, method: &str) -> Operation {
         .get("servers")
         .or_else(|| doc.get("servers"))
         .and_then(Value::as_array)
-        .map(|s| s.iter().filter_map(|s| s["url"].as_str().map(str::to_string)).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|s| s["url"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
-    let content = op["requestBody"]["content"].as_object().expect("request body content");
+    let content = op["requestBody"]["content"]
+        .as_object()
+        .expect("request body content");
     let content_types: Vec<String> = content.keys().cloned().collect();
     let schema = resolve(doc, &content[&content_types[0]]["schema"]);
     let required = schema["required"]
         .as_array()
-        .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let properties = schema["properties"]
         .as_object()
-        .map(|p| p.iter().map(|(k, v)| (k.clone(), resolve(doc, v).clone())).collect())
+        .map(|p| {
+            p.iter()
+                .map(|(k, v)| (k.clone(), resolve(doc, v).clone()))
+                .collect()
+        })
         .unwrap_or_default();
     let path_params = op["parameters"]
         .as_array()
@@ -117,7 +144,12 @@ fn operation(doc: &Value, path: &str, method: &str) -> Operation {
         .chain(item["parameters"].as_array().into_iter().flatten())
         .map(|p| resolve(doc, p))
         .filter(|p| p["in"] == "path")
-        .map(|p| (p["name"].as_str().unwrap_or_default().to_string(), p["schema"].clone()))
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_string(),
+                p["schema"].clone(),
+            )
+        })
         .collect();
     let scheme_name = op["security"][0]
         .as_object()
@@ -137,21 +169,29 @@ fn operation(doc: &Value, path: &str, method: &str) -> Operation {
 }
 
 pub fn mailgun_send() -> Operation {
-    let text = std::fs::read_to_string(specs_dir().join("mailgun_openapi.yaml")).expect("read mailgun spec");
+    let text = std::fs::read_to_string(specs_dir().join("mailgun_openapi.yaml"))
+        .expect("read mailgun spec");
     let doc: Value = serde_yaml::from_str(&text).expect("parse mailgun spec");
     operation(&doc, "/v3/{domain_name}/messages", "post")
 }
 
 pub fn twilio_create_message() -> Operation {
-    let text = std::fs::read_to_string(specs_dir().join("twilio_api_v2010.json")).expect("read twilio spec");
+    let text = std::fs::read_to_string(specs_dir().join("twilio_api_v2010.json"))
+        .expect("read twilio spec");
     let doc: Value = serde_json::from_str(&text).expect("parse twilio spec");
-    operation(&doc, "/2010-04-01/Accounts/{AccountSid}/Messages.json", "post")
+    operation(
+        &doc,
+        "/2010-04-01/Accounts/{AccountSid}/Messages.json",
+        "post",
+    )
 }
 
 /// Checks a string against a JSON-schema `pattern` (anchored ^...$ in these specs).
 pub fn matches_pattern(schema: &Value, value: &str) -> bool {
     match schema["pattern"].as_str() {
-        Some(p) => regex::Regex::new(p).expect("spec pattern compiles").is_match(value),
+        Some(p) => regex::Regex::new(p)
+            .expect("spec pattern compiles")
+            .is_match(value),
         None => true,
     }
 }

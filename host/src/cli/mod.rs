@@ -50,7 +50,12 @@ enum Command {
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Path of the config file.
-    #[arg(long, short = 'c', env = "NOTIFY_CONFIG", default_value = "config.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "NOTIFY_CONFIG",
+        default_value = "config.toml"
+    )]
     pub config: PathBuf,
 }
 

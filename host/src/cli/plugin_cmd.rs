@@ -72,7 +72,11 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
         level: "info".into(),
     });
     match cmd {
-        PluginCommand::Render { config, target } => with_channel(&config.config, &target.channel, |ch| render(ch, &target.event)),
+        PluginCommand::Render { config, target } => {
+            with_channel(&config.config, &target.channel, |ch| {
+                render(ch, &target.event)
+            })
+        }
         PluginCommand::Classify {
             config,
             channel,
@@ -80,12 +84,22 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
             headers,
             body,
             attempt,
-        } => with_channel(&config.config, &channel, |ch| classify(ch, status, &headers, body.as_deref(), attempt)),
-        PluginCommand::Send { config, target } => with_channel(&config.config, &target.channel, |ch| send(ch, &target.event)),
+        } => with_channel(&config.config, &channel, |ch| {
+            classify(ch, status, &headers, body.as_deref(), attempt)
+        }),
+        PluginCommand::Send { config, target } => {
+            with_channel(&config.config, &target.channel, |ch| {
+                send(ch, &target.event)
+            })
+        }
     }
 }
 
-fn with_channel(config_path: &Path, name: &str, f: impl FnOnce(&Channel) -> Result<ExitCode>) -> Result<ExitCode> {
+fn with_channel(
+    config_path: &Path,
+    name: &str,
+    f: impl FnOnce(&Channel) -> Result<ExitCode>,
+) -> Result<ExitCode> {
     let config = match load_config(config_path) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -93,7 +107,11 @@ fn with_channel(config_path: &Path, name: &str, f: impl FnOnce(&Channel) -> Resu
     match config.channels.get(name) {
         None => {
             let known: Vec<&str> = config.channels.keys().map(String::as_str).collect();
-            bail!("no channel `{name}` in {} (channels: {})", config_path.display(), known.join(", "));
+            bail!(
+                "no channel `{name}` in {} (channels: {})",
+                config_path.display(),
+                known.join(", ")
+            );
         }
         Some(c) if !c.enabled => bail!("channel `{name}` is disabled in {}", config_path.display()),
         Some(_) => {}
@@ -107,7 +125,9 @@ fn with_channel(config_path: &Path, name: &str, f: impl FnOnce(&Channel) -> Resu
             }))
         }
     };
-    let channel = channels.get(name).context("channel vanished after loading")?;
+    let channel = channels
+        .get(name)
+        .context("channel vanished after loading")?;
     f(channel)
 }
 
@@ -117,7 +137,8 @@ fn print_json(value: &Value) -> Result<()> {
 }
 
 fn read_event(path: &Path) -> Result<Result<event::AppointmentEvent, event::ContractViolation>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read event file {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read event file {}", path.display()))?;
     Ok(event::parse(&bytes))
 }
 
@@ -146,14 +167,19 @@ fn render(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
         Ok(e) => e,
         Err(v) => {
             print_json(&json!({ "channel": ch.name(), "invalid_event": v.to_string() }))?;
-            eprintln!("error: {} breaks the event contract: {v}", event_path.display());
+            eprintln!(
+                "error: {} breaks the event contract: {v}",
+                event_path.display()
+            );
             return Ok(ExitCode::from(EXIT_REJECTED));
         }
     };
     match ch.render(&event) {
         Ok(requests) => {
             let requests: Vec<_> = requests.iter().map(|r| r.redacted()).collect();
-            print_json(&json!({ "channel": ch.name(), "plugin": plugin_json(ch), "requests": requests }))?;
+            print_json(
+                &json!({ "channel": ch.name(), "plugin": plugin_json(ch), "requests": requests }),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => report_unsendable(ch, &e),
@@ -162,13 +188,23 @@ fn render(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
 
 pub fn disposition_json(d: &Disposition) -> Value {
     match d {
-        Disposition::Delivered(d) => json!({ "disposition": "delivered", "provider_message_id": d.provider_message_id }),
-        Disposition::Retry(r) => json!({ "disposition": "retry", "after_ms": r.after_ms, "reason": r.reason }),
+        Disposition::Delivered(d) => {
+            json!({ "disposition": "delivered", "provider_message_id": d.provider_message_id })
+        }
+        Disposition::Retry(r) => {
+            json!({ "disposition": "retry", "after_ms": r.after_ms, "reason": r.reason })
+        }
         Disposition::Permanent(reason) => json!({ "disposition": "permanent", "reason": reason }),
     }
 }
 
-fn classify(ch: &Channel, status: u16, headers: &[String], body: Option<&Path>, attempt: u32) -> Result<ExitCode> {
+fn classify(
+    ch: &Channel,
+    status: u16,
+    headers: &[String],
+    body: Option<&Path>,
+    attempt: u32,
+) -> Result<ExitCode> {
     let headers = headers
         .iter()
         .map(|h| match h.split_once(':') {
@@ -180,10 +216,16 @@ fn classify(ch: &Channel, status: u16, headers: &[String], body: Option<&Path>, 
         })
         .collect::<Result<Vec<_>>>()?;
     let body = match body {
-        Some(p) => std::fs::read(p).with_context(|| format!("cannot read body file {}", p.display()))?,
+        Some(p) => {
+            std::fs::read(p).with_context(|| format!("cannot read body file {}", p.display()))?
+        }
         None => Vec::new(),
     };
-    let response = HttpResponse { status, headers, body };
+    let response = HttpResponse {
+        status,
+        headers,
+        body,
+    };
     let d = ch.classify(&response, attempt.max(1))?;
     print_json(&disposition_json(&d))?;
     Ok(ExitCode::SUCCESS)
@@ -213,7 +255,10 @@ fn send(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
                 all_delivered = false;
                 json!({ "request": shown, "error": e.to_string(), "disposition": "retry" })
             }
-            Attempt::Answered { received, disposition } => {
+            Attempt::Answered {
+                received,
+                disposition,
+            } => {
                 all_delivered &= matches!(disposition, Disposition::Delivered(_));
                 json!({
                     "request": shown,
@@ -227,5 +272,9 @@ fn send(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
         results.push(result);
     }
     print_json(&json!({ "channel": ch.name(), "plugin": plugin_json(ch), "results": results }))?;
-    Ok(if all_delivered { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+    Ok(if all_delivered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
 }

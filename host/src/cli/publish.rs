@@ -72,7 +72,9 @@ fn build_event(args: &PublishArgs) -> Result<Value> {
         bail!("nothing requested: give --email, --sms --phone, --channel or --file");
     }
     let now = chrono::Utc::now();
-    let time = args.time.clone().unwrap_or_else(|| (now + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let time = args.time.clone().unwrap_or_else(|| {
+        (now + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    });
     Ok(json!({
         "event_id": uuid_v4(),
         "event_type": "appointments.created",
@@ -92,7 +94,10 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let topic = args.topic.clone().unwrap_or_else(|| config.kafka.topic.clone());
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| config.kafka.topic.clone());
     let producer = kafka::producer(&config.kafka)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -107,20 +112,28 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
             let (payload, event_id, key) = match &fixed {
                 Some(bytes) => {
                     let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-                    let id = v["event_id"].as_str().map(str::to_string).unwrap_or_else(|| v["event_id"].to_string());
-                    let key = v["appointment"]["appointment_id"].as_str().map(str::to_string);
+                    let id = v["event_id"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v["event_id"].to_string());
+                    let key = v["appointment"]["appointment_id"]
+                        .as_str()
+                        .map(str::to_string);
                     (bytes.clone(), id, key)
                 }
                 None => {
                     let event = build_event(&args)?;
                     let id = event["event_id"].as_str().unwrap_or_default().to_string();
-                    let key = event["appointment"]["appointment_id"].as_str().map(str::to_string);
+                    let key = event["appointment"]["appointment_id"]
+                        .as_str()
+                        .map(str::to_string);
                     (serde_json::to_vec(&event)?, id, key)
                 }
             };
             // Keyed by appointment: all events of one appointment land in
             // one partition, in order.
-            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).payload(&payload);
+            let mut record: FutureRecord<'_, str, [u8]> =
+                FutureRecord::to(&topic).payload(&payload);
             if let Some(k) = key.as_deref() {
                 record = record.key(k);
             }

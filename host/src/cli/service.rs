@@ -63,7 +63,9 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
                 tick.tick().await;
                 let store = sweeper.clone();
                 match tokio::task::spawn_blocking(move || store.sweep_expired()).await {
-                    Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "expired dedup entries removed"),
+                    Ok(Ok(n)) if n > 0 => {
+                        tracing::info!(removed = n, "expired dedup entries removed")
+                    }
                     Ok(Err(e)) => tracing::warn!(error = %e, "dedup sweep failed"),
                     _ => {}
                 }

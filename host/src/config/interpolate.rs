@@ -68,7 +68,9 @@ pub fn interpolate(input: &str, env: &dyn VarLookup) -> Result<String, Vec<Inter
             return "$".to_string();
         };
         let name = name.as_str();
-        let value = env.get(name).filter(|v| !v.is_empty() || caps.get(2).is_none());
+        let value = env
+            .get(name)
+            .filter(|v| !v.is_empty() || caps.get(2).is_none());
         let value = match (value, caps.get(2).map(|m| m.as_str())) {
             (Some(v), _) => v,
             (None, Some(":-")) => return caps.get(3).map_or("", |m| m.as_str()).to_string(),
@@ -80,12 +82,16 @@ pub fn interpolate(input: &str, env: &dyn VarLookup) -> Result<String, Vec<Inter
                 return String::new();
             }
             (None, None) => {
-                errors.push(InterpolationError::Unset { var: name.to_string() });
+                errors.push(InterpolationError::Unset {
+                    var: name.to_string(),
+                });
                 return String::new();
             }
         };
         if value.contains(['\n', '\r']) {
-            errors.push(InterpolationError::Newline { var: name.to_string() });
+            errors.push(InterpolationError::Newline {
+                var: name.to_string(),
+            });
             return String::new();
         }
         value
@@ -128,7 +134,9 @@ mod tests {
             ("cost: $5", Ok("cost: $5".into())),
             (
                 "${MISSING}",
-                Err(vec![InterpolationError::Unset { var: "MISSING".into() }]),
+                Err(vec![InterpolationError::Unset {
+                    var: "MISSING".into(),
+                }]),
             ),
             (
                 "${MISSING:?set it to the API key}",
@@ -146,7 +154,9 @@ mod tests {
             ),
             (
                 "${MULTI}",
-                Err(vec![InterpolationError::Newline { var: "MULTI".into() }]),
+                Err(vec![InterpolationError::Newline {
+                    var: "MULTI".into(),
+                }]),
             ),
             ("${HOST", Err(vec![InterpolationError::Unclosed])),
             (

@@ -324,8 +324,12 @@ pub fn load(path: &Path, env: &dyn VarLookup) -> Result<Config, ConfigError> {
 
 /// Parses config text; relative plugin paths resolve against `base_dir`.
 pub fn parse(text: &str, base_dir: &Path, env: &dyn VarLookup) -> Result<Config, Vec<Problem>> {
-    let mut value: toml::Value =
-        toml::from_str(text).map_err(|e| vec![Problem::new("", format!("not valid TOML: {}", e.message().trim()) + &line_of(text, e.span()))])?;
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+        vec![Problem::new(
+            "",
+            format!("not valid TOML: {}", e.message().trim()) + &line_of(text, e.span()),
+        )]
+    })?;
 
     let mut problems = Vec::new();
     interpolate_tree(&mut value, &mut String::new(), env, &mut problems);
@@ -379,7 +383,11 @@ fn interpolate_tree(
     match value {
         toml::Value::String(s) => match interpolate(s, env) {
             Ok(v) => *s = v,
-            Err(errors) => problems.extend(errors.into_iter().map(|e| Problem::new(path.clone(), e.to_string()))),
+            Err(errors) => problems.extend(
+                errors
+                    .into_iter()
+                    .map(|e| Problem::new(path.clone(), e.to_string())),
+            ),
         },
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -414,7 +422,10 @@ fn in_disabled_channel(value: &toml::Value, key: &str) -> bool {
     if parts.next() == Some("enabled") {
         return false;
     }
-    let enabled = value.get("channels").and_then(|c| c.get(name)).and_then(|c| c.get("enabled"));
+    let enabled = value
+        .get("channels")
+        .and_then(|c| c.get(name))
+        .and_then(|c| c.get("enabled"));
     matches!(enabled, Some(toml::Value::Boolean(false)))
         || matches!(enabled, Some(toml::Value::String(s)) if s.trim() == "false")
 }
@@ -423,11 +434,46 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
 
     let p = &raw.plugins;
-    let memory_mib = bounded(&mut problems, "plugins.memory_limit_mib", p.memory_limit_mib, DEFAULT_MEMORY_LIMIT_MIB, 1, MAX_MEMORY_LIMIT_MIB);
-    let deadline_ms = bounded(&mut problems, "plugins.deadline_ms", p.deadline_ms, DEFAULT_DEADLINE_MS, 1, MAX_DEADLINE_MS);
-    let output_kib = bounded(&mut problems, "plugins.output_limit_kib", p.output_limit_kib, DEFAULT_OUTPUT_LIMIT_KIB, 1, 64 * 1024);
-    let body_kib = bounded(&mut problems, "plugins.response_body_limit_kib", p.response_body_limit_kib, DEFAULT_RESPONSE_BODY_LIMIT_KIB, 1, 64 * 1024);
-    let max_instances = bounded(&mut problems, "plugins.max_instances", p.max_instances, DEFAULT_MAX_INSTANCES, 1, 10_000);
+    let memory_mib = bounded(
+        &mut problems,
+        "plugins.memory_limit_mib",
+        p.memory_limit_mib,
+        DEFAULT_MEMORY_LIMIT_MIB,
+        1,
+        MAX_MEMORY_LIMIT_MIB,
+    );
+    let deadline_ms = bounded(
+        &mut problems,
+        "plugins.deadline_ms",
+        p.deadline_ms,
+        DEFAULT_DEADLINE_MS,
+        1,
+        MAX_DEADLINE_MS,
+    );
+    let output_kib = bounded(
+        &mut problems,
+        "plugins.output_limit_kib",
+        p.output_limit_kib,
+        DEFAULT_OUTPUT_LIMIT_KIB,
+        1,
+        64 * 1024,
+    );
+    let body_kib = bounded(
+        &mut problems,
+        "plugins.response_body_limit_kib",
+        p.response_body_limit_kib,
+        DEFAULT_RESPONSE_BODY_LIMIT_KIB,
+        1,
+        64 * 1024,
+    );
+    let max_instances = bounded(
+        &mut problems,
+        "plugins.max_instances",
+        p.max_instances,
+        DEFAULT_MAX_INSTANCES,
+        1,
+        10_000,
+    );
     let default_limits = PluginLimits {
         memory_bytes: mib(memory_mib),
         deadline: Duration::from_millis(deadline_ms),
@@ -439,13 +485,25 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
             Some(other) => {
-                problems.push(Problem::new("log.format", format!("expected \"json\" or \"text\", found \"{other}\"")));
+                problems.push(Problem::new(
+                    "log.format",
+                    format!("expected \"json\" or \"text\", found \"{other}\""),
+                ));
                 LogFormat::Json
             }
         },
         level: match raw.log.level {
-            Some(level) if tracing_subscriber::EnvFilter::builder().parse(&level).is_err() => {
-                problems.push(Problem::new("log.level", format!("\"{level}\" is not a log filter (try \"info\" or \"notify_host=debug\")")));
+            Some(level)
+                if tracing_subscriber::EnvFilter::builder()
+                    .parse(&level)
+                    .is_err() =>
+            {
+                problems.push(Problem::new(
+                    "log.level",
+                    format!(
+                        "\"{level}\" is not a log filter (try \"info\" or \"notify_host=debug\")"
+                    ),
+                ));
                 "info".into()
             }
             Some(level) => level,
@@ -456,14 +514,56 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
     let kafka = validate_kafka(raw.kafka, &mut problems);
     let p = &raw.pipeline;
     let pipeline = PipelineConfig {
-        max_in_flight: bounded(&mut problems, "pipeline.max_in_flight", p.max_in_flight, DEFAULT_MAX_IN_FLIGHT, 1, 1_000_000) as usize,
-        commit_interval: Duration::from_millis(bounded(&mut problems, "pipeline.commit_interval_ms", p.commit_interval_ms, DEFAULT_COMMIT_INTERVAL_MS, 10, 600_000)),
-        shutdown_grace: seconds(&mut problems, "pipeline.shutdown_grace_seconds", p.shutdown_grace_seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS, 0.0, 3600.0),
-        max_event_bytes: kib(bounded(&mut problems, "pipeline.max_event_kib", p.max_event_kib, DEFAULT_MAX_EVENT_KIB, 1, 100 * 1024)),
+        max_in_flight: bounded(
+            &mut problems,
+            "pipeline.max_in_flight",
+            p.max_in_flight,
+            DEFAULT_MAX_IN_FLIGHT,
+            1,
+            1_000_000,
+        ) as usize,
+        commit_interval: Duration::from_millis(bounded(
+            &mut problems,
+            "pipeline.commit_interval_ms",
+            p.commit_interval_ms,
+            DEFAULT_COMMIT_INTERVAL_MS,
+            10,
+            600_000,
+        )),
+        shutdown_grace: seconds(
+            &mut problems,
+            "pipeline.shutdown_grace_seconds",
+            p.shutdown_grace_seconds,
+            DEFAULT_SHUTDOWN_GRACE_SECONDS,
+            0.0,
+            3600.0,
+        ),
+        max_event_bytes: kib(bounded(
+            &mut problems,
+            "pipeline.max_event_kib",
+            p.max_event_kib,
+            DEFAULT_MAX_EVENT_KIB,
+            1,
+            100 * 1024,
+        )),
     };
     let dedup = DedupConfig {
-        path: base_dir.join(raw.dedup.path.as_deref().map(str::trim).filter(|p| !p.is_empty()).unwrap_or("data/dedup.redb")),
-        retention: seconds(&mut problems, "dedup.retention_hours", raw.dedup.retention_hours.map(|h| h * 3600.0), DEFAULT_DEDUP_RETENTION_HOURS * 3600.0, 0.001, 24.0 * 3600.0 * 3650.0),
+        path: base_dir.join(
+            raw.dedup
+                .path
+                .as_deref()
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .unwrap_or("data/dedup.redb"),
+        ),
+        retention: seconds(
+            &mut problems,
+            "dedup.retention_hours",
+            raw.dedup.retention_hours.map(|h| h * 3600.0),
+            DEFAULT_DEDUP_RETENTION_HOURS * 3600.0,
+            0.001,
+            24.0 * 3600.0 * 3650.0,
+        ),
     };
 
     let mut channels = BTreeMap::new();
@@ -509,15 +609,24 @@ fn validate_kafka(raw: RawKafka, problems: &mut Vec<Problem>) -> KafkaConfig {
     let group_id = text("group_id", raw.group_id, "notify-host");
     let auto_offset_reset = text("auto_offset_reset", raw.auto_offset_reset, "earliest");
     if !matches!(auto_offset_reset.as_str(), "earliest" | "latest") {
-        problems.push(Problem::new("kafka.auto_offset_reset", format!("expected \"earliest\" or \"latest\", found \"{auto_offset_reset}\"")));
+        problems.push(Problem::new(
+            "kafka.auto_offset_reset",
+            format!("expected \"earliest\" or \"latest\", found \"{auto_offset_reset}\""),
+        ));
     }
     if topic == dlq_topic {
-        problems.push(Problem::new("kafka.dlq_topic", "must differ from kafka.topic"));
+        problems.push(Problem::new(
+            "kafka.dlq_topic",
+            "must differ from kafka.topic",
+        ));
     }
     let mut client = Vec::new();
     for (k, v) in raw.client {
         if RESERVED_CLIENT_KEYS.contains(&k.as_str()) {
-            problems.push(Problem::new(format!("kafka.client.\"{k}\""), "set by the host to keep its delivery guarantees; use the [kafka] keys instead"));
+            problems.push(Problem::new(
+                format!("kafka.client.\"{k}\""),
+                "set by the host to keep its delivery guarantees; use the [kafka] keys instead",
+            ));
             continue;
         }
         let value = match v {
@@ -526,7 +635,13 @@ fn validate_kafka(raw: RawKafka, problems: &mut Vec<Problem>) -> KafkaConfig {
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             other => {
-                problems.push(Problem::new(format!("kafka.client.\"{k}\""), format!("expected a string, number or boolean, found a {}", other.type_str())));
+                problems.push(Problem::new(
+                    format!("kafka.client.\"{k}\""),
+                    format!(
+                        "expected a string, number or boolean, found a {}",
+                        other.type_str()
+                    ),
+                ));
                 continue;
             }
         };
@@ -542,12 +657,22 @@ fn validate_kafka(raw: RawKafka, problems: &mut Vec<Problem>) -> KafkaConfig {
     }
 }
 
-fn seconds(problems: &mut Vec<Problem>, key: &str, value: Option<f64>, default: f64, min: f64, max: f64) -> Duration {
+fn seconds(
+    problems: &mut Vec<Problem>,
+    key: &str,
+    value: Option<f64>,
+    default: f64,
+    min: f64,
+    max: f64,
+) -> Duration {
     match value {
         None => Duration::from_secs_f64(default),
         Some(v) if v >= min && v <= max => Duration::from_secs_f64(v),
         Some(v) => {
-            problems.push(Problem::new(key, format!("{v} is out of range ({min} to {max})")));
+            problems.push(Problem::new(
+                key,
+                format!("{v} is out of range ({min} to {max})"),
+            ));
             Duration::from_secs_f64(default)
         }
     }
@@ -560,13 +685,44 @@ fn validate_retry(name: &str, raw: Option<RawRetry>, problems: &mut Vec<Problem>
     };
     let key = |k: &str| format!("channels.{name}.retry.{k}");
     let policy = RetryPolicy {
-        max_attempts: bounded(problems, &key("max_attempts"), r.max_attempts, u64::from(d.max_attempts), 1, 1000) as u32,
-        initial_backoff: Duration::from_millis(bounded(problems, &key("initial_backoff_ms"), r.initial_backoff_ms, d.initial_backoff.as_millis() as u64, 1, 3_600_000)),
-        max_backoff: Duration::from_millis(bounded(problems, &key("max_backoff_ms"), r.max_backoff_ms, d.max_backoff.as_millis() as u64, 1, 3_600_000)),
-        max_retry_after: Duration::from_secs(bounded(problems, &key("max_retry_after_seconds"), r.max_retry_after_seconds, d.max_retry_after.as_secs(), 0, 86_400)),
+        max_attempts: bounded(
+            problems,
+            &key("max_attempts"),
+            r.max_attempts,
+            u64::from(d.max_attempts),
+            1,
+            1000,
+        ) as u32,
+        initial_backoff: Duration::from_millis(bounded(
+            problems,
+            &key("initial_backoff_ms"),
+            r.initial_backoff_ms,
+            d.initial_backoff.as_millis() as u64,
+            1,
+            3_600_000,
+        )),
+        max_backoff: Duration::from_millis(bounded(
+            problems,
+            &key("max_backoff_ms"),
+            r.max_backoff_ms,
+            d.max_backoff.as_millis() as u64,
+            1,
+            3_600_000,
+        )),
+        max_retry_after: Duration::from_secs(bounded(
+            problems,
+            &key("max_retry_after_seconds"),
+            r.max_retry_after_seconds,
+            d.max_retry_after.as_secs(),
+            0,
+            86_400,
+        )),
     };
     if policy.max_backoff < policy.initial_backoff {
-        problems.push(Problem::new(key("max_backoff_ms"), "must be at least initial_backoff_ms"));
+        problems.push(Problem::new(
+            key("max_backoff_ms"),
+            "must be at least initial_backoff_ms",
+        ));
     }
     policy
 }
@@ -579,12 +735,22 @@ fn kib(n: u64) -> usize {
     usize::try_from(n.saturating_mul(1024)).unwrap_or(usize::MAX)
 }
 
-fn bounded(problems: &mut Vec<Problem>, key: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> u64 {
+fn bounded(
+    problems: &mut Vec<Problem>,
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> u64 {
     match value {
         None => default,
         Some(v) if (min..=max).contains(&v) => v,
         Some(v) => {
-            problems.push(Problem::new(key, format!("{v} is out of range ({min} to {max})")));
+            problems.push(Problem::new(
+                key,
+                format!("{v} is out of range ({min} to {max})"),
+            ));
             default
         }
     }
@@ -601,30 +767,52 @@ fn validate_channel(
     let before = problems.len();
     let enabled = ch.enabled.unwrap_or(true);
 
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
-        problems.push(Problem::new(format!("channels.{name}"), "channel names use only a-z, 0-9, `_` and `-`"));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        problems.push(Problem::new(
+            format!("channels.{name}"),
+            "channel names use only a-z, 0-9, `_` and `-`",
+        ));
     }
 
     let plugin_path = match ch.plugin.as_deref().map(str::trim) {
         None | Some("") => {
-            problems.push(Problem::new(key("plugin"), "required: the path of the channel's .wasm component"));
+            problems.push(Problem::new(
+                key("plugin"),
+                "required: the path of the channel's .wasm component",
+            ));
             PathBuf::new()
         }
         Some(p) => base_dir.join(p),
     };
 
-    let base_url = ch.base_url.as_deref().map(str::trim).filter(|s| !s.is_empty()).and_then(|s| {
-        parse_origin_url(s)
-            .map_err(|m| problems.push(Problem::new(key("base_url"), m)))
-            .ok()
-    });
+    let base_url = ch
+        .base_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| {
+            parse_origin_url(s)
+                .map_err(|m| problems.push(Problem::new(key("base_url"), m)))
+                .ok()
+        });
 
     let mut allowed: Vec<Origin> = base_url.iter().filter_map(Origin::from_url).collect();
     for (i, entry) in ch.allowed_hosts.iter().enumerate() {
-        let as_url = if entry.contains("://") { entry.clone() } else { format!("https://{entry}") };
+        let as_url = if entry.contains("://") {
+            entry.clone()
+        } else {
+            format!("https://{entry}")
+        };
         match parse_origin_url(&as_url) {
             Ok(url) => allowed.extend(Origin::from_url(&url)),
-            Err(m) => problems.push(Problem::new(format!("channels.{name}.allowed_hosts[{i}]"), m)),
+            Err(m) => problems.push(Problem::new(
+                format!("channels.{name}.allowed_hosts[{i}]"),
+                m,
+            )),
         }
     }
     if allowed.is_empty() && base_url.is_none() && problems.len() == before {
@@ -640,10 +828,18 @@ fn validate_channel(
             username,
             password: Secret::new(password),
         },
-        Some(RawAuth::Bearer { token }) => Auth::Bearer { token: Secret::new(token) },
-        Some(RawAuth::Header { name: header, value }) => {
+        Some(RawAuth::Bearer { token }) => Auth::Bearer {
+            token: Secret::new(token),
+        },
+        Some(RawAuth::Header {
+            name: header,
+            value,
+        }) => {
             if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                problems.push(Problem::new(key("auth.name"), format!("\"{header}\" is not a valid HTTP header name")));
+                problems.push(Problem::new(
+                    key("auth.name"),
+                    format!("\"{header}\" is not a valid HTTP header name"),
+                ));
             }
             Auth::Header {
                 name: header,
@@ -656,7 +852,10 @@ fn validate_channel(
         None => Duration::from_secs_f64(DEFAULT_TIMEOUT_SECONDS),
         Some(t) if t > 0.0 && t <= MAX_TIMEOUT_SECONDS => Duration::from_secs_f64(t),
         Some(t) => {
-            problems.push(Problem::new(key("timeout_seconds"), format!("{t} is out of range (above 0, at most {MAX_TIMEOUT_SECONDS})")));
+            problems.push(Problem::new(
+                key("timeout_seconds"),
+                format!("{t} is out of range (above 0, at most {MAX_TIMEOUT_SECONDS})"),
+            ));
             Duration::from_secs_f64(DEFAULT_TIMEOUT_SECONDS)
         }
     };
@@ -664,11 +863,29 @@ fn validate_channel(
     let limits = PluginLimits {
         memory_bytes: ch
             .memory_limit_mib
-            .map(|v| mib(bounded(problems, &key("memory_limit_mib"), Some(v), 0, 1, MAX_MEMORY_LIMIT_MIB)))
+            .map(|v| {
+                mib(bounded(
+                    problems,
+                    &key("memory_limit_mib"),
+                    Some(v),
+                    0,
+                    1,
+                    MAX_MEMORY_LIMIT_MIB,
+                ))
+            })
             .unwrap_or(defaults.memory_bytes),
         deadline: ch
             .deadline_ms
-            .map(|v| Duration::from_millis(bounded(problems, &key("deadline_ms"), Some(v), 0, 1, MAX_DEADLINE_MS)))
+            .map(|v| {
+                Duration::from_millis(bounded(
+                    problems,
+                    &key("deadline_ms"),
+                    Some(v),
+                    0,
+                    1,
+                    MAX_DEADLINE_MS,
+                ))
+            })
             .unwrap_or(defaults.deadline),
         output_bytes: defaults.output_bytes,
     };
@@ -683,7 +900,10 @@ fn validate_channel(
                 format!("set the base URL as channels.{name}.base_url, where the host also allows its host"),
             ));
         }
-        settings.push(("base_url".to_string(), url.as_str().trim_end_matches('/').to_string()));
+        settings.push((
+            "base_url".to_string(),
+            url.as_str().trim_end_matches('/').to_string(),
+        ));
     }
     for (k, v) in ch.settings {
         let text = match v {
@@ -695,7 +915,10 @@ fn validate_channel(
             other => {
                 problems.push(Problem::new(
                     key(&format!("settings.{k}")),
-                    format!("expected a string, number or boolean, found a {}", other.type_str()),
+                    format!(
+                        "expected a string, number or boolean, found a {}",
+                        other.type_str()
+                    ),
                 ));
                 continue;
             }
@@ -723,7 +946,9 @@ fn parse_origin_url(s: &str) -> Result<Url, String> {
     let url = Url::parse(s).map_err(|e| format!("\"{s}\" is not a URL: {e}"))?;
     let host = url.host().ok_or_else(|| format!("\"{s}\" has no host"))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not contain credentials: set them under auth, from the environment".into());
+        return Err(
+            "must not contain credentials: set them under auth, from the environment".into(),
+        );
     }
     match url.scheme() {
         "https" => {}
@@ -770,14 +995,20 @@ settings = { domain = "mg.example.com", retries = 3 }
         let c = parse(MINIMAL, Path::new("/etc/notify"), &env).expect("valid");
         let email = &c.channels["email"];
         assert!(email.enabled);
-        assert_eq!(email.plugin_path, Path::new("/etc/notify/plugins/mailgun.wasm"));
+        assert_eq!(
+            email.plugin_path,
+            Path::new("/etc/notify/plugins/mailgun.wasm")
+        );
         assert_eq!(email.timeout, Duration::from_secs(10));
         assert_eq!(email.limits.memory_bytes, 32 * 1024 * 1024);
         assert_eq!(email.limits.deadline, Duration::from_millis(500));
         assert_eq!(
             email.settings,
             vec![
-                ("base_url".to_string(), "https://api.mailgun.net".to_string()),
+                (
+                    "base_url".to_string(),
+                    "https://api.mailgun.net".to_string()
+                ),
                 ("domain".into(), "mg.example.com".into()),
                 ("retries".into(), "3".into()),
             ]
@@ -797,13 +1028,23 @@ settings = { domain = "mg.example.com", retries = 3 }
 
     #[test]
     fn disabled_channel_needs_no_secrets() {
-        let text = MINIMAL.replace("[channels.email]", "[channels.email]\nenabled = \"${EMAIL_ON:-false}\"")
+        let text = MINIMAL
+            .replace(
+                "[channels.email]",
+                "[channels.email]\nenabled = \"${EMAIL_ON:-false}\"",
+            )
             .replace("${MAILGUN_API_KEY}", "${UNSET_KEY}");
         let c = parse(&text, Path::new("."), &env).expect("valid");
         assert!(!c.channels["email"].enabled);
         let on = text.replace("${EMAIL_ON:-false}", "true");
         let err = parse(&on, Path::new("."), &env).expect_err("secret missing");
-        assert_eq!(err, vec![Problem::new("channels.email.auth.password", "environment variable `UNSET_KEY` is not set")]);
+        assert_eq!(
+            err,
+            vec![Problem::new(
+                "channels.email.auth.password",
+                "environment variable `UNSET_KEY` is not set"
+            )]
+        );
     }
 
     #[test]

@@ -161,9 +161,12 @@ mod lenient {
             Scalar::Str(v) => v.trim().parse().ok(),
             _ => None,
         };
-        parsed
-            .map(Some)
-            .ok_or_else(|| D::Error::custom(format!("expected a non-negative integer, found {}", s.describe())))
+        parsed.map(Some).ok_or_else(|| {
+            D::Error::custom(format!(
+                "expected a non-negative integer, found {}",
+                s.describe()
+            ))
+        })
     }
 
     pub fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -195,8 +198,8 @@ mod lenient {
             },
             _ => None,
         };
-        parsed
-            .map(Some)
-            .ok_or_else(|| D::Error::custom(format!("expected true or false, found {}", s.describe())))
+        parsed.map(Some).ok_or_else(|| {
+            D::Error::custom(format!("expected true or false, found {}", s.describe()))
+        })
     }
 }

@@ -14,7 +14,9 @@ pub struct KeyedQueue<T> {
 
 impl<T> Default for KeyedQueue<T> {
     fn default() -> Self {
-        KeyedQueue { busy: HashMap::new() }
+        KeyedQueue {
+            busy: HashMap::new(),
+        }
     }
 }
 

@@ -67,7 +67,12 @@ fn ordering_key(payload: &[u8]) -> Option<String> {
 }
 
 /// Runs until `shutdown` resolves, then drains and commits.
-pub async fn run(shared: Arc<Shared>, consumer: Arc<HostConsumer>, tracker: Tracker, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    shared: Arc<Shared>,
+    consumer: Arc<HostConsumer>,
+    tracker: Tracker,
+    shutdown: impl Future<Output = ()>,
+) {
     let pipeline = shared.config.pipeline;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut keyed: KeyedQueue<Job> = KeyedQueue::default();
@@ -141,7 +146,12 @@ pub async fn run(shared: Arc<Shared>, consumer: Arc<HostConsumer>, tracker: Trac
     }
 
     // Shutdown: stop fetching, give in-flight work its grace, commit what is done.
-    tracing::info!(in_flight, waiting = keyed.waiting(), grace_ms = pipeline.shutdown_grace.as_millis() as u64, "stopping: finishing in-flight events");
+    tracing::info!(
+        in_flight,
+        waiting = keyed.waiting(),
+        grace_ms = pipeline.shutdown_grace.as_millis() as u64,
+        "stopping: finishing in-flight events"
+    );
     set_paused(&consumer, true);
     let dropped_waiting = keyed.clear();
     let mut running = in_flight - dropped_waiting;
@@ -160,7 +170,10 @@ pub async fn run(shared: Arc<Shared>, consumer: Arc<HostConsumer>, tracker: Trac
     if let Err(e) = kafka::commit(&consumer, &offsets, CommitMode::Sync) {
         tracing::warn!(error = %e, "final offset commit failed; finished events will be redelivered and skipped by dedup");
     }
-    tracing::info!(unfinished = running + dropped_waiting, "stopped; unfinished events will be redelivered");
+    tracing::info!(
+        unfinished = running + dropped_waiting,
+        "stopped; unfinished events will be redelivered"
+    );
 }
 
 fn commit(consumer: &HostConsumer, tracker: &Tracker, mode: CommitMode) {
@@ -187,9 +200,17 @@ fn set_paused(consumer: &HostConsumer, pause: bool) {
             return;
         }
     };
-    let result = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    let result = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
     match result {
-        Ok(()) => tracing::debug!(pause, partitions = assignment.count(), "fetching paused/resumed"),
+        Ok(()) => tracing::debug!(
+            pause,
+            partitions = assignment.count(),
+            "fetching paused/resumed"
+        ),
         Err(e) => tracing::warn!(error = %e, pause, "pause/resume failed"),
     }
 }

@@ -32,7 +32,10 @@ pub struct Shared {
 /// How one channel of one event ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChannelOutcome {
-    Delivered { attempts: u32, provider_message_id: Option<String> },
+    Delivered {
+        attempts: u32,
+        provider_message_id: Option<String>,
+    },
     /// Recorded as delivered earlier (redelivery or duplicate publish).
     AlreadyDelivered,
     /// Requested but disabled in config.
@@ -62,7 +65,12 @@ pub enum Observed {
 }
 
 /// The one place a send's result becomes a decision.
-pub fn decide(policy: &RetryPolicy, attempt: u32, observed: Observed, jitter: impl FnOnce(u64) -> u64) -> Decision {
+pub fn decide(
+    policy: &RetryPolicy,
+    attempt: u32,
+    observed: Observed,
+    jitter: impl FnOnce(u64) -> u64,
+) -> Decision {
     let (provider_after, reason, class) = match observed {
         Observed::Classified(Disposition::Delivered(d)) => {
             return Decision::Delivered {
@@ -75,7 +83,11 @@ pub fn decide(policy: &RetryPolicy, attempt: u32, observed: Observed, jitter: im
                 reason,
             }
         }
-        Observed::Classified(Disposition::Retry(r)) => (r.after_ms.map(Duration::from_millis), r.reason, ErrorClass::RetriesExhausted),
+        Observed::Classified(Disposition::Retry(r)) => (
+            r.after_ms.map(Duration::from_millis),
+            r.reason,
+            ErrorClass::RetriesExhausted,
+        ),
         Observed::Unreachable(reason) => (None, reason, ErrorClass::RetriesExhausted),
         Observed::PluginFailed(reason) => (None, reason, ErrorClass::PluginFailed),
     };
@@ -111,7 +123,10 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>) {
     let event = if payload.len() > max {
         Err(event::ContractViolation {
             field: "payload".into(),
-            problem: format!("{} bytes, over the {max} byte limit (pipeline.max_event_kib)", payload.len()),
+            problem: format!(
+                "{} bytes, over the {max} byte limit (pipeline.max_event_kib)",
+                payload.len()
+            ),
         })
     } else {
         event::parse(payload)
@@ -135,18 +150,18 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>) {
 
     let span = tracing::info_span!("event", event_id = %event.event_id, topic = msg.topic(), partition = msg.partition(), offset = msg.offset());
     async move {
-    let work = event.requested_channels().map(|name| {
-        let shared = shared.clone();
-        let event = event.clone();
-        let name = name.to_string();
-        async move { deliver(&shared, &event, &name).await }
-    });
-    // Channels of one event go out concurrently: e-mail does not wait on SMS.
-    for outcome in futures_util::future::join_all(work).await {
-        if let ChannelOutcome::DeadLetter(letter) = outcome {
-            dead_letter(&shared, &msg, &letter).await;
+        let work = event.requested_channels().map(|name| {
+            let shared = shared.clone();
+            let event = event.clone();
+            let name = name.to_string();
+            async move { deliver(&shared, &event, &name).await }
+        });
+        // Channels of one event go out concurrently: e-mail does not wait on SMS.
+        for outcome in futures_util::future::join_all(work).await {
+            if let ChannelOutcome::DeadLetter(letter) = outcome {
+                dead_letter(&shared, &msg, &letter).await;
+            }
         }
-    }
     }
     .instrument(span)
     .await
@@ -179,7 +194,14 @@ async fn dead_letter(shared: &Shared, msg: &OwnedMessage, letter: &DeadLetter) {
     }
 }
 
-fn letter(channel: &str, event: &AppointmentEvent, class: ErrorClass, reason: String, attempts: u32, status: Option<u16>) -> ChannelOutcome {
+fn letter(
+    channel: &str,
+    event: &AppointmentEvent,
+    class: ErrorClass,
+    reason: String,
+    attempts: u32,
+    status: Option<u16>,
+) -> ChannelOutcome {
     ChannelOutcome::DeadLetter(DeadLetter {
         class,
         reason,
@@ -191,32 +213,77 @@ fn letter(channel: &str, event: &AppointmentEvent, class: ErrorClass, reason: St
 }
 
 /// One channel of one event, to its end.
-async fn deliver(shared: &Arc<Shared>, event: &Arc<AppointmentEvent>, name: &str) -> ChannelOutcome {
+async fn deliver(
+    shared: &Arc<Shared>,
+    event: &Arc<AppointmentEvent>,
+    name: &str,
+) -> ChannelOutcome {
     let started = Instant::now();
     let outcome = deliver_inner(shared, event, name).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let event_id = event.event_id.as_str();
     match &outcome {
-        ChannelOutcome::Delivered { attempts, provider_message_id } => {
-            tracing::info!(event_id, channel = name, outcome = "delivered", attempts, provider_message_id = provider_message_id.as_deref(), elapsed_ms, "channel delivered")
+        ChannelOutcome::Delivered {
+            attempts,
+            provider_message_id,
+        } => {
+            tracing::info!(
+                event_id,
+                channel = name,
+                outcome = "delivered",
+                attempts,
+                provider_message_id = provider_message_id.as_deref(),
+                elapsed_ms,
+                "channel delivered"
+            )
         }
-        ChannelOutcome::AlreadyDelivered => tracing::info!(event_id, channel = name, outcome = "duplicate", "channel already delivered for this event; not sent again"),
-        ChannelOutcome::Disabled => tracing::info!(event_id, channel = name, outcome = "disabled", "channel requested but disabled in config; skipped"),
-        ChannelOutcome::DeadLetter(l) => tracing::warn!(event_id, channel = name, outcome = "dead_letter", class = l.class.as_str(), attempts = l.attempts, provider_status = l.provider_status, reason = %l.reason, elapsed_ms, "channel failed"),
+        ChannelOutcome::AlreadyDelivered => tracing::info!(
+            event_id,
+            channel = name,
+            outcome = "duplicate",
+            "channel already delivered for this event; not sent again"
+        ),
+        ChannelOutcome::Disabled => tracing::info!(
+            event_id,
+            channel = name,
+            outcome = "disabled",
+            "channel requested but disabled in config; skipped"
+        ),
+        ChannelOutcome::DeadLetter(l) => {
+            tracing::warn!(event_id, channel = name, outcome = "dead_letter", class = l.class.as_str(), attempts = l.attempts, provider_status = l.provider_status, reason = %l.reason, elapsed_ms, "channel failed")
+        }
     }
     outcome
 }
 
-async fn deliver_inner(shared: &Arc<Shared>, event: &Arc<AppointmentEvent>, name: &str) -> ChannelOutcome {
+async fn deliver_inner(
+    shared: &Arc<Shared>,
+    event: &Arc<AppointmentEvent>,
+    name: &str,
+) -> ChannelOutcome {
     match shared.config.channels.get(name) {
         None => {
-            return letter(name, event, ErrorClass::UnknownChannel, format!("channel `{name}` is not configured on this host"), 0, None)
+            return letter(
+                name,
+                event,
+                ErrorClass::UnknownChannel,
+                format!("channel `{name}` is not configured on this host"),
+                0,
+                None,
+            )
         }
         Some(c) if !c.enabled => return ChannelOutcome::Disabled,
         Some(_) => {}
     }
     if shared.channels.get(name).is_none() {
-        return letter(name, event, ErrorClass::UnknownChannel, format!("channel `{name}` is not loaded"), 0, None);
+        return letter(
+            name,
+            event,
+            ErrorClass::UnknownChannel,
+            format!("channel `{name}` is not loaded"),
+            0,
+            None,
+        );
     }
     match shared.dedup.is_delivered(&event.event_id, name) {
         Ok(true) => return ChannelOutcome::AlreadyDelivered,
@@ -225,24 +292,56 @@ async fn deliver_inner(shared: &Arc<Shared>, event: &Arc<AppointmentEvent>, name
         // event is retried by redelivery. Treat it as a transient failure.
         Err(e) => tracing::error!(channel = name, error = %e, "dedup lookup failed"),
     }
-    let policy = shared.config.channels.get(name).map(|c| c.retry).unwrap_or_default();
+    let policy = shared
+        .config
+        .channels
+        .get(name)
+        .map(|c| c.retry)
+        .unwrap_or_default();
 
     let mut attempt = 1;
     let requests = loop {
         match render(shared, event, name).await {
             Ok(r) => break r,
             Err(RenderError::Plugin(e)) => {
-                match retry_or_give_up(&policy, attempt, None, e.to_string(), ErrorClass::PluginFailed, |n| fastrand::u64(0..=n)) {
+                match retry_or_give_up(
+                    &policy,
+                    attempt,
+                    None,
+                    e.to_string(),
+                    ErrorClass::PluginFailed,
+                    |n| fastrand::u64(0..=n),
+                ) {
                     Ok(wait) => {
                         tracing::warn!(channel = name, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "plugin failed rendering; retrying");
                         tokio::time::sleep(wait).await;
                         attempt += 1;
                     }
-                    Err((class, reason)) => return letter(name, event, class, reason, attempt, None),
+                    Err((class, reason)) => {
+                        return letter(name, event, class, reason, attempt, None)
+                    }
                 }
             }
-            Err(e @ RenderError::Refused(_)) => return letter(name, event, ErrorClass::Refused, e.to_string(), attempt, None),
-            Err(e) => return letter(name, event, ErrorClass::Rejected, e.to_string(), attempt, None),
+            Err(e @ RenderError::Refused(_)) => {
+                return letter(
+                    name,
+                    event,
+                    ErrorClass::Refused,
+                    e.to_string(),
+                    attempt,
+                    None,
+                )
+            }
+            Err(e) => {
+                return letter(
+                    name,
+                    event,
+                    ErrorClass::Rejected,
+                    e.to_string(),
+                    attempt,
+                    None,
+                )
+            }
         }
     };
 
@@ -251,21 +350,37 @@ async fn deliver_inner(shared: &Arc<Shared>, event: &Arc<AppointmentEvent>, name
     while next < requests.len() {
         let request = requests[next].clone();
         let (observed, status) = match send(shared, name, request, attempt).await {
-            Ok(Attempt::Answered { received, disposition }) => (Observed::Classified(disposition), Some(received.response.status)),
+            Ok(Attempt::Answered {
+                received,
+                disposition,
+            }) => (
+                Observed::Classified(disposition),
+                Some(received.response.status),
+            ),
             Ok(Attempt::Unreachable(e)) => (Observed::Unreachable(e.to_string()), None),
             Err(e) => (Observed::PluginFailed(e.to_string()), None),
         };
         match decide(&policy, attempt, observed, |n| fastrand::u64(0..=n)) {
-            Decision::Delivered { provider_message_id: id } => {
+            Decision::Delivered {
+                provider_message_id: id,
+            } => {
                 provider_message_id = id.or(provider_message_id);
                 next += 1;
             }
             Decision::RetryAfter(wait) => {
-                tracing::info!(channel = name, attempt, provider_status = status, retry_in_ms = wait.as_millis() as u64, "transient failure; retrying");
+                tracing::info!(
+                    channel = name,
+                    attempt,
+                    provider_status = status,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "transient failure; retrying"
+                );
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
-            Decision::DeadLetter { class, reason } => return letter(name, event, class, reason, attempt, status),
+            Decision::DeadLetter { class, reason } => {
+                return letter(name, event, class, reason, attempt, status)
+            }
         }
     }
 
@@ -284,7 +399,11 @@ async fn deliver_inner(shared: &Arc<Shared>, event: &Arc<AppointmentEvent>, name
 
 /// Plugin calls are CPU work bounded by the plugin deadline; they run off the
 /// async workers so a slow plugin cannot stall I/O.
-async fn render(shared: &Arc<Shared>, event: &Arc<AppointmentEvent>, name: &str) -> Result<Vec<OutboundRequest>, RenderError> {
+async fn render(
+    shared: &Arc<Shared>,
+    event: &Arc<AppointmentEvent>,
+    name: &str,
+) -> Result<Vec<OutboundRequest>, RenderError> {
     let channels = shared.channels.clone();
     let event = event.clone();
     let name = name.to_string();
@@ -295,10 +414,21 @@ async fn render(shared: &Arc<Shared>, event: &Arc<AppointmentEvent>, name: &str)
         None => Err(RenderError::Empty { plugin: name }),
     })
     .await
-    .unwrap_or_else(|e| Err(RenderError::Plugin(PluginError::Trap { plugin: "?".into(), call: "render", message: e.to_string() })))
+    .unwrap_or_else(|e| {
+        Err(RenderError::Plugin(PluginError::Trap {
+            plugin: "?".into(),
+            call: "render",
+            message: e.to_string(),
+        }))
+    })
 }
 
-async fn send(shared: &Arc<Shared>, name: &str, request: OutboundRequest, attempt: u32) -> Result<Attempt, PluginError> {
+async fn send(
+    shared: &Arc<Shared>,
+    name: &str,
+    request: OutboundRequest,
+    attempt: u32,
+) -> Result<Attempt, PluginError> {
     let received = match shared.transport.send(request).await {
         Ok(r) => r,
         Err(e) => return Ok(Attempt::Unreachable(e)),
@@ -309,14 +439,31 @@ async fn send(shared: &Arc<Shared>, name: &str, request: OutboundRequest, attemp
     let span = tracing::Span::current();
     let disposition = tokio::task::spawn_blocking(move || match channels.get(&name) {
         Some(ch) => span.in_scope(|| classify(ch, &response, attempt)),
-        None => Err(PluginError::Trap { plugin: name, call: "classify", message: "channel not loaded".into() }),
+        None => Err(PluginError::Trap {
+            plugin: name,
+            call: "classify",
+            message: "channel not loaded".into(),
+        }),
     })
     .await
-    .unwrap_or_else(|e| Err(PluginError::Trap { plugin: "?".into(), call: "classify", message: e.to_string() }))?;
-    Ok(Attempt::Answered { received, disposition })
+    .unwrap_or_else(|e| {
+        Err(PluginError::Trap {
+            plugin: "?".into(),
+            call: "classify",
+            message: e.to_string(),
+        })
+    })?;
+    Ok(Attempt::Answered {
+        received,
+        disposition,
+    })
 }
 
-fn classify(ch: &Channel, response: &crate::plugin::HttpResponse, attempt: u32) -> Result<Disposition, PluginError> {
+fn classify(
+    ch: &Channel,
+    response: &crate::plugin::HttpResponse,
+    attempt: u32,
+) -> Result<Disposition, PluginError> {
     ch.classify(response, attempt)
 }
 
@@ -331,41 +478,82 @@ mod tests {
             max_attempts: 3,
             ..RetryPolicy::default()
         };
-        let retry = |after: Option<u64>| Observed::Classified(Disposition::Retry(RetryLater { after_ms: after, reason: "busy".into() }));
+        let retry = |after: Option<u64>| {
+            Observed::Classified(Disposition::Retry(RetryLater {
+                after_ms: after,
+                reason: "busy".into(),
+            }))
+        };
         let max = |n: u64| n;
         let cases: Vec<(u32, Observed, Decision)> = vec![
             (
                 1,
-                Observed::Classified(Disposition::Delivered(Delivered { provider_message_id: Some("m".into()) })),
-                Decision::Delivered { provider_message_id: Some("m".into()) },
+                Observed::Classified(Disposition::Delivered(Delivered {
+                    provider_message_id: Some("m".into()),
+                })),
+                Decision::Delivered {
+                    provider_message_id: Some("m".into()),
+                },
             ),
             (
                 1,
                 Observed::Classified(Disposition::Permanent("bad address".into())),
-                Decision::DeadLetter { class: ErrorClass::Permanent, reason: "bad address".into() },
+                Decision::DeadLetter {
+                    class: ErrorClass::Permanent,
+                    reason: "bad address".into(),
+                },
             ),
-            (1, retry(None), Decision::RetryAfter(Duration::from_millis(500))),
-            (2, retry(None), Decision::RetryAfter(Duration::from_millis(1000))),
-            (1, retry(Some(7000)), Decision::RetryAfter(Duration::from_millis(7000))),
+            (
+                1,
+                retry(None),
+                Decision::RetryAfter(Duration::from_millis(500)),
+            ),
+            (
+                2,
+                retry(None),
+                Decision::RetryAfter(Duration::from_millis(1000)),
+            ),
+            (
+                1,
+                retry(Some(7000)),
+                Decision::RetryAfter(Duration::from_millis(7000)),
+            ),
             (
                 3,
                 retry(None),
-                Decision::DeadLetter { class: ErrorClass::RetriesExhausted, reason: "gave up after 3 attempts: busy".into() },
+                Decision::DeadLetter {
+                    class: ErrorClass::RetriesExhausted,
+                    reason: "gave up after 3 attempts: busy".into(),
+                },
             ),
-            (1, Observed::Unreachable("timeout".into()), Decision::RetryAfter(Duration::from_millis(500))),
+            (
+                1,
+                Observed::Unreachable("timeout".into()),
+                Decision::RetryAfter(Duration::from_millis(500)),
+            ),
             (
                 3,
                 Observed::Unreachable("timeout".into()),
-                Decision::DeadLetter { class: ErrorClass::RetriesExhausted, reason: "gave up after 3 attempts: timeout".into() },
+                Decision::DeadLetter {
+                    class: ErrorClass::RetriesExhausted,
+                    reason: "gave up after 3 attempts: timeout".into(),
+                },
             ),
             (
                 3,
                 Observed::PluginFailed("trap".into()),
-                Decision::DeadLetter { class: ErrorClass::PluginFailed, reason: "gave up after 3 attempts: trap".into() },
+                Decision::DeadLetter {
+                    class: ErrorClass::PluginFailed,
+                    reason: "gave up after 3 attempts: trap".into(),
+                },
             ),
         ];
         for (attempt, observed, want) in cases {
-            assert_eq!(decide(&p, attempt, observed.clone(), max), want, "attempt {attempt}, {observed:?}");
+            assert_eq!(
+                decide(&p, attempt, observed.clone(), max),
+                want,
+                "attempt {attempt}, {observed:?}"
+            );
         }
     }
 }

@@ -111,7 +111,9 @@ impl ChannelPlugin {
         settings: &[wit::Setting],
         context: wit::CallContext,
     ) -> Result<wit::Disposition, PluginError> {
-        self.call("classify", |c, s| c.call_classify(s, response, settings, context))
+        self.call("classify", |c, s| {
+            c.call_classify(s, response, settings, context)
+        })
     }
 
     /// Runs `f` in a fresh sandboxed instance, forwards what the plugin
@@ -194,9 +196,17 @@ impl ChannelPlugin {
             message.push_str(&stderr);
         }
         if !instantiated {
-            return PluginError::Instantiate { plugin, call, message };
+            return PluginError::Instantiate {
+                plugin,
+                call,
+                message,
+            };
         }
-        PluginError::Trap { plugin, call, message }
+        PluginError::Trap {
+            plugin,
+            call,
+            message,
+        }
     }
 
     fn forward_output(&self, stream: &'static str, pipe: &MemoryOutputPipe) {
@@ -233,6 +243,8 @@ fn stderr_tail(pipe: &MemoryOutputPipe) -> String {
     let text = String::from_utf8_lossy(&bytes);
     let text = text.trim();
     let start = text.len().saturating_sub(STDERR_TAIL_BYTES);
-    let start = (start..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+    let start = (start..=text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
     redact::text(&text[start..].replace('\n', " | ")).into_owned()
 }

@@ -113,11 +113,12 @@ impl PluginRuntime {
                 reason: "it is a core WebAssembly module; build it as a component (e.g. --target wasm32-wasip2, or `wasm-tools component new`)".into(),
             });
         }
-        let component = Component::new(&self.engine, &bytes).map_err(|e| LoadError::NotAComponent {
-            channel: channel.to_string(),
-            path: path.to_path_buf(),
-            reason: root_message(&e),
-        })?;
+        let component =
+            Component::new(&self.engine, &bytes).map_err(|e| LoadError::NotAComponent {
+                channel: channel.to_string(),
+                path: path.to_path_buf(),
+                reason: root_message(&e),
+            })?;
         let pre = self
             .linker
             .instantiate_pre(&component)

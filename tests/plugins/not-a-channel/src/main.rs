@@ -1,1 +1,3 @@
-fn main() { println!("I am not a channel plugin"); }
+fn main() {
+    println!("I am not a channel plugin");
+}

@@ -188,7 +188,7 @@ pub fn prepare(channel: &ChannelConfig, request: &HttpRequest) -> Result<Outboun
         let value = HeaderValue::from_str(value).map_err(|_| Refusal::BadHeader(name.clone()))?;
         headers.append(header, value);
     }
-    attach_auth(&channel.auth, &mut headers).map_err(|name| Refusal::ReservedHeader(name))?;
+    attach_auth(&channel.auth, &mut headers).map_err(Refusal::ReservedHeader)?;
 
     Ok(OutboundRequest {
         method,

@@ -21,7 +21,10 @@ enum Want {
     Permanent(&'static str),
 }
 
-fn check(channels: &Channels, channel: &str, cases: &[(u16, &[(&str, &str)], &str, u32, Want)]) {
+/// (status, headers, body, attempt, expected disposition)
+type Case<'a> = (u16, &'a [(&'a str, &'a str)], &'a str, u32, Want);
+
+fn check(channels: &Channels, channel: &str, cases: &[Case<'_>]) {
     let ch = channels.get(channel).expect("channel loaded");
     for (status, headers, body, attempt, want) in cases {
         let response = HttpResponse {

@@ -177,7 +177,7 @@ fn a_permanent_failure_is_dead_lettered_and_the_next_event_proceeds() {
     );
     let _host = Host::start(&s.config(""));
     let bad = event("e-bad", false, true);
-    publish(&s.t.topic, &[bad.clone()]);
+    publish(&s.t.topic, std::slice::from_ref(&bad));
     s.wait_committed(1);
     publish(&s.t.topic, &[event("e-next", false, true)]);
     s.wait_committed(2);

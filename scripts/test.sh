@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test: builds the plugins (real and hostile) as WebAssembly
-# components, then the unit and integration tests of the whole workspace.
-# Needs only a Rust toolchain with rustup; the wasm32-wasip2 target is added
-# when missing.
+# Runs every test: installs what the tests need (scripts/test-deps.sh: wasm
+# target, tansu broker, promtool), builds the plugins (real and hostile) as
+# WebAssembly components, then runs the unit and integration tests of the
+# whole workspace. Extra arguments go to `cargo test` (e.g. a test filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+eval "$(./scripts/test-deps.sh)"
 ./scripts/build-plugins.sh --with-test-plugins
 
 echo "==> cargo test --workspace" >&2

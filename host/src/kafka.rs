@@ -18,7 +18,9 @@ use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::admin::{self, Readiness};
 use crate::config::KafkaConfig;
+use crate::metrics::{Metrics, PartitionLabels};
 use crate::offsets::{OffsetTracker, Partition};
 
 pub type Tracker = Arc<Mutex<OffsetTracker>>;
@@ -69,9 +71,12 @@ impl rdkafka::producer::ProducerContext for ProducerLogContext {
 
 pub type HostProducer = FutureProducer<ProducerLogContext>;
 
-/// Consumer callbacks: logging and rebalance handling.
+/// Consumer callbacks: logging, statistics (lag, broker state) and
+/// rebalance handling.
 pub struct HostContext {
-    tracker: Tracker,
+    pub tracker: Tracker,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
 }
 
 impl ClientContext for HostContext {
@@ -80,7 +85,31 @@ impl ClientContext for HostContext {
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            admin::set(&self.readiness.broker_up, false);
+        }
         tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let up = stats.brokers.values().any(|b| b.state == "UP" && b.nodeid >= 0);
+        admin::set(&self.readiness.broker_up, up);
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal unassigned partition; lag is -1
+                // until the position and end are known.
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                self.metrics
+                    .consumer_lag
+                    .get_or_create(&PartitionLabels {
+                        topic: topic.clone(),
+                        partition: partition.to_string(),
+                    })
+                    .set(p.consumer_lag);
+            }
+        }
     }
 }
 
@@ -126,6 +155,15 @@ impl ConsumerContext for HostContext {
         }
     }
 
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.readiness.assigned_partitions.store(assigned, std::sync::atomic::Ordering::Relaxed);
+        if let Rebalance::Assign(_) = rebalance {
+            // Joining a group needs the coordinator: the broker is reachable.
+            admin::set(&self.readiness.broker_up, true);
+        }
+    }
+
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(e) = result {
             // Harmless for correctness: the next commit carries the same or a
@@ -149,14 +187,18 @@ fn base_config(kafka: &KafkaConfig) -> ClientConfig {
 }
 
 /// The consumer group member, subscribed to the events topic.
-pub fn consumer(kafka: &KafkaConfig, tracker: Tracker) -> Result<HostConsumer, KafkaSetupError> {
+pub fn consumer(kafka: &KafkaConfig, context: HostContext) -> Result<HostConsumer, KafkaSetupError> {
     let mut c = base_config(kafka);
+    if !kafka.client.iter().any(|(k, _)| k == "statistics.interval.ms") {
+        // Lag and broker state for /metrics and readiness, every 5 s.
+        c.set("statistics.interval.ms", "5000");
+    }
     c.set("group.id", &kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", &kafka.auto_offset_reset)
         .set("enable.partition.eof", "false");
-    let consumer: HostConsumer = c.create_with_context(HostContext { tracker })?;
+    let consumer: HostConsumer = c.create_with_context(context)?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok(consumer)
 }

@@ -26,3 +26,5 @@ pub mod redact;
 pub mod retry;
 pub mod telemetry;
 pub mod transport;
+pub mod metrics;
+pub mod admin;

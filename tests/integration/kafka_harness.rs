@@ -255,6 +255,9 @@ shutdown_grace_seconds = 5
 [dedup]
 path = "{dedup}"
 
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
 [log]
 format = "json"
 level = "info"
@@ -276,6 +279,7 @@ retry = {{ max_attempts = 4, initial_backoff_ms = 50, max_backoff_ms = 200 }}
 settings = {{ account_sid = "{sid}", from = "+15005550006" }}
 "#,
         bootstrap = broker().bootstrap,
+        admin_port = free_port(),
         topic = t.topic,
         dlq = t.dlq,
         group = t.group,
@@ -378,4 +382,37 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The admin server's base URL from a config written by [`host_config`].
+pub fn admin_url(config: &Path) -> String {
+    let text = std::fs::read_to_string(config).expect("config");
+    let listen = text
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("admin listen in config");
+    format!("http://{listen}")
+}
+
+/// A blocking GET: (status, body).
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    runtime().block_on(async {
+        let r = reqwest::Client::new().get(url).timeout(Duration::from_secs(5)).send().await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.ok()?))
+    })
+}
+
+/// Publishes one payload with headers.
+pub fn publish_with_headers(topic: &str, payload: &[u8], headers: &[(&str, &str)]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let producer: FutureProducer = client(&broker().bootstrap).set("acks", "all").create().expect("producer");
+    let mut h = OwnedHeaders::new();
+    for (k, v) in headers {
+        h = h.insert(Header { key: k, value: Some(*v) });
+    }
+    runtime()
+        .block_on(producer.send(FutureRecord::<(), _>::to(topic).payload(payload).headers(h), Duration::from_secs(10)))
+        .unwrap_or_else(|(e, _)| panic!("publish: {e}"));
 }

@@ -8,6 +8,7 @@ mod config_golden;
 mod harness;
 mod hostile;
 mod kafka_harness;
+mod ops;
 mod pipeline;
 mod spec;
 mod vendors;

@@ -40,6 +40,16 @@ enum Command {
     /// Validate the config and load every enabled plugin; exit 0 when all is
     /// well, 2 with every problem (key and file named) when not.
     CheckConfig(ConfigArg),
+    /// Probe a health endpoint: exit 0 on HTTP 200, 1 otherwise (for
+    /// container healthchecks; the image has no curl).
+    Health {
+        /// The URL to probe.
+        #[arg(long, default_value = "http://127.0.0.1:9090/health/ready")]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5.0)]
+        timeout_seconds: f64,
+    },
     /// Publish test events to Kafka (acks=all), printing each event_id.
     Publish(publish::PublishArgs),
     /// Tools for plugin authors: render, classify and send with a real plugin.
@@ -65,6 +75,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::CheckConfig(args) => check_config(&args.config),
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Publish(args) => publish::run(args),
+        Command::Health { url, timeout_seconds } => health(&url, timeout_seconds),
     }
 }
 
@@ -111,4 +122,28 @@ fn check_config(path: &Path) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn health(url: &str, timeout_seconds: f64) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let timeout = std::time::Duration::from_secs_f64(timeout_seconds.clamp(0.1, 300.0));
+    let result = runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let response = client.get(url).send().await?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        Ok::<_, reqwest::Error>((status, body))
+    });
+    match result {
+        Ok((status, body)) => {
+            println!("{status} {body}");
+            Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+        }
+        Err(e) => {
+            eprintln!("error: {url}: {e}");
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+    }
 }

@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use notify_host::admin::{self, AdminState, Readiness};
 use notify_host::channels::Channels;
 use notify_host::config::ConfigError;
 use notify_host::dedup::DedupStore;
 use notify_host::dlq::DeadLetters;
+use notify_host::kafka::HostContext;
+use notify_host::metrics::Metrics;
 use notify_host::offsets::OffsetTracker;
 use notify_host::pipeline::{self, Shared};
 use notify_host::transport::Transport;
@@ -49,13 +52,35 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
     let producer = kafka::producer(&config.kafka)?;
     let dlq = DeadLetters::new(producer, config.kafka.dlq_topic.clone());
     let tracker = Arc::new(std::sync::Mutex::new(OffsetTracker::new()));
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    admin::set(&readiness.plugins_loaded, true);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let consumer = Arc::new(kafka::consumer(&config.kafka, tracker.clone())?);
+        let listener = tokio::net::TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin.listen)", config.admin_listen))?;
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_state = AdminState {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            dedup: dedup.clone(),
+        };
+        let admin = tokio::spawn(admin::serve(listener, admin_state, async move {
+            let _ = admin_stopped.await;
+        }));
+        tracing::info!(listen = %config.admin_listen, "admin server: /health/live, /health/ready, /metrics");
+
+        let context = HostContext {
+            tracker: tracker.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        };
+        let consumer = Arc::new(kafka::consumer(&config.kafka, context)?);
         let sweeper = dedup.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(DEDUP_SWEEP_INTERVAL);
@@ -85,8 +110,13 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             transport,
             dedup,
             dlq,
+            metrics,
         });
         pipeline::run(shared, consumer, tracker, shutdown_signal()).await;
+        let _ = stop_admin.send(());
+        if let Ok(Err(e)) = admin.await {
+            tracing::warn!(error = %e, "admin server stopped with an error");
+        }
         tracing::info!("shut down");
         Ok::<_, anyhow::Error>(())
     })?;

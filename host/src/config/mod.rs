@@ -193,6 +193,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub pipeline: PipelineConfig,
     pub dedup: DedupConfig,
+    /// Where the health and metrics server listens.
+    pub admin_listen: std::net::SocketAddr,
     pub plugins: PluginRuntimeConfig,
     pub log: LogConfig,
     /// Every channel, enabled or not, by name.
@@ -566,6 +568,15 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         ),
     };
 
+    // Private by default: health and metrics are for the operator's tools.
+    let admin_listen = match raw.admin.listen.as_deref().map(str::trim) {
+        None | Some("") => std::net::SocketAddr::from(([127, 0, 0, 1], 9090)),
+        Some(s) => s.parse().unwrap_or_else(|_| {
+            problems.push(Problem::new("admin.listen", format!("\"{s}\" is not an address like 127.0.0.1:9090")));
+            std::net::SocketAddr::from(([127, 0, 0, 1], 9090))
+        }),
+    };
+
     let mut channels = BTreeMap::new();
     for (name, ch) in raw.channels {
         if let Some(c) = validate_channel(&name, ch, base_dir, default_limits, &mut problems) {
@@ -581,6 +592,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         kafka,
         pipeline,
         dedup,
+        admin_listen,
         plugins: PluginRuntimeConfig {
             max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
             default_limits,

@@ -18,6 +18,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub dedup: RawDedup,
     #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
     pub plugins: RawPluginRuntime,
     #[serde(default)]
     pub log: RawLog,
@@ -57,6 +59,12 @@ pub struct RawDedup {
     pub path: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_f64")]
     pub retention_hours: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -109,12 +109,13 @@ pub async fn run(
             _ = &mut shutdown => break,
             Some(done) = done_rx.recv() => {
                 in_flight -= 1;
+                shared.metrics.in_flight.set(in_flight as i64);
                 kafka::lock(&tracker).finish(&done.partition, done.offset, done.ticket);
                 if let Some(next) = keyed.finish(done.key.as_deref()) {
                     start(next, &mut tasks);
                 }
             }
-            _ = commits.tick() => commit(&consumer, &tracker, CommitMode::Async),
+            _ = commits.tick() => commit(&consumer, &tracker, &shared, CommitMode::Async),
             // Reaped so the set does not grow; results arrive through done_rx.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             received = consumer.recv() => match received {
@@ -124,6 +125,8 @@ pub async fn run(
                     let ticket = kafka::lock(&tracker).begin(&partition, msg.offset());
                     let key = ordering_key(msg.payload().unwrap_or_default());
                     in_flight += 1;
+                    shared.metrics.events_consumed.inc();
+                    shared.metrics.in_flight.set(in_flight as i64);
                     let job = Job { msg, partition, ticket, key };
                     let key = job.key.clone();
                     if let Some(job) = keyed.admit(key.as_deref(), job) {
@@ -176,11 +179,12 @@ pub async fn run(
     );
 }
 
-fn commit(consumer: &HostConsumer, tracker: &Tracker, mode: CommitMode) {
+fn commit(consumer: &HostConsumer, tracker: &Tracker, shared: &Shared, mode: CommitMode) {
     let offsets = kafka::lock(tracker).take_commits();
     if offsets.is_empty() {
         return;
     }
+    shared.metrics.offset_commits.inc();
     for (p, o) in &offsets {
         tracing::debug!(topic = %p.topic, partition = p.partition, offset = o, "committing");
     }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use tracing::Instrument;
 
 use crate::channels::{Attempt, Channel, Channels, RenderError};
@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::dedup::DedupStore;
 use crate::dlq::{DeadLetter, DeadLetters, ErrorClass, Source};
 use crate::event::{self, AppointmentEvent};
+use crate::metrics::{Metrics, OutcomeLabels, PluginCallLabels, ProviderLabels, ReasonLabels};
 use crate::plugin::{Disposition, PluginError};
 use crate::retry::RetryPolicy;
 use crate::transport::{OutboundRequest, Transport};
@@ -27,6 +28,7 @@ pub struct Shared {
     pub transport: Transport,
     pub dedup: DedupStore,
     pub dlq: DeadLetters,
+    pub metrics: Arc<Metrics>,
 }
 
 /// How one channel of one event ended.
@@ -148,7 +150,31 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>) {
         }
     };
 
-    let span = tracing::info_span!("event", event_id = %event.event_id, topic = msg.topic(), partition = msg.partition(), offset = msg.offset());
+    let span = tracing::info_span!(
+        "event",
+        event_id = %event.event_id,
+        topic = msg.topic(),
+        partition = msg.partition(),
+        offset = msg.offset(),
+        traceparent = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+    );
+    // Carried from the producer (e.g. the Django request) into every line of
+    // this event; dead letters keep the original headers too.
+    if let Some(headers) = msg.headers() {
+        for h in headers.iter() {
+            let value = h.value.map(String::from_utf8_lossy);
+            match (h.key, value) {
+                ("traceparent", Some(v)) => {
+                    span.record("traceparent", v.as_ref());
+                }
+                ("correlation_id" | "correlation-id" | "x-correlation-id", Some(v)) => {
+                    span.record("correlation_id", v.as_ref());
+                }
+                _ => {}
+            }
+        }
+    }
     async move {
         let work = event.requested_channels().map(|name| {
             let shared = shared.clone();
@@ -182,6 +208,7 @@ async fn dead_letter(shared: &Shared, msg: &OwnedMessage, letter: &DeadLetter) {
     loop {
         match shared.dlq.send(&source, letter).await {
             Ok(()) => {
+                shared.metrics.dlq_events.get_or_create(&ReasonLabels { reason: letter.class.as_str().to_string() }).inc();
                 tracing::info!(dlq_topic = shared.dlq.topic(), class = letter.class.as_str(), channel = letter.channel.as_deref(), reason = %letter.reason, "dead-lettered");
                 return;
             }
@@ -222,6 +249,16 @@ async fn deliver(
     let outcome = deliver_inner(shared, event, name).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let event_id = event.event_id.as_str();
+    let word = match &outcome {
+        ChannelOutcome::Delivered { .. } => "delivered",
+        ChannelOutcome::AlreadyDelivered => "duplicate",
+        ChannelOutcome::Disabled => "disabled",
+        ChannelOutcome::DeadLetter(_) => "dead_letter",
+    };
+    shared.metrics.deliveries.get_or_create(&OutcomeLabels { channel: name.to_string(), outcome: word.to_string() }).inc();
+    if outcome == ChannelOutcome::AlreadyDelivered {
+        shared.metrics.dedup_hits.get_or_create(&Metrics::channel(name)).inc();
+    }
     match &outcome {
         ChannelOutcome::Delivered {
             attempts,
@@ -313,6 +350,7 @@ async fn deliver_inner(
                     |n| fastrand::u64(0..=n),
                 ) {
                     Ok(wait) => {
+                        shared.metrics.retries.get_or_create(&Metrics::channel(name)).inc();
                         tracing::warn!(channel = name, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "plugin failed rendering; retrying");
                         tokio::time::sleep(wait).await;
                         attempt += 1;
@@ -409,8 +447,14 @@ async fn render(
     let name = name.to_string();
     // Plugin output logged from the blocking thread keeps the event's span.
     let span = tracing::Span::current();
+    let metrics = shared.metrics.clone();
     tokio::task::spawn_blocking(move || match channels.get(&name) {
-        Some(ch) => span.in_scope(|| ch.render(&event)),
+        Some(ch) => {
+            let started = Instant::now();
+            let result = span.in_scope(|| ch.render(&event));
+            metrics.plugin_call.get_or_create(&PluginCallLabels { channel: name, call: "render".into() }).observe(started.elapsed().as_secs_f64());
+            result
+        }
         None => Err(RenderError::Empty { plugin: name }),
     })
     .await
@@ -429,16 +473,29 @@ async fn send(
     request: OutboundRequest,
     attempt: u32,
 ) -> Result<Attempt, PluginError> {
+    let labels = |class: &str| ProviderLabels { channel: name.to_string(), status_class: class.to_string() };
     let received = match shared.transport.send(request).await {
         Ok(r) => r,
-        Err(e) => return Ok(Attempt::Unreachable(e)),
+        Err(e) => {
+            shared.metrics.provider_requests.get_or_create(&labels("error")).inc();
+            return Ok(Attempt::Unreachable(e));
+        }
     };
+    let class = format!("{}xx", received.response.status / 100);
+    shared.metrics.provider_requests.get_or_create(&labels(&class)).inc();
+    shared.metrics.provider_latency.get_or_create(&Metrics::channel(name)).observe(received.latency.as_secs_f64());
     let channels = shared.channels.clone();
     let name = name.to_string();
     let response = received.response.clone();
     let span = tracing::Span::current();
+    let metrics = shared.metrics.clone();
     let disposition = tokio::task::spawn_blocking(move || match channels.get(&name) {
-        Some(ch) => span.in_scope(|| classify(ch, &response, attempt)),
+        Some(ch) => {
+            let started = Instant::now();
+            let result = span.in_scope(|| classify(ch, &response, attempt));
+            metrics.plugin_call.get_or_create(&PluginCallLabels { channel: name, call: "classify".into() }).observe(started.elapsed().as_secs_f64());
+            result
+        }
         None => Err(PluginError::Trap {
             plugin: name,
             call: "classify",

@@ -1,0 +1,108 @@
+//! The admin HTTP server: liveness, readiness and Prometheus metrics.
+//!
+//! - `GET /health/live`: 200 while the process serves requests.
+//! - `GET /health/ready`: 200 only when Kafka is reachable and partitions are
+//!   assigned, every enabled plugin is loaded and the dedup store answers;
+//!   otherwise 503 with a JSON body naming each failing check.
+//! - `GET /metrics`: Prometheus text exposition.
+//!
+//! It listens on a private address by default (127.0.0.1:9090): health and
+//! metrics are for the operator's tooling, not the internet.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::dedup::DedupStore;
+use crate::metrics::Metrics;
+
+/// What readiness is made of; the pipeline and Kafka callbacks update it.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// Partitions currently assigned to this member.
+    pub assigned_partitions: AtomicUsize,
+    /// At least one broker connection is up (from librdkafka statistics and
+    /// errors).
+    pub broker_up: AtomicBool,
+    /// Every enabled channel's plugin loaded and checked its settings.
+    pub plugins_loaded: AtomicBool,
+}
+
+/// Shared state of the admin routes.
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    pub dedup: DedupStore,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { (StatusCode::OK, Json(json!({ "status": "live" }))) }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves. The listener comes from outside so
+/// tests can bind port 0.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+async fn ready(State(state): State<AdminState>) -> Response {
+    let r = &state.readiness;
+    let mut failing = Vec::new();
+    if !r.broker_up.load(Ordering::Relaxed) {
+        failing.push(json!({ "check": "kafka", "reason": "no broker connection is up" }));
+    }
+    let partitions = r.assigned_partitions.load(Ordering::Relaxed);
+    if partitions == 0 {
+        failing.push(json!({ "check": "partitions", "reason": "no partitions assigned (joining the consumer group, or more members than partitions)" }));
+    }
+    if !r.plugins_loaded.load(Ordering::Relaxed) {
+        failing.push(json!({ "check": "plugins", "reason": "plugins not loaded" }));
+    }
+    let dedup = state.dedup.clone();
+    match tokio::task::spawn_blocking(move || dedup.len()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => failing.push(json!({ "check": "dedup_store", "reason": e.to_string() })),
+        Err(e) => failing.push(json!({ "check": "dedup_store", "reason": e.to_string() })),
+    }
+    if failing.is_empty() {
+        (StatusCode::OK, Json(json!({ "status": "ready", "assigned_partitions": partitions }))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "failing": failing }))).into_response()
+    }
+}
+
+/// OpenMetrics when the scraper asks for it (Prometheus does), the classic
+/// text format otherwise.
+async fn metrics(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            state.metrics.encode(),
+        )
+            .into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode_prometheus()).into_response()
+    }
+}
+
+/// Sets a readiness flag.
+pub fn set(flag: &AtomicBool, value: bool) {
+    flag.store(value, Ordering::Relaxed);
+}

@@ -1,0 +1,210 @@
+//! Prometheus metrics: every metric is defined here, once, with its unit and
+//! help text; the pipeline only increments them.
+//!
+//! Names follow Prometheus conventions: `_total` for counters, base units
+//! (seconds) in the name, labels with small, bounded value sets (channel
+//! names come from config; outcomes and reasons are fixed words).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub channel: String,
+    /// delivered, duplicate, disabled, dead_letter
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The dead-letter error class (invalid_event, permanent, ...).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginCallLabels {
+    pub channel: String,
+    /// render or classify
+    pub call: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub channel: String,
+    /// 2xx, 4xx, 5xx, or `error` when no answer came.
+    pub status_class: String,
+}
+
+/// Every metric the host exports.
+pub struct Metrics {
+    registry: Registry,
+    pub events_consumed: Counter,
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    pub retries: Family<ChannelLabels, Counter>,
+    pub dedup_hits: Family<ChannelLabels, Counter>,
+    pub dlq_events: Family<ReasonLabels, Counter>,
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
+    pub in_flight: Gauge,
+    pub provider_requests: Family<ProviderLabels, Counter>,
+    pub provider_latency: Family<ChannelLabels, Histogram>,
+    pub plugin_call: Family<PluginCallLabels, Histogram>,
+    pub offset_commits: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Provider calls take 50 ms to seconds: 5 ms .. ~20 s in 12 doublings.
+fn provider_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 12))
+}
+
+/// Plugin calls take tens of microseconds to the deadline: 10 µs .. ~0.7 s.
+fn plugin_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 3.0, 11))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            events_consumed: Counter::default(),
+            deliveries: Family::default(),
+            retries: Family::default(),
+            dedup_hits: Family::default(),
+            dlq_events: Family::default(),
+            consumer_lag: Family::default(),
+            in_flight: Gauge::default(),
+            provider_requests: Family::default(),
+            provider_latency: Family::new_with_constructor(provider_buckets),
+            plugin_call: Family::new_with_constructor(plugin_buckets),
+            offset_commits: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("notify_events_consumed", "Events read from the events topic", m.events_consumed.clone());
+        registry.register(
+            "notify_channel_deliveries",
+            "Channel sends finished, by channel and outcome (delivered, duplicate, disabled, dead_letter)",
+            m.deliveries.clone(),
+        );
+        registry.register("notify_channel_retries", "Channel sends retried after a transient failure", m.retries.clone());
+        registry.register("notify_dedup_hits", "Channel sends skipped because they were already delivered", m.dedup_hits.clone());
+        registry.register("notify_dlq_events", "Records written to the dead-letter topic, by reason", m.dlq_events.clone());
+        registry.register("notify_consumer_lag", "Messages between the committed position and the end of the partition", m.consumer_lag.clone());
+        registry.register("notify_in_flight", "Events being worked on", m.in_flight.clone());
+        registry.register("notify_provider_requests", "Provider HTTP requests, by channel and status class", m.provider_requests.clone());
+        registry.register_with_unit(
+            "notify_provider_request_duration",
+            "Provider HTTP request latency, send to last body byte",
+            Unit::Seconds,
+            m.provider_latency.clone(),
+        );
+        registry.register_with_unit(
+            "notify_plugin_call_duration",
+            "Plugin call time in a fresh sandboxed instance, by channel and call",
+            Unit::Seconds,
+            m.plugin_call.clone(),
+        );
+        registry.register("notify_offset_commits", "Offset commits sent to Kafka", m.offset_commits.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition of every metric (what Prometheus
+    /// asks for first).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The classic Prometheus text format (0.0.4), for clients that do not
+    /// ask for OpenMetrics (curl, promtool, older scrapers).
+    pub fn encode_prometheus(&self) -> String {
+        openmetrics_to_prometheus(&self.encode())
+    }
+
+    pub fn channel(channel: &str) -> ChannelLabels {
+        ChannelLabels { channel: channel.to_string() }
+    }
+}
+
+/// The two formats differ in three ways that matter here: OpenMetrics names
+/// a counter family without `_total` in HELP/TYPE, has `# UNIT` lines, and
+/// ends with `# EOF`. prometheus-client only writes OpenMetrics.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let counters: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in lines {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(&line.replace(" unknown", " untyped")),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_follow_conventions() {
+        let m = Metrics::new();
+        m.events_consumed.inc();
+        m.deliveries
+            .get_or_create(&OutcomeLabels { channel: "email".into(), outcome: "delivered".into() })
+            .inc();
+        m.provider_latency.get_or_create(&Metrics::channel("email")).observe(0.05);
+        let text = m.encode();
+        let classic = m.encode_prometheus();
+        assert!(classic.contains("# TYPE notify_events_consumed_total counter\nnotify_events_consumed_total 1"), "{classic}");
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
+        for name in [
+            "notify_events_consumed_total 1",
+            "notify_channel_deliveries_total{channel=\"email\",outcome=\"delivered\"} 1",
+            "notify_provider_request_duration_seconds_bucket",
+            "# UNIT notify_provider_request_duration_seconds seconds",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+}

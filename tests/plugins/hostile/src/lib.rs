@@ -51,6 +51,7 @@ const BEHAVIORS: &[&str] = &[
     "read-env",
     "foreign-host",
     "set-auth",
+    "poison",
 ];
 
 /// Nothing resolves under `.invalid` (RFC 2606): an unconfigured `ok` channel
@@ -89,7 +90,7 @@ impl bindings::Guest for Hostile {
             name: "hostile".to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             required_fields: Vec::new(),
-            known_settings: ["behavior", "base_url", "target", "path"]
+            known_settings: ["behavior", "base_url", "target", "path", "poison_event_id"]
                 .map(String::from)
                 .to_vec(),
         }
@@ -137,6 +138,12 @@ impl bindings::Guest for Hostile {
                 }
             }
             "trap" => panic!("hostile plugin: deliberate trap"),
+            // A poison pill: traps on one event (setting `poison_event_id`),
+            // behaves on every other.
+            "poison" if setting(&settings, "poison_event_id") == Some(event.event_id.as_str()) => {
+                panic!("hostile plugin: poisoned by event {}", event.event_id)
+            }
+            "poison" => Ok(post(hook, Vec::new(), event.event_id)),
             "stdout-flood" => {
                 let chunk = vec![b'x'; FLOOD_WRITE_BYTES];
                 let mut out = std::io::stdout().lock();

@@ -5,6 +5,8 @@
 mod classify;
 mod cli;
 mod config_golden;
+mod container;
+mod fuzz;
 mod harness;
 mod hostile;
 mod kafka_harness;

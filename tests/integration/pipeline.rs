@@ -454,20 +454,42 @@ fn a_plugin_that_traps_on_one_event_does_not_wedge_the_partition() {
         format!(r#"{{"event_id":"{id}","notify":{{"audit":true}},"appointment":{{"appointment_id":"a-{id}"}}}}"#).into_bytes()
     };
     // Same key for all: the poison pill sits in front of the others.
-    let same_key = |id: &str| String::from_utf8(payload(id)).expect("utf8").replace(&format!("a-{id}"), "a-shared").into_bytes();
-    publish(&s.t.topic, &[same_key("p-1"), same_key("p-2"), same_key("p-3"), same_key("p-4")]);
+    let same_key = |id: &str| {
+        String::from_utf8(payload(id))
+            .expect("utf8")
+            .replace(&format!("a-{id}"), "a-shared")
+            .into_bytes()
+    };
+    publish(
+        &s.t.topic,
+        &[
+            same_key("p-1"),
+            same_key("p-2"),
+            same_key("p-3"),
+            same_key("p-4"),
+        ],
+    );
     let deadline = Instant::now() + WAIT;
     while s.committed() != Some(4) {
-        assert!(Instant::now() < deadline, "offset 4 not committed; host log:\n{}", host.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "offset 4 not committed; host log:\n{}",
+            host.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(hook.received().len(), 3, "every other event was delivered");
     let letters = read_topic(&s.t.dlq, 1, WAIT);
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].header("notify.event_id"), Some("p-2"));
-    assert_eq!(letters[0].header("notify.error_class"), Some("plugin_failed"));
+    assert_eq!(
+        letters[0].header("notify.error_class"),
+        Some("plugin_failed")
+    );
     assert_eq!(letters[0].header("notify.attempts"), Some("3"));
     let reason = letters[0].header("notify.reason").unwrap_or_default();
     assert!(reason.contains("poisoned by event p-2"), "{reason}");
-    assert!(host.log_text().contains("plugin failed rendering; retrying"));
+    assert!(host
+        .log_text()
+        .contains("plugin failed rendering; retrying"));
 }

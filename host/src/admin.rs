@@ -46,7 +46,10 @@ pub struct AdminState {
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/health/live", get(|| async { (StatusCode::OK, Json(json!({ "status": "live" }))) }))
+        .route(
+            "/health/live",
+            get(|| async { (StatusCode::OK, Json(json!({ "status": "live" }))) }),
+        )
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -54,8 +57,14 @@ pub fn router(state: AdminState) -> Router {
 
 /// Serves until `shutdown` resolves. The listener comes from outside so
 /// tests can bind port 0.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn ready(State(state): State<AdminState>) -> Response {
@@ -78,9 +87,17 @@ async fn ready(State(state): State<AdminState>) -> Response {
         Err(e) => failing.push(json!({ "check": "dedup_store", "reason": e.to_string() })),
     }
     if failing.is_empty() {
-        (StatusCode::OK, Json(json!({ "status": "ready", "assigned_partitions": partitions }))).into_response()
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "assigned_partitions": partitions })),
+        )
+            .into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "failing": failing }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "failing": failing })),
+        )
+            .into_response()
     }
 }
 
@@ -93,12 +110,22 @@ async fn metrics(State(state): State<AdminState>, headers: axum::http::HeaderMap
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     if wants_openmetrics {
         (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             state.metrics.encode(),
         )
             .into_response()
     } else {
-        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode_prometheus()).into_response()
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.encode_prometheus(),
+        )
+            .into_response()
     }
 }
 

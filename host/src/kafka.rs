@@ -92,7 +92,10 @@ impl ClientContext for HostContext {
     }
 
     fn stats(&self, stats: rdkafka::Statistics) {
-        let up = stats.brokers.values().any(|b| b.state == "UP" && b.nodeid >= 0);
+        let up = stats
+            .brokers
+            .values()
+            .any(|b| b.state == "UP" && b.nodeid >= 0);
         admin::set(&self.readiness.broker_up, up);
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
@@ -157,7 +160,9 @@ impl ConsumerContext for HostContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        self.readiness.assigned_partitions.store(assigned, std::sync::atomic::Ordering::Relaxed);
+        self.readiness
+            .assigned_partitions
+            .store(assigned, std::sync::atomic::Ordering::Relaxed);
         if let Rebalance::Assign(_) = rebalance {
             // Joining a group needs the coordinator: the broker is reachable.
             admin::set(&self.readiness.broker_up, true);
@@ -187,9 +192,16 @@ fn base_config(kafka: &KafkaConfig) -> ClientConfig {
 }
 
 /// The consumer group member, subscribed to the events topic.
-pub fn consumer(kafka: &KafkaConfig, context: HostContext) -> Result<HostConsumer, KafkaSetupError> {
+pub fn consumer(
+    kafka: &KafkaConfig,
+    context: HostContext,
+) -> Result<HostConsumer, KafkaSetupError> {
     let mut c = base_config(kafka);
-    if !kafka.client.iter().any(|(k, _)| k == "statistics.interval.ms") {
+    if !kafka
+        .client
+        .iter()
+        .any(|(k, _)| k == "statistics.interval.ms")
+    {
         // Lag and broker state for /metrics and readiness, every 5 s.
         c.set("statistics.interval.ms", "5000");
     }

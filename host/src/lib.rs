@@ -13,12 +13,14 @@
 //! - [`channels`]: enabled channels = config + plugin, single delivery attempts.
 //! - [`redact`], [`telemetry`]: masked, structured logs.
 
+pub mod admin;
 pub mod channels;
 pub mod config;
 pub mod dedup;
 pub mod dlq;
 pub mod event;
 pub mod kafka;
+pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
 pub mod plugin;
@@ -26,5 +28,3 @@ pub mod redact;
 pub mod retry;
 pub mod telemetry;
 pub mod transport;
-pub mod metrics;
-pub mod admin;

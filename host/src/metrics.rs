@@ -105,18 +105,46 @@ impl Metrics {
             offset_commits: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("notify_events_consumed", "Events read from the events topic", m.events_consumed.clone());
+        registry.register(
+            "notify_events_consumed",
+            "Events read from the events topic",
+            m.events_consumed.clone(),
+        );
         registry.register(
             "notify_channel_deliveries",
             "Channel sends finished, by channel and outcome (delivered, duplicate, disabled, dead_letter)",
             m.deliveries.clone(),
         );
-        registry.register("notify_channel_retries", "Channel sends retried after a transient failure", m.retries.clone());
-        registry.register("notify_dedup_hits", "Channel sends skipped because they were already delivered", m.dedup_hits.clone());
-        registry.register("notify_dlq_events", "Records written to the dead-letter topic, by reason", m.dlq_events.clone());
-        registry.register("notify_consumer_lag", "Messages between the committed position and the end of the partition", m.consumer_lag.clone());
-        registry.register("notify_in_flight", "Events being worked on", m.in_flight.clone());
-        registry.register("notify_provider_requests", "Provider HTTP requests, by channel and status class", m.provider_requests.clone());
+        registry.register(
+            "notify_channel_retries",
+            "Channel sends retried after a transient failure",
+            m.retries.clone(),
+        );
+        registry.register(
+            "notify_dedup_hits",
+            "Channel sends skipped because they were already delivered",
+            m.dedup_hits.clone(),
+        );
+        registry.register(
+            "notify_dlq_events",
+            "Records written to the dead-letter topic, by reason",
+            m.dlq_events.clone(),
+        );
+        registry.register(
+            "notify_consumer_lag",
+            "Messages between the committed position and the end of the partition",
+            m.consumer_lag.clone(),
+        );
+        registry.register(
+            "notify_in_flight",
+            "Events being worked on",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "notify_provider_requests",
+            "Provider HTTP requests, by channel and status class",
+            m.provider_requests.clone(),
+        );
         registry.register_with_unit(
             "notify_provider_request_duration",
             "Provider HTTP request latency, send to last body byte",
@@ -129,7 +157,11 @@ impl Metrics {
             Unit::Seconds,
             m.plugin_call.clone(),
         );
-        registry.register("notify_offset_commits", "Offset commits sent to Kafka", m.offset_commits.clone());
+        registry.register(
+            "notify_offset_commits",
+            "Offset commits sent to Kafka",
+            m.offset_commits.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -149,7 +181,9 @@ impl Metrics {
     }
 
     pub fn channel(channel: &str) -> ChannelLabels {
-        ChannelLabels { channel: channel.to_string() }
+        ChannelLabels {
+            channel: channel.to_string(),
+        }
     }
 }
 
@@ -171,7 +205,9 @@ fn openmetrics_to_prometheus(text: &str) -> String {
         let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
             let rest = line.strip_prefix(prefix)?;
             let (name, tail) = rest.split_once(' ')?;
-            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
         });
         match renamed {
             Some(l) => out.push_str(&l),
@@ -191,12 +227,22 @@ mod tests {
         let m = Metrics::new();
         m.events_consumed.inc();
         m.deliveries
-            .get_or_create(&OutcomeLabels { channel: "email".into(), outcome: "delivered".into() })
+            .get_or_create(&OutcomeLabels {
+                channel: "email".into(),
+                outcome: "delivered".into(),
+            })
             .inc();
-        m.provider_latency.get_or_create(&Metrics::channel("email")).observe(0.05);
+        m.provider_latency
+            .get_or_create(&Metrics::channel("email"))
+            .observe(0.05);
         let text = m.encode();
         let classic = m.encode_prometheus();
-        assert!(classic.contains("# TYPE notify_events_consumed_total counter\nnotify_events_consumed_total 1"), "{classic}");
+        assert!(
+            classic.contains(
+                "# TYPE notify_events_consumed_total counter\nnotify_events_consumed_total 1"
+            ),
+            "{classic}"
+        );
         assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
         for name in [
             "notify_events_consumed_total 1",

@@ -159,6 +159,7 @@ impl Reply {
 /// What a stand-in received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    pub at: std::time::Instant,
     pub method: String,
     pub path: String,
     pub headers: HeaderMap,
@@ -178,7 +179,8 @@ struct StandInState {
     script: Mutex<VecDeque<Reply>>,
     last: Mutex<Option<Reply>>,
     received: Mutex<Vec<Recorded>>,
-    received_at: Mutex<Vec<std::time::Instant>>,
+    concurrent: std::sync::atomic::AtomicUsize,
+    max_concurrent: std::sync::atomic::AtomicUsize,
 }
 
 /// A provider stand-in on 127.0.0.1. Answers with the scripted replies in
@@ -228,7 +230,12 @@ impl StandIn {
 
     /// When each request arrived.
     pub fn received_at(&self) -> Vec<std::time::Instant> {
-        self.state.received_at.lock().expect("lock").clone()
+        self.received().iter().map(|r| r.at).collect()
+    }
+
+    /// The most requests the stand-in was answering at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.state.max_concurrent.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Replaces the remaining script (and the reply repeated after it).
@@ -270,9 +277,15 @@ async fn answer(
             None => last.clone().unwrap_or_else(|| Reply::new(200, "{}")),
         }
     };
+    {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = state.concurrent.fetch_add(1, SeqCst) + 1;
+        state.max_concurrent.fetch_max(now, SeqCst);
+    }
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    state.concurrent.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     let mut response = (
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         reply.body,

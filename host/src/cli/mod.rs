@@ -75,7 +75,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::CheckConfig(args) => check_config(&args.config),
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Publish(args) => publish::run(args),
-        Command::Health { url, timeout_seconds } => health(&url, timeout_seconds),
+        Command::Health {
+            url,
+            timeout_seconds,
+        } => health(&url, timeout_seconds),
     }
 }
 
@@ -139,7 +142,11 @@ fn health(url: &str, timeout_seconds: f64) -> Result<ExitCode> {
     match result {
         Ok((status, body)) => {
             println!("{status} {body}");
-            Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+            Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            })
         }
         Err(e) => {
             eprintln!("error: {url}: {e}");

@@ -11,7 +11,6 @@ mod raw;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -142,6 +141,9 @@ pub struct PipelineConfig {
     /// Events being worked on at once, across partitions; fetching pauses at
     /// this limit.
     pub max_in_flight: usize,
+    /// The same limit for one partition, so one busy partition cannot take
+    /// every slot; only that partition pauses.
+    pub max_in_flight_per_partition: usize,
     /// How often finished offsets are committed.
     pub commit_interval: Duration,
     /// On SIGTERM, how long in-flight events may take to finish.
@@ -532,6 +534,14 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
             10,
             600_000,
         )),
+        max_in_flight_per_partition: bounded(
+            &mut problems,
+            "pipeline.max_in_flight_per_partition",
+            p.max_in_flight_per_partition,
+            DEFAULT_MAX_IN_FLIGHT,
+            1,
+            1_000_000,
+        ) as usize,
         shutdown_grace: seconds(
             &mut problems,
             "pipeline.shutdown_grace_seconds",
@@ -572,7 +582,10 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
     let admin_listen = match raw.admin.listen.as_deref().map(str::trim) {
         None | Some("") => std::net::SocketAddr::from(([127, 0, 0, 1], 9090)),
         Some(s) => s.parse().unwrap_or_else(|_| {
-            problems.push(Problem::new("admin.listen", format!("\"{s}\" is not an address like 127.0.0.1:9090")));
+            problems.push(Problem::new(
+                "admin.listen",
+                format!("\"{s}\" is not an address like 127.0.0.1:9090"),
+            ));
             std::net::SocketAddr::from(([127, 0, 0, 1], 9090))
         }),
     };
@@ -978,10 +991,6 @@ fn parse_origin_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// Whether an address is loopback; used by the transport for defence in depth.
-pub fn is_loopback_ip(ip: IpAddr) -> bool {
-    ip.is_loopback()
-}
 
 #[cfg(test)]
 mod tests {

@@ -46,6 +46,8 @@ pub struct RawPipeline {
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub max_in_flight: Option<u64>,
     #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub max_in_flight_per_partition: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub commit_interval_ms: Option<u64>,
     #[serde(default, deserialize_with = "lenient::opt_f64")]
     pub shutdown_grace_seconds: Option<f64>,

@@ -77,7 +77,7 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut keyed: KeyedQueue<Job> = KeyedQueue::default();
     let mut in_flight = 0usize;
-    let mut paused = false;
+    let mut paused = Pauses::default();
     let mut commits = interval(pipeline.commit_interval);
     commits.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut tasks = tokio::task::JoinSet::new();
@@ -99,18 +99,21 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     loop {
-        let want_pause = in_flight >= pipeline.max_in_flight;
-        if want_pause != paused {
-            set_paused(&consumer, want_pause);
-            paused = want_pause;
-        }
+        paused.set_global(&consumer, in_flight >= pipeline.max_in_flight);
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
             Some(done) = done_rx.recv() => {
                 in_flight -= 1;
                 shared.metrics.in_flight.set(in_flight as i64);
-                kafka::lock(&tracker).finish(&done.partition, done.offset, done.ticket);
+                let on_partition = {
+                    let mut t = kafka::lock(&tracker);
+                    t.finish(&done.partition, done.offset, done.ticket);
+                    t.in_flight_on(&done.partition)
+                };
+                if on_partition < pipeline.max_in_flight_per_partition {
+                    paused.set_partition(&consumer, &done.partition, false);
+                }
                 if let Some(next) = keyed.finish(done.key.as_deref()) {
                     start(next, &mut tasks);
                 }
@@ -122,7 +125,14 @@ pub async fn run(
                 Ok(m) => {
                     let msg = Arc::new(m.detach());
                     let partition = Partition { topic: msg.topic().to_string(), partition: msg.partition() };
-                    let ticket = kafka::lock(&tracker).begin(&partition, msg.offset());
+                    let (ticket, on_partition) = {
+                        let mut t = kafka::lock(&tracker);
+                        let ticket = t.begin(&partition, msg.offset());
+                        (ticket, t.in_flight_on(&partition))
+                    };
+                    if on_partition >= pipeline.max_in_flight_per_partition {
+                        paused.set_partition(&consumer, &partition, true);
+                    }
                     let key = ordering_key(msg.payload().unwrap_or_default());
                     in_flight += 1;
                     shared.metrics.events_consumed.inc();
@@ -155,7 +165,7 @@ pub async fn run(
         grace_ms = pipeline.shutdown_grace.as_millis() as u64,
         "stopping: finishing in-flight events"
     );
-    set_paused(&consumer, true);
+    paused.set_global(&consumer, true);
     let dropped_waiting = keyed.clear();
     let mut running = in_flight - dropped_waiting;
     let deadline = Instant::now() + pipeline.shutdown_grace;
@@ -193,28 +203,59 @@ fn commit(consumer: &HostConsumer, tracker: &Tracker, shared: &Shared, mode: Com
     }
 }
 
-/// Pausing stops fetching (librdkafka refetches from the application's
-/// position on resume), so memory stays bounded while the consumer keeps
-/// polling and stays in its group.
-fn set_paused(consumer: &HostConsumer, pause: bool) {
-    let assignment = match consumer.assignment() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the assignment to pause/resume");
-            return;
+/// Which fetching is paused: everything (the global limit) or single
+/// partitions (their own limit). Pausing stops fetching; librdkafka refetches
+/// from the application's position on resume, so memory stays bounded while
+/// the consumer keeps polling and stays in its group. Changes are applied
+/// only when the wanted state changes.
+#[derive(Default)]
+struct Pauses {
+    global: bool,
+    partitions: std::collections::HashSet<Partition>,
+}
+
+impl Pauses {
+    fn set_global(&mut self, consumer: &HostConsumer, pause: bool) {
+        if self.global != pause {
+            self.global = pause;
+            self.apply(consumer);
         }
-    };
-    let result = if pause {
-        consumer.pause(&assignment)
-    } else {
-        consumer.resume(&assignment)
-    };
-    match result {
-        Ok(()) => tracing::debug!(
-            pause,
-            partitions = assignment.count(),
-            "fetching paused/resumed"
-        ),
-        Err(e) => tracing::warn!(error = %e, pause, "pause/resume failed"),
+    }
+
+    fn set_partition(&mut self, consumer: &HostConsumer, p: &Partition, pause: bool) {
+        let changed = if pause { self.partitions.insert(p.clone()) } else { self.partitions.remove(p) };
+        if changed {
+            self.apply(consumer);
+        }
+    }
+
+    fn apply(&self, consumer: &HostConsumer) {
+        let assignment = match consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the assignment to pause/resume");
+                return;
+            }
+        };
+        let mut pause = rdkafka::TopicPartitionList::new();
+        let mut resume = rdkafka::TopicPartitionList::new();
+        for e in assignment.elements() {
+            let p = Partition { topic: e.topic().to_string(), partition: e.partition() };
+            if self.global || self.partitions.contains(&p) {
+                pause.add_partition(e.topic(), e.partition());
+            } else {
+                resume.add_partition(e.topic(), e.partition());
+            }
+        }
+        for (list, is_pause) in [(&pause, true), (&resume, false)] {
+            if list.count() == 0 {
+                continue;
+            }
+            let result = if is_pause { consumer.pause(list) } else { consumer.resume(list) };
+            match result {
+                Ok(()) => tracing::debug!(pause = is_pause, partitions = list.count(), "fetching paused/resumed"),
+                Err(e) => tracing::warn!(error = %e, pause = is_pause, "pause/resume failed"),
+            }
+        }
     }
 }

@@ -208,7 +208,13 @@ async fn dead_letter(shared: &Shared, msg: &OwnedMessage, letter: &DeadLetter) {
     loop {
         match shared.dlq.send(&source, letter).await {
             Ok(()) => {
-                shared.metrics.dlq_events.get_or_create(&ReasonLabels { reason: letter.class.as_str().to_string() }).inc();
+                shared
+                    .metrics
+                    .dlq_events
+                    .get_or_create(&ReasonLabels {
+                        reason: letter.class.as_str().to_string(),
+                    })
+                    .inc();
                 tracing::info!(dlq_topic = shared.dlq.topic(), class = letter.class.as_str(), channel = letter.channel.as_deref(), reason = %letter.reason, "dead-lettered");
                 return;
             }
@@ -255,9 +261,20 @@ async fn deliver(
         ChannelOutcome::Disabled => "disabled",
         ChannelOutcome::DeadLetter(_) => "dead_letter",
     };
-    shared.metrics.deliveries.get_or_create(&OutcomeLabels { channel: name.to_string(), outcome: word.to_string() }).inc();
+    shared
+        .metrics
+        .deliveries
+        .get_or_create(&OutcomeLabels {
+            channel: name.to_string(),
+            outcome: word.to_string(),
+        })
+        .inc();
     if outcome == ChannelOutcome::AlreadyDelivered {
-        shared.metrics.dedup_hits.get_or_create(&Metrics::channel(name)).inc();
+        shared
+            .metrics
+            .dedup_hits
+            .get_or_create(&Metrics::channel(name))
+            .inc();
     }
     match &outcome {
         ChannelOutcome::Delivered {
@@ -350,7 +367,11 @@ async fn deliver_inner(
                     |n| fastrand::u64(0..=n),
                 ) {
                     Ok(wait) => {
-                        shared.metrics.retries.get_or_create(&Metrics::channel(name)).inc();
+                        shared
+                            .metrics
+                            .retries
+                            .get_or_create(&Metrics::channel(name))
+                            .inc();
                         tracing::warn!(channel = name, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "plugin failed rendering; retrying");
                         tokio::time::sleep(wait).await;
                         attempt += 1;
@@ -452,7 +473,13 @@ async fn render(
         Some(ch) => {
             let started = Instant::now();
             let result = span.in_scope(|| ch.render(&event));
-            metrics.plugin_call.get_or_create(&PluginCallLabels { channel: name, call: "render".into() }).observe(started.elapsed().as_secs_f64());
+            metrics
+                .plugin_call
+                .get_or_create(&PluginCallLabels {
+                    channel: name,
+                    call: "render".into(),
+                })
+                .observe(started.elapsed().as_secs_f64());
             result
         }
         None => Err(RenderError::Empty { plugin: name }),
@@ -473,17 +500,32 @@ async fn send(
     request: OutboundRequest,
     attempt: u32,
 ) -> Result<Attempt, PluginError> {
-    let labels = |class: &str| ProviderLabels { channel: name.to_string(), status_class: class.to_string() };
+    let labels = |class: &str| ProviderLabels {
+        channel: name.to_string(),
+        status_class: class.to_string(),
+    };
     let received = match shared.transport.send(request).await {
         Ok(r) => r,
         Err(e) => {
-            shared.metrics.provider_requests.get_or_create(&labels("error")).inc();
+            shared
+                .metrics
+                .provider_requests
+                .get_or_create(&labels("error"))
+                .inc();
             return Ok(Attempt::Unreachable(e));
         }
     };
     let class = format!("{}xx", received.response.status / 100);
-    shared.metrics.provider_requests.get_or_create(&labels(&class)).inc();
-    shared.metrics.provider_latency.get_or_create(&Metrics::channel(name)).observe(received.latency.as_secs_f64());
+    shared
+        .metrics
+        .provider_requests
+        .get_or_create(&labels(&class))
+        .inc();
+    shared
+        .metrics
+        .provider_latency
+        .get_or_create(&Metrics::channel(name))
+        .observe(received.latency.as_secs_f64());
     let channels = shared.channels.clone();
     let name = name.to_string();
     let response = received.response.clone();
@@ -493,7 +535,13 @@ async fn send(
         Some(ch) => {
             let started = Instant::now();
             let result = span.in_scope(|| classify(ch, &response, attempt));
-            metrics.plugin_call.get_or_create(&PluginCallLabels { channel: name, call: "classify".into() }).observe(started.elapsed().as_secs_f64());
+            metrics
+                .plugin_call
+                .get_or_create(&PluginCallLabels {
+                    channel: name,
+                    call: "classify".into(),
+                })
+                .observe(started.elapsed().as_secs_f64());
             result
         }
         None => Err(PluginError::Trap {

@@ -252,12 +252,8 @@ async fn answer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    state
-        .received_at
-        .lock()
-        .expect("lock")
-        .push(std::time::Instant::now());
     state.received.lock().expect("lock").push(Recorded {
+        at: std::time::Instant::now(),
         method: method.to_string(),
         path: uri
             .path_and_query()

@@ -398,7 +398,12 @@ pub fn admin_url(config: &Path) -> String {
 /// A blocking GET: (status, body).
 pub fn http_get(url: &str) -> Option<(u16, String)> {
     runtime().block_on(async {
-        let r = reqwest::Client::new().get(url).timeout(Duration::from_secs(5)).send().await.ok()?;
+        let r = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
         let status = r.status().as_u16();
         Some((status, r.text().await.ok()?))
     })
@@ -407,12 +412,21 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
 /// Publishes one payload with headers.
 pub fn publish_with_headers(topic: &str, payload: &[u8], headers: &[(&str, &str)]) {
     use rdkafka::message::{Header, OwnedHeaders};
-    let producer: FutureProducer = client(&broker().bootstrap).set("acks", "all").create().expect("producer");
+    let producer: FutureProducer = client(&broker().bootstrap)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
     let mut h = OwnedHeaders::new();
     for (k, v) in headers {
-        h = h.insert(Header { key: k, value: Some(*v) });
+        h = h.insert(Header {
+            key: k,
+            value: Some(*v),
+        });
     }
     runtime()
-        .block_on(producer.send(FutureRecord::<(), _>::to(topic).payload(payload).headers(h), Duration::from_secs(10)))
+        .block_on(producer.send(
+            FutureRecord::<(), _>::to(topic).payload(payload).headers(h),
+            Duration::from_secs(10),
+        ))
         .unwrap_or_else(|(e, _)| panic!("publish: {e}"));
 }

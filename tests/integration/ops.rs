@@ -27,14 +27,27 @@ fn health_readiness_and_metrics() {
     let base = admin_url(&config);
     let mut host = Host::start(&config);
 
-    wait_for("liveness", Duration::from_secs(30), || http_get(&format!("{base}/health/live")).is_some_and(|(s, _)| s == 200));
-    wait_for("readiness", Duration::from_secs(60), || http_get(&format!("{base}/health/ready")).is_some_and(|(s, _)| s == 200));
+    wait_for("liveness", Duration::from_secs(30), || {
+        http_get(&format!("{base}/health/live")).is_some_and(|(s, _)| s == 200)
+    });
+    wait_for("readiness", Duration::from_secs(60), || {
+        http_get(&format!("{base}/health/ready")).is_some_and(|(s, _)| s == 200)
+    });
     // The container healthcheck command agrees.
-    let probe = notify_host(&["health", "--url", &format!("{base}/health/ready")], &[], &root());
+    let probe = notify_host(
+        &["health", "--url", &format!("{base}/health/ready")],
+        &[],
+        &root(),
+    );
     assert!(probe.status.success(), "{}", stderr(&probe));
 
-    publish(&t.topic, &[event("m-1"), event("m-2"), b"not json".to_vec()]);
-    wait_for("commit", Duration::from_secs(60), || committed(&t.group, &t.topic) == Some(3));
+    publish(
+        &t.topic,
+        &[event("m-1"), event("m-2"), b"not json".to_vec()],
+    );
+    wait_for("commit", Duration::from_secs(60), || {
+        committed(&t.group, &t.topic) == Some(3)
+    });
 
     let (status, text) = http_get(&format!("{base}/metrics")).expect("metrics");
     assert_eq!(status, 200);
@@ -47,7 +60,10 @@ fn health_readiness_and_metrics() {
         "notify_plugin_call_duration_seconds_count{channel=\"email\",call=\"render\"} 2",
         "notify_in_flight 0",
     ] {
-        assert!(text.contains(expected), "{expected} missing from /metrics:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{expected} missing from /metrics:\n{text}"
+        );
     }
     // promtool (Debian package prometheus) must accept the exposition.
     let file = w.write("metrics.txt", &text);
@@ -83,14 +99,27 @@ fn not_ready_without_kafka() {
     std::fs::write(&config, text).expect("config");
     let base = admin_url(&config);
     let mut host = Host::start(&config);
-    wait_for("liveness", Duration::from_secs(30), || http_get(&format!("{base}/health/live")).is_some_and(|(s, _)| s == 200));
+    wait_for("liveness", Duration::from_secs(30), || {
+        http_get(&format!("{base}/health/live")).is_some_and(|(s, _)| s == 200)
+    });
     std::thread::sleep(Duration::from_secs(2));
     let (status, body) = http_get(&format!("{base}/health/ready")).expect("ready endpoint");
     assert_eq!(status, 503, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("json body");
-    let checks: Vec<&str> = json["failing"].as_array().expect("failing").iter().filter_map(|f| f["check"].as_str()).collect();
-    assert!(checks.contains(&"kafka") && checks.contains(&"partitions"), "{body}");
-    assert!(!checks.contains(&"plugins") && !checks.contains(&"dedup_store"), "{body}");
+    let checks: Vec<&str> = json["failing"]
+        .as_array()
+        .expect("failing")
+        .iter()
+        .filter_map(|f| f["check"].as_str())
+        .collect();
+    assert!(
+        checks.contains(&"kafka") && checks.contains(&"partitions"),
+        "{body}"
+    );
+    assert!(
+        !checks.contains(&"plugins") && !checks.contains(&"dedup_store"),
+        "{body}"
+    );
     assert!(host.terminate().success());
 }
 
@@ -104,14 +133,24 @@ fn trace_context_reaches_logs_and_dead_letters() {
     let config = host_config(&w, &t, &mailgun.url(), &twilio.url(), "");
     let host = Host::start(&config);
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    publish_with_headers(&t.topic, &event("tr-1"), &[("traceparent", tp), ("correlation_id", "req-42")]);
+    publish_with_headers(
+        &t.topic,
+        &event("tr-1"),
+        &[("traceparent", tp), ("correlation_id", "req-42")],
+    );
     publish_with_headers(&t.topic, br#"{"event_id":"tr-2"}"#, &[("traceparent", tp)]);
-    wait_for("commit", Duration::from_secs(60), || committed(&t.group, &t.topic) == Some(2));
+    wait_for("commit", Duration::from_secs(60), || {
+        committed(&t.group, &t.topic) == Some(2)
+    });
     let delivered = host.events("channel delivered");
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0]["span"]["traceparent"], tp, "{}", delivered[0]);
     assert_eq!(delivered[0]["span"]["correlation_id"], "req-42");
     let letters = read_topic(&t.dlq, 1, Duration::from_secs(30));
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].header("traceparent"), Some(tp), "original headers kept on the dead letter");
+    assert_eq!(
+        letters[0].header("traceparent"),
+        Some(tp),
+        "original headers kept on the dead letter"
+    );
 }

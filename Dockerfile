@@ -35,6 +35,7 @@ COPY wit wit
 COPY host host
 COPY plugins plugins
 COPY tests tests
+COPY bench bench
 COPY scripts scripts
 
 # The registry and target/ live in BuildKit caches, so rebuilds after a

@@ -235,7 +235,9 @@ impl StandIn {
 
     /// The most requests the stand-in was answering at once.
     pub fn max_concurrent(&self) -> usize {
-        self.state.max_concurrent.load(std::sync::atomic::Ordering::SeqCst)
+        self.state
+            .max_concurrent
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Replaces the remaining script (and the reply repeated after it).
@@ -281,7 +283,9 @@ async fn answer(
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    state.concurrent.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    state
+        .concurrent
+        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     let mut response = (
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         reply.body,

@@ -500,24 +500,41 @@ fn different_keys_run_concurrently_up_to_the_limit_same_key_in_order() {
     let s = setup("concurrency", vec![slow], vec![]);
     let _host = Host::start(&s.config("max_in_flight = 3"));
     // Six distinct appointments, then three events of one appointment.
-    let mut payloads: Vec<Vec<u8>> = (0..6).map(|i| event(&format!("c-{i}"), true, false)).collect();
+    let mut payloads: Vec<Vec<u8>> = (0..6)
+        .map(|i| event(&format!("c-{i}"), true, false))
+        .collect();
     for i in 0..3 {
         let e = String::from_utf8(event(&format!("k-{i}"), true, false)).expect("utf8");
-        payloads.push(e.replace(&format!("appt-k-{i}"), "appt-shared").into_bytes());
+        payloads.push(
+            e.replace(&format!("appt-k-{i}"), "appt-shared")
+                .into_bytes(),
+        );
     }
     publish(&s.t.topic, &payloads);
     s.wait_committed(payloads.len() as i64);
     assert_eq!(s.mailgun.received().len(), payloads.len());
     // Concurrent, but never past the in-flight limit: fetching paused.
-    assert_eq!(s.mailgun.max_concurrent(), 3, "distinct keys overlap up to max_in_flight");
+    assert_eq!(
+        s.mailgun.max_concurrent(),
+        3,
+        "distinct keys overlap up to max_in_flight"
+    );
     // One appointment's events reach the provider in offset order, one at a time.
     let ids = mailgun_event_ids(&s.mailgun);
     let shared: Vec<&String> = ids.iter().filter(|id| id.starts_with("k-")).collect();
     assert_eq!(shared, ["k-0", "k-1", "k-2"]);
     let at = s.mailgun.received_at();
-    let positions: Vec<usize> = ids.iter().enumerate().filter(|(_, id)| id.starts_with("k-")).map(|(i, _)| i).collect();
+    let positions: Vec<usize> = ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| id.starts_with("k-"))
+        .map(|(i, _)| i)
+        .collect();
     for pair in positions.windows(2) {
         let gap = at[pair[1]] - at[pair[0]];
-        assert!(gap >= Duration::from_millis(350), "same-key events overlapped ({gap:?} apart)");
+        assert!(
+            gap >= Duration::from_millis(350),
+            "same-key events overlapped ({gap:?} apart)"
+        );
     }
 }

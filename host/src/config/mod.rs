@@ -991,7 +991,6 @@ fn parse_origin_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -223,7 +223,11 @@ impl Pauses {
     }
 
     fn set_partition(&mut self, consumer: &HostConsumer, p: &Partition, pause: bool) {
-        let changed = if pause { self.partitions.insert(p.clone()) } else { self.partitions.remove(p) };
+        let changed = if pause {
+            self.partitions.insert(p.clone())
+        } else {
+            self.partitions.remove(p)
+        };
         if changed {
             self.apply(consumer);
         }
@@ -240,7 +244,10 @@ impl Pauses {
         let mut pause = rdkafka::TopicPartitionList::new();
         let mut resume = rdkafka::TopicPartitionList::new();
         for e in assignment.elements() {
-            let p = Partition { topic: e.topic().to_string(), partition: e.partition() };
+            let p = Partition {
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+            };
             if self.global || self.partitions.contains(&p) {
                 pause.add_partition(e.topic(), e.partition());
             } else {
@@ -251,9 +258,17 @@ impl Pauses {
             if list.count() == 0 {
                 continue;
             }
-            let result = if is_pause { consumer.pause(list) } else { consumer.resume(list) };
+            let result = if is_pause {
+                consumer.pause(list)
+            } else {
+                consumer.resume(list)
+            };
             match result {
-                Ok(()) => tracing::debug!(pause = is_pause, partitions = list.count(), "fetching paused/resumed"),
+                Ok(()) => tracing::debug!(
+                    pause = is_pause,
+                    partitions = list.count(),
+                    "fetching paused/resumed"
+                ),
                 Err(e) => tracing::warn!(error = %e, pause = is_pause, "pause/resume failed"),
             }
         }

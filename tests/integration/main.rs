@@ -2,6 +2,7 @@
 //! real `notify-host` binary, the real compiled plugins, and real HTTP
 //! servers on 127.0.0.1. Build the plugins first: ./scripts/test.sh does.
 
+mod chaos;
 mod classify;
 mod cli;
 mod config_golden;

@@ -1,0 +1,273 @@
+//! The real `notify-host` binary as a child process: building it, its
+//! config, starting, readiness, and stopping it the way production does.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::sys;
+
+pub const MAILGUN_KEY: &str = "key-bench-mailgun";
+pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const TWILIO_TOKEN: &str = "bench-twilio-token";
+
+/// Builds the host in release mode with the cargo that runs the bench (cargo
+/// sets `CARGO` for `cargo run`) and returns the binary cargo reports: the
+/// target dir may be anywhere (`CARGO_TARGET_DIR`), so it is not guessed.
+pub fn build_host(root: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("notify-bench: cargo build --release -p notify-host (minutes the first time)");
+    let mut child = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "notify-host",
+            "--bin",
+            "notify-host",
+        ])
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("run cargo build")?;
+    let stdout = child.stdout.take().context("cargo stdout")?;
+    let mut executable = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("read cargo output")?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "notify-host" {
+            if let Some(exe) = msg["executable"].as_str() {
+                executable = Some(PathBuf::from(exe));
+            }
+        }
+    }
+    let status = child.wait().context("wait for cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p notify-host failed ({status})");
+    }
+    executable.context("cargo build reported no notify-host executable")
+}
+
+/// The two bundled plugins, built with `scripts/build-plugins.sh` when either
+/// is missing.
+pub fn ensure_plugins(root: &Path) -> Result<(PathBuf, PathBuf)> {
+    let mailgun = root.join("plugins/mailgun.wasm");
+    let twilio = root.join("plugins/twilio.wasm");
+    if !mailgun.exists() || !twilio.exists() {
+        eprintln!("notify-bench: building the plugins (scripts/build-plugins.sh)");
+        let status = Command::new(root.join("scripts/build-plugins.sh"))
+            .current_dir(root)
+            .status()
+            .context("run scripts/build-plugins.sh")?;
+        if !status.success() {
+            bail!("scripts/build-plugins.sh failed ({status})");
+        }
+    }
+    Ok((mailgun, twilio))
+}
+
+/// What differs between the host configs of the runs.
+pub struct HostConfig<'a> {
+    pub bootstrap: &'a str,
+    pub topic: &'a str,
+    pub dlq: &'a str,
+    pub group: &'a str,
+    pub provider_url: &'a str,
+    pub mailgun_wasm: &'a Path,
+    pub twilio_wasm: &'a Path,
+    /// None leaves the host's default.
+    pub max_in_flight: Option<u64>,
+    pub log_level: &'a str,
+    pub dedup_path: &'a Path,
+    pub admin_port: u16,
+    /// Extra librdkafka settings for the host's clients (`--kafka-client`).
+    pub kafka_client: &'a [(String, String)],
+}
+
+/// A TOML basic string. JSON's string escapes are a subset of TOML's.
+fn quoted(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+impl HostConfig<'_> {
+    /// The config file text; the shape of tests/integration/kafka_harness.rs
+    /// `host_config` (the host rejects unknown keys).
+    pub fn render(&self) -> String {
+        // Quick group membership on tansu: joining takes about half the
+        // session timeout. Extra settings may override these.
+        let mut client: BTreeMap<&str, &str> = BTreeMap::new();
+        client.insert("session.timeout.ms", "6000");
+        client.insert("heartbeat.interval.ms", "500");
+        for (k, v) in self.kafka_client {
+            client.insert(k, v);
+        }
+        let client: String = client
+            .iter()
+            .map(|(k, v)| format!("{} = {}\n", quoted(k), quoted(v)))
+            .collect();
+        let max_in_flight = self
+            .max_in_flight
+            .map(|n| format!("max_in_flight = {n}\n"))
+            .unwrap_or_default();
+        format!(
+            r#"# Written by notify-bench.
+[kafka]
+bootstrap_servers = {bootstrap}
+topic = {topic}
+dlq_topic = {dlq}
+group_id = {group}
+[kafka.client]
+{client}
+[pipeline]
+{max_in_flight}commit_interval_ms = 200
+
+[dedup]
+path = {dedup}
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+[log]
+format = "json"
+level = {level}
+
+[channels.email]
+plugin = {mailgun_wasm}
+base_url = {url}
+auth = {{ type = "basic", username = "api", password = "${{MAILGUN_API_KEY}}" }}
+settings = {{ domain = "mg.example.com", from = "noreply@mg.example.com" }}
+
+[channels.sms]
+plugin = {twilio_wasm}
+base_url = {url}
+auth = {{ type = "basic", username = "{sid}", password = "${{TWILIO_AUTH_TOKEN}}" }}
+# The event id last, so the stand-in can tell which event an SMS is for.
+settings = {{ account_sid = "{sid}", from = "+15005550006", body_template = "Appointment {{appointment_id}} {{event_id}}" }}
+"#,
+            bootstrap = quoted(self.bootstrap),
+            topic = quoted(self.topic),
+            dlq = quoted(self.dlq),
+            group = quoted(self.group),
+            dedup = quoted(&self.dedup_path.display().to_string()),
+            admin_port = self.admin_port,
+            level = quoted(self.log_level),
+            mailgun_wasm = quoted(&self.mailgun_wasm.display().to_string()),
+            twilio_wasm = quoted(&self.twilio_wasm.display().to_string()),
+            url = quoted(self.provider_url),
+            sid = TWILIO_SID,
+        )
+    }
+}
+
+/// A running host; SIGKILLed on drop if it was not stopped.
+pub struct Host {
+    pub pid: u32,
+    child: Child,
+    watchdog: Option<Child>,
+    pub log: PathBuf,
+    pub admin_url: String,
+    pub started: Instant,
+}
+
+impl Host {
+    pub fn start(bin: &Path, config: &Path, log: &Path, admin_port: u16) -> Result<Host> {
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+        let mut child = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(config)
+            // Only what the config asks for: a RUST_LOG in the caller's
+            // environment would override log.level and change the cost of
+            // logging.
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("MAILGUN_API_KEY", MAILGUN_KEY)
+            .env("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let pid = child.id();
+        let watchdog = match sys::watchdog(pid) {
+            Ok(w) => w,
+            Err(e) => {
+                sys::kill_and_reap(&mut child);
+                return Err(e);
+            }
+        };
+        Ok(Host {
+            pid,
+            child,
+            watchdog: Some(watchdog),
+            log: log.to_path_buf(),
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
+            started: Instant::now(),
+        })
+    }
+
+    /// Fails if the host has exited, with the end of its log.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "the host exited ({status}); end of its log:\n{}",
+                sys::tail(&self.log, 30)
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until `/health/ready` answers 200: partitions assigned, plugins
+    /// loaded, so events published from now on are consumed at once.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let client = reqwest::Client::new();
+        let url = format!("{}/health/ready", self.admin_url);
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_running()?;
+            let last = match client
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => {
+                    let status = r.status();
+                    format!("{status} {}", r.text().await.unwrap_or_default())
+                }
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                bail!("the host was not ready within {timeout:?}: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM and wait, as an orchestrator stops it; returns the exit status.
+    pub fn stop(&mut self) -> Result<String> {
+        if let Some(mut w) = self.watchdog.take() {
+            sys::kill_and_reap(&mut w);
+        }
+        let status = sys::terminate(&mut self.child, Duration::from_secs(30))?;
+        Ok(status.to_string())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.watchdog.take() {
+            sys::kill_and_reap(&mut w);
+        }
+        sys::kill_and_reap(&mut self.child);
+    }
+}

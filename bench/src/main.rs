@@ -1,0 +1,272 @@
+//! notify-bench: end-to-end throughput and latency of the real notify-host.
+//!
+//! One process holds a Mailgun/Twilio stand-in (fixed latency) and the
+//! publisher; it starts a tansu broker and the release `notify-host` binary
+//! with the bundled plugins as children, and measures:
+//!
+//! 1. the stand-in's own capacity (so the host's provider call rate can be
+//!    read as a share of what this machine can serve at all);
+//! 2. throughput: N events published first, then the host drains them with
+//!    the default concurrency; events/s from the first provider request to
+//!    the commit of the last event;
+//! 3. the same with `pipeline.max_in_flight = 1` (the sequential design) on a
+//!    smaller N, and the ratio of the two rates;
+//! 4. latency: the host running, events published at an offered rate; the
+//!    time from produce to the provider receiving the request is the latency
+//!    the host adds (the stand-in records a request before its latency
+//!    sleep).
+//!
+//! `cargo run --release -p notify-bench -- --help` for the flags.
+
+mod broker;
+mod events;
+mod host;
+mod report;
+mod runs;
+mod standin;
+mod sys;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use crate::runs::{Bench, RunSpec};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "notify-bench",
+    about = "End-to-end throughput and latency of notify-host against a provider stand-in and a tansu broker"
+)]
+struct Args {
+    /// Events in the throughput run [default: 50000; --quick: 2000]
+    #[arg(long)]
+    events: Option<u64>,
+    /// Distinct appointment ids (the ordering keys) the events are spread over
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// The stand-in's fixed answer latency, in ms
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
+    /// pipeline.max_in_flight for the throughput and latency runs [default:
+    /// the host's default, 1024]
+    #[arg(long)]
+    max_in_flight: Option<u64>,
+    /// Events in the sequential run (max_in_flight = 1) [default: 500; --quick: 200]
+    #[arg(long)]
+    sequential_events: Option<u64>,
+    /// Offered rate of the latency run, events/s
+    #[arg(long, default_value_t = 1000.0)]
+    offered_rate: f64,
+    /// Duration of the latency run's publishing, s [default: 10; --quick: 2]
+    #[arg(long)]
+    latency_seconds: Option<f64>,
+    /// Duration of the stand-in capacity measurement, s [default: 3; --quick: 1]
+    #[arg(long)]
+    capacity_seconds: Option<f64>,
+    /// Requests in flight during the stand-in capacity measurement
+    #[arg(long, default_value_t = 1000)]
+    capacity_concurrency: usize,
+    /// The host's log.level (a tracing filter)
+    #[arg(long, default_value = "warn")]
+    log_level: String,
+    /// A librdkafka setting for the host's clients (kafka.client), repeatable
+    #[arg(long = "kafka-client", value_name = "KEY=VALUE")]
+    kafka_client: Vec<String>,
+    /// The notify-host binary; without it the bench runs
+    /// `cargo build --release -p notify-host` and uses what that builds
+    #[arg(long)]
+    host_bin: Option<PathBuf>,
+    /// The tansu binary; without it scripts/ensure-tansu.sh installs/finds it
+    #[arg(long, env = "NOTIFY_TANSU")]
+    tansu: Option<PathBuf>,
+    /// Fail a run when neither the committed offset nor the provider request
+    /// count moves for this long, s
+    #[arg(long, default_value_t = 60)]
+    stall_timeout_seconds: u64,
+    /// Small sizes for a smoke run (explicit size flags still win)
+    #[arg(long)]
+    quick: bool,
+    /// Which runs, in this order
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "throughput,sequential,latency"
+    )]
+    runs: Vec<Run>,
+    /// Also write the summary as JSON to this file
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Keep the temp dir (configs, host and broker logs) for inspection
+    #[arg(long)]
+    keep_workdir: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Run {
+    /// A backlog of --events drained with the default concurrency
+    Throughput,
+    /// A backlog of --sequential-events with max_in_flight = 1
+    Sequential,
+    /// --offered-rate events/s for --latency-seconds, host already running
+    Latency,
+}
+
+/// Sizes after --quick and the explicit flags.
+struct Sizes {
+    events: u64,
+    sequential_events: u64,
+    latency_seconds: f64,
+    capacity_seconds: f64,
+}
+
+impl Args {
+    fn sizes(&self) -> Sizes {
+        let pick = |given: Option<f64>, full: f64, quick: f64| {
+            given.unwrap_or(if self.quick { quick } else { full })
+        };
+        Sizes {
+            events: pick(self.events.map(|v| v as f64), 50_000.0, 2_000.0) as u64,
+            sequential_events: pick(self.sequential_events.map(|v| v as f64), 500.0, 200.0) as u64,
+            latency_seconds: pick(self.latency_seconds, 10.0, 2.0),
+            capacity_seconds: pick(self.capacity_seconds, 3.0, 1.0),
+        }
+    }
+
+    fn kafka_client(&self) -> Result<Vec<(String, String)>> {
+        self.kafka_client
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--kafka-client {kv}: expected KEY=VALUE"))?;
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect()
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("notify-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root, where scripts/ and plugins/ are: this crate's parent.
+fn workspace_root() -> Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize()
+        .with_context(|| format!("the workspace root {} is gone", root.display()))
+}
+
+fn run(args: &Args) -> Result<()> {
+    let sizes = args.sizes();
+    let kafka_client = args.kafka_client()?;
+    if sizes.events == 0 || sizes.sequential_events == 0 || args.keys == 0 {
+        bail!("--events, --sequential-events and --keys must be at least 1");
+    }
+    if !(args.offered_rate > 0.0 && sizes.latency_seconds > 0.0 && sizes.capacity_seconds > 0.0) {
+        bail!("--offered-rate, --latency-seconds and --capacity-seconds must be positive");
+    }
+    let root = workspace_root()?;
+
+    // The slow, CPU-heavy preparation comes first, before anything is
+    // measured or any child runs.
+    let host_bin = match &args.host_bin {
+        Some(p) => p.clone(),
+        None => host::build_host(&root)?,
+    };
+    if !host_bin.exists() {
+        bail!("no host binary at {}", host_bin.display());
+    }
+    let (mailgun_wasm, twilio_wasm) = host::ensure_plugins(&root)?;
+    let tansu = broker::locate_tansu(&root, args.tansu.clone())?;
+    let workdir = sys::Workdir::new(args.keep_workdir)?;
+
+    // Multi-thread: the stand-in must keep answering on the workers while
+    // the main thread blocks on Kafka calls and sleeps between polls.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let standin = standin::StandIn::start(&rt, Duration::from_millis(args.latency_ms))?;
+    eprintln!(
+        "notify-bench: stand-in on {} ({} ms latency); measuring its capacity for {} s at {} concurrent requests",
+        standin.url(),
+        args.latency_ms,
+        sizes.capacity_seconds,
+        args.capacity_concurrency
+    );
+    let capacity = rt.block_on(standin::measure_capacity(
+        &standin,
+        args.capacity_concurrency,
+        sizes.capacity_seconds,
+        args.latency_ms,
+    ))?;
+    let _ = standin.take();
+    eprintln!(
+        "notify-bench: stand-in capacity {:.0} requests/s ({} errors)",
+        capacity.requests_per_second, capacity.errors
+    );
+
+    let broker = broker::Broker::start(&tansu, &workdir.path)?;
+    eprintln!("notify-bench: tansu on {}", broker.bootstrap);
+    let bench = Bench {
+        rt: &rt,
+        standin: &standin,
+        broker: &broker,
+        host_bin: &host_bin,
+        mailgun_wasm: &mailgun_wasm,
+        twilio_wasm: &twilio_wasm,
+        workdir: &workdir.path,
+        log_level: &args.log_level,
+        kafka_client: &kafka_client,
+        keys: args.keys,
+        stall_timeout: Duration::from_secs(args.stall_timeout_seconds),
+        clock_ticks: sys::clock_ticks_per_second(),
+    };
+
+    let mut results = Vec::new();
+    for run in &args.runs {
+        let spec = match run {
+            Run::Throughput => RunSpec {
+                label: "throughput",
+                events: sizes.events,
+                max_in_flight: args.max_in_flight,
+                offered_rate: None,
+            },
+            Run::Sequential => RunSpec {
+                label: "sequential",
+                events: sizes.sequential_events,
+                max_in_flight: Some(1),
+                offered_rate: None,
+            },
+            Run::Latency => RunSpec {
+                label: "latency",
+                events: ((args.offered_rate * sizes.latency_seconds).round() as u64).max(1),
+                max_in_flight: args.max_in_flight,
+                offered_rate: Some(args.offered_rate),
+            },
+        };
+        results.push(bench.run(&spec)?);
+    }
+
+    let summary = report::Summary::new(args.latency_ms, args.keys, capacity, results);
+    print!("{}", summary.table());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&summary).context("summary as JSON")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+        eprintln!("notify-bench: wrote {}", path.display());
+    }
+    // Children go down in reverse order of creation (bench, broker, then the
+    // stand-in and runtime), each by its own guard.
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! The provider stand-in: one HTTP server on 127.0.0.1 answering
+//! Mailgun-shaped and Twilio-shaped sends after a fixed latency, recording
+//! when each request arrived and which event it was for.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use serde::Serialize;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use crate::events::EventRef;
+
+/// Which provider a request was shaped for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Email = 0,
+    Sms = 1,
+}
+
+impl Channel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+        }
+    }
+}
+
+/// One request as it arrived, before the latency sleep: `at` is the moment
+/// the host's send reached the provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub at: Instant,
+    pub channel: Channel,
+    /// None when the body did not carry an event id the bench issued.
+    pub event: Option<EventRef>,
+}
+
+struct Shared {
+    latency: Duration,
+    received: Mutex<Vec<Received>>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn received(&self) -> MutexGuard<'_, Vec<Received>> {
+        // A poisoned lock only means a handler panicked mid-push; the records
+        // are still usable.
+        self.received
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn record(&self, channel: Channel, event: Option<EventRef>) {
+        let at = Instant::now();
+        self.received().push(Received { at, channel, event });
+    }
+}
+
+pub struct StandIn {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl StandIn {
+    /// Binds 127.0.0.1:0 and serves on `rt` (a multi-thread runtime, so the
+    /// stand-in keeps answering while the bench's main thread blocks on Kafka
+    /// calls).
+    pub fn start(rt: &Runtime, latency: Duration) -> Result<StandIn> {
+        let shared = Arc::new(Shared {
+            latency,
+            received: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .context("bind the stand-in")?;
+        let addr = listener.local_addr()?;
+        // Responses are written in one go, but a client that sends headers
+        // and body in two writes would meet Nagle + delayed ACK (40 ms) on
+        // the server's ACK path; the real providers' load balancers do not
+        // add that, so neither does the stand-in.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let app = axum::Router::new()
+            .route("/v3/{domain}/messages", post(mailgun))
+            .route("/2010-04-01/Accounts/{sid}/Messages.json", post(twilio))
+            .with_state(shared.clone());
+        let server = rt.spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("notify-bench: stand-in server stopped: {e}");
+            }
+        });
+        Ok(StandIn {
+            addr,
+            shared,
+            server,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received since the last [`take`](Self::take), for progress
+    /// and stall detection. Counted under the same lock as the records, so
+    /// a `take` resets it with them.
+    pub fn count(&self) -> u64 {
+        self.shared.received().len() as u64
+    }
+
+    /// Takes the records received so far, leaving none.
+    pub fn take(&self) -> Vec<Received> {
+        std::mem::take(&mut *self.shared.received())
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn mailgun(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    shared.record(Channel::Email, mailgun_event(&body));
+    tokio::time::sleep(shared.latency).await;
+    let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let body = serde_json::json!({
+        "id": format!("<20260213170000.{n:016x}@mg.example.com>"),
+        "message": "Queued. Thank you.",
+    });
+    json(StatusCode::OK, body)
+}
+
+async fn twilio(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    shared.record(Channel::Sms, twilio_event(&body));
+    tokio::time::sleep(shared.latency).await;
+    let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let body = serde_json::json!({ "sid": format!("SM{n:032x}"), "status": "queued" });
+    json(StatusCode::CREATED, body)
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The Mailgun plugin sends the event id as the multipart field `v:event_id`.
+fn mailgun_event(body: &[u8]) -> Option<EventRef> {
+    const FIELD: &[u8] = b"name=\"v:event_id\"\r\n\r\n";
+    let start = find(body, FIELD)? + FIELD.len();
+    let len = find(&body[start..], b"\r\n")?;
+    EventRef::parse(std::str::from_utf8(&body[start..start + len]).ok()?)
+}
+
+/// The bench configures the Twilio body as "Appointment {appointment_id}
+/// {event_id}": the event id is the last word of `Body`.
+fn twilio_event(body: &[u8]) -> Option<EventRef> {
+    let (_, text) = form_urlencoded::parse(body).find(|(k, _)| k == "Body")?;
+    EventRef::parse(text.split_whitespace().last()?)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// What the stand-in alone can serve.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    pub requests_per_second: f64,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub latency_ms: u64,
+    pub errors: u64,
+}
+
+/// Loads the stand-in from a reqwest client in this process with
+/// `concurrency` requests in flight for `seconds` (after a 0.5 s warm-up that
+/// opens the connections), alternating Mailgun and Twilio requests shaped like
+/// the plugins' (so the body parsing costs what it costs during the runs).
+/// The client shares the machine with the server, as the host does in the
+/// runs, so this is the capacity the host can hope to reach here.
+pub async fn measure_capacity(
+    standin: &StandIn,
+    concurrency: usize,
+    seconds: f64,
+    latency_ms: u64,
+) -> Result<Capacity> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("build the load client")?;
+    let base = standin.url();
+    let mailgun_url = format!("{base}/v3/mg.example.com/messages");
+    let twilio_url = format!("{base}/2010-04-01/Accounts/AC0123/Messages.json");
+    let boundary = "notify-host-mailgun-form-boundary";
+    let mailgun_body = Bytes::from(
+        [
+            ("from", "noreply@mg.example.com"),
+            ("to", "user@example.com"),
+            ("subject", "Your appointment is confirmed"),
+            ("text", "Hello! Your appointment appt-1 is booked."),
+            ("v:event_id", "00000000-0000-4000-8000-000000000000"),
+            ("v:appointment_id", "appt-1"),
+        ]
+        .iter()
+        .map(|(k, v)| {
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+        })
+        .chain(std::iter::once(format!("--{boundary}--\r\n")))
+        .collect::<String>(),
+    );
+    let mailgun_type = format!("multipart/form-data; boundary={boundary}");
+    let twilio_body = Bytes::from(
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("To", "+15555550123")
+            .append_pair("From", "+15005550006")
+            .append_pair(
+                "Body",
+                "Appointment appt-1 00000000-0000-4000-8000-000000000000",
+            )
+            .finish(),
+    );
+
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let warm = start + Duration::from_millis(500);
+    let end = warm + Duration::from_secs_f64(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..concurrency {
+        let client = client.clone();
+        let (url, body, content_type) = if i % 2 == 0 {
+            (
+                mailgun_url.clone(),
+                mailgun_body.clone(),
+                mailgun_type.clone(),
+            )
+        } else {
+            (
+                twilio_url.clone(),
+                twilio_body.clone(),
+                "application/x-www-form-urlencoded".to_string(),
+            )
+        };
+        let ok = ok.clone();
+        let errors = errors.clone();
+        tasks.spawn(async move {
+            while Instant::now() < end {
+                let sent = client
+                    .post(&url)
+                    .header(header::CONTENT_TYPE, &content_type)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let done = match sent {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if done {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    tokio::time::sleep_until(warm.into()).await;
+    let at_warm = ok.load(Ordering::Relaxed);
+    tokio::time::sleep_until(end.into()).await;
+    let at_end = ok.load(Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    Ok(Capacity {
+        requests_per_second: (at_end - at_warm) as f64 / seconds,
+        concurrency,
+        seconds,
+        latency_ms,
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_come_out_of_both_request_shapes() {
+        let id = EventRef {
+            run: 0xabc,
+            index: 77,
+        };
+        let text = id.to_string();
+        let mailgun = format!(
+            "--b\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\nu@example.com\r\n\
+             --b\r\nContent-Disposition: form-data; name=\"v:event_id\"\r\n\r\n{text}\r\n--b--\r\n"
+        );
+        assert_eq!(mailgun_event(mailgun.as_bytes()), Some(id));
+        let twilio = form_urlencoded::Serializer::new(String::new())
+            .append_pair("To", "+15555550123")
+            .append_pair("Body", &format!("Appointment appt-9 {text}"))
+            .finish();
+        assert_eq!(twilio_event(twilio.as_bytes()), Some(id));
+        assert_eq!(twilio_event(b"Body=hello"), None);
+    }
+}

@@ -35,3 +35,13 @@ fi
 
 tansu="$(./scripts/ensure-tansu.sh)"
 printf 'export NOTIFY_TANSU=%q\n' "$tansu"
+
+# moto's S3 server, so the chaos test can restart tansu with storage that
+# survives (tansu's s3:// engine against it).
+venv=".tools/moto-venv"
+if [[ ! -x $venv/bin/moto_server ]]; then
+  log "installing moto[server] 5.2.5 (PyPI) into $venv"
+  python3 -m venv "$venv" >&2 || { apt-get install -y -qq python3-venv >&2 && python3 -m venv "$venv" >&2; }
+  "$venv/bin/pip" install -q "moto[server]==5.2.5" >&2
+fi
+printf 'export NOTIFY_MOTO_SERVER=%q\n' "$(cd "$venv/bin" && pwd)/moto_server"

@@ -1,6 +1,7 @@
 //! Chaos: events flow while providers fail a fifth of their calls (500, 503,
 //! 429 with Retry-After, connection resets, answers slower than the timeout)
 //! and the host is killed with SIGKILL at random moments and restarted.
+//! The broker (tansu on S3 storage) is also restarted once.
 //! Afterwards, from the stand-ins' own records: every requested
 //! (event_id, channel) was delivered at least once or is in the dead-letter
 //! topic with a reason (0 lost); duplicate deliveries are counted and bounded;
@@ -162,6 +163,8 @@ fn no_event_is_lost_under_kills_and_provider_faults() {
     let kills = env_or("NOTIFY_CHAOS_KILLS", 3) as u32;
     let max_in_flight = 64u64;
     let mut rng = fastrand::Rng::with_seed(env_or("NOTIFY_CHAOS_SEED", 7));
+    // A broker of its own, restarted once mid-run, with storage that survives.
+    let mut broker = DurableBroker::start();
     let t = unique("chaos");
     create_topics(&t);
     let provider = FaultyProvider::start(rng.u64(..));

@@ -83,6 +83,118 @@ kill "$t" 2>/dev/null
     })
 }
 
+thread_local! {
+    /// A test with a broker of its own (one it restarts) sets this; every
+    /// helper below then talks to that broker from the test's thread.
+    static OWN_BOOTSTRAP: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The broker this test talks to.
+pub fn bootstrap() -> String {
+    OWN_BOOTSTRAP
+        .with(|b| b.borrow().clone())
+        .unwrap_or_else(|| broker().bootstrap.clone())
+}
+
+/// A broker that survives restarts: tansu with its `s3://` storage engine on
+/// a moto S3 server, both children of the test, on fixed ports.
+pub struct DurableBroker {
+    pub port: u16,
+    tansu: Child,
+    moto: Child,
+    bucket: String,
+    moto_port: u16,
+}
+
+impl DurableBroker {
+    pub fn start() -> DurableBroker {
+        let moto_bin = std::env::var("NOTIFY_MOTO_SERVER").unwrap_or_else(|_| {
+            root()
+                .join(".tools/moto-venv/bin/moto_server")
+                .display()
+                .to_string()
+        });
+        assert!(
+            Path::new(&moto_bin).exists(),
+            "{moto_bin} missing: run ./scripts/test.sh (scripts/test-deps.sh installs it)"
+        );
+        let moto_port = free_port();
+        let moto = Command::new(&moto_bin)
+            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let bucket = format!("chaos-{:08x}", fastrand::u32(..));
+        let url = format!("http://127.0.0.1:{moto_port}/{bucket}");
+        wait_for("moto to create the bucket", Duration::from_secs(30), || {
+            runtime().block_on(async {
+                reqwest::Client::new()
+                    .put(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            })
+        });
+        let port = free_port();
+        let tansu = Self::spawn_tansu(port, moto_port, &bucket);
+        OWN_BOOTSTRAP.with(|b| *b.borrow_mut() = Some(format!("127.0.0.1:{port}")));
+        DurableBroker {
+            port,
+            tansu,
+            moto,
+            bucket,
+            moto_port,
+        }
+    }
+
+    fn spawn_tansu(port: u16, moto_port: u16, bucket: &str) -> Child {
+        let tansu = std::env::var("NOTIFY_TANSU")
+            .unwrap_or_else(|_| root().join(".tools/tansu").display().to_string());
+        let child = Command::new(tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+            ])
+            .args(["--storage-engine", &format!("s3://{bucket}/")])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ENDPOINT", format!("http://127.0.0.1:{moto_port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        wait_for("tansu to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        child
+    }
+
+    /// Stops the broker (SIGKILL) and starts it again on the same port and
+    /// storage.
+    pub fn restart(&mut self) {
+        let _ = self.tansu.kill();
+        let _ = self.tansu.wait();
+        self.tansu = Self::spawn_tansu(self.port, self.moto_port, &self.bucket);
+    }
+}
+
+impl Drop for DurableBroker {
+    fn drop(&mut self) {
+        OWN_BOOTSTRAP.with(|b| *b.borrow_mut() = None);
+        let _ = self.tansu.kill();
+        let _ = self.tansu.wait();
+        let _ = self.moto.kill();
+        let _ = self.moto.wait();
+    }
+}
+
 /// Names unique to one test.
 pub struct Topics {
     pub topic: String,
@@ -115,7 +227,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// Creates the events and dead-letter topics (one partition each).
 pub fn create_topics(t: &Topics) {
     let admin: AdminClient<DefaultClientContext> =
-        client(&broker().bootstrap).create().expect("admin client");
+        client(&bootstrap()).create().expect("admin client");
     let topics = [
         NewTopic::new(&t.topic, 1, TopicReplication::Fixed(1)),
         NewTopic::new(&t.dlq, 1, TopicReplication::Fixed(1)),
@@ -133,7 +245,7 @@ pub fn create_topics(t: &Topics) {
 
 /// Publishes payloads to the events topic with acks=all.
 pub fn publish(topic: &str, payloads: &[Vec<u8>]) {
-    let producer: FutureProducer = client(&broker().bootstrap)
+    let producer: FutureProducer = client(&bootstrap())
         .set("acks", "all")
         // Tests publish oversized payloads on purpose.
         .set("message.max.bytes", "4000000")
@@ -171,7 +283,7 @@ impl Letter {
 /// Reads the whole of a topic's partition 0, waiting until `want` records are
 /// there or `timeout` passes.
 pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<Letter> {
-    let consumer: BaseConsumer = client(&broker().bootstrap)
+    let consumer: BaseConsumer = client(&bootstrap())
         .set("group.id", format!("reader-{}", fastrand::u32(..)))
         .set("enable.auto.commit", "false")
         .create()
@@ -208,7 +320,7 @@ pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<Letter> {
 
 /// The group's committed offset for partition 0 of `topic`.
 pub fn committed(group: &str, topic: &str) -> Option<i64> {
-    let consumer: BaseConsumer = client(&broker().bootstrap)
+    let consumer: BaseConsumer = client(&bootstrap())
         .set("group.id", group)
         .create()
         .expect("client");
@@ -278,7 +390,7 @@ auth = {{ type = "basic", username = "{sid}", password = "${{TWILIO_AUTH_TOKEN}}
 retry = {{ max_attempts = 4, initial_backoff_ms = 50, max_backoff_ms = 200 }}
 settings = {{ account_sid = "{sid}", from = "+15005550006" }}
 "#,
-        bootstrap = broker().bootstrap,
+        bootstrap = bootstrap(),
         admin_port = free_port(),
         topic = t.topic,
         dlq = t.dlq,
@@ -412,7 +524,7 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
 /// Publishes one payload with headers.
 pub fn publish_with_headers(topic: &str, payload: &[u8], headers: &[(&str, &str)]) {
     use rdkafka::message::{Header, OwnedHeaders};
-    let producer: FutureProducer = client(&broker().bootstrap)
+    let producer: FutureProducer = client(&bootstrap())
         .set("acks", "all")
         .create()
         .expect("producer");

@@ -90,6 +90,8 @@ pub struct HostConfig<'a> {
     pub admin_port: u16,
     /// Extra librdkafka settings for the host's clients (`--kafka-client`).
     pub kafka_client: &'a [(String, String)],
+    /// None leaves the host's default.
+    pub plugin_instances: Option<u64>,
 }
 
 /// A TOML basic string. JSON's string escapes are a subset of TOML's.
@@ -113,6 +115,10 @@ impl HostConfig<'_> {
             .iter()
             .map(|(k, v)| format!("{} = {}\n", quoted(k), quoted(v)))
             .collect();
+        let plugins = self
+            .plugin_instances
+            .map(|n| format!("[plugins]\nmax_instances = {n}\n\n"))
+            .unwrap_or_default();
         let max_in_flight = self
             .max_in_flight
             .map(|n| format!("max_in_flight = {n}\n"))
@@ -139,7 +145,7 @@ listen = "127.0.0.1:{admin_port}"
 format = "json"
 level = {level}
 
-[channels.email]
+{plugins}[channels.email]
 plugin = {mailgun_wasm}
 base_url = {url}
 auth = {{ type = "basic", username = "api", password = "${{MAILGUN_API_KEY}}" }}

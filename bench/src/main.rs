@@ -16,6 +16,14 @@
 //!    the host adds (the stand-in records a request before its latency
 //!    sleep).
 //!
+//! Reading the numbers: every process shares one machine, so the rows with
+//! each process's CPU (host, broker, this process) and the machine's busy
+//! cores say which one, or something else on the machine, ran out. Against
+//! tansu a caught-up consumer's fetch is answered only after the client's
+//! `fetch.wait.max.ms` (librdkafka: 500 ms), not when data arrives, which
+//! dominates the latency run; `--kafka-client fetch.wait.max.ms=10` shows
+//! what the host itself adds.
+//!
 //! `cargo run --release -p notify-bench -- --help` for the flags.
 
 mod broker;
@@ -72,6 +80,9 @@ struct Args {
     /// The host's log.level (a tracing filter)
     #[arg(long, default_value = "warn")]
     log_level: String,
+    /// plugins.max_instances for the host [default: the host's default, 128]
+    #[arg(long)]
+    plugin_instances: Option<u64>,
     /// A librdkafka setting for the host's clients (kafka.client), repeatable
     #[arg(long = "kafka-client", value_name = "KEY=VALUE")]
     kafka_client: Vec<String>,
@@ -229,6 +240,7 @@ fn run(args: &Args) -> Result<()> {
         workdir: &workdir.path,
         log_level: &args.log_level,
         kafka_client: &kafka_client,
+        plugin_instances: args.plugin_instances,
         keys: args.keys,
         stall_timeout: Duration::from_secs(args.stall_timeout_seconds),
         clock_ticks: sys::clock_ticks_per_second(),

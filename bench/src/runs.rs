@@ -27,6 +27,7 @@ pub struct Bench<'a> {
     pub workdir: &'a Path,
     pub log_level: &'a str,
     pub kafka_client: &'a [(String, String)],
+    pub plugin_instances: Option<u64>,
     pub keys: u64,
     pub stall_timeout: Duration,
     pub clock_ticks: f64,
@@ -168,6 +169,7 @@ impl Bench<'_> {
             dedup_path: &dedup,
             admin_port,
             kafka_client: self.kafka_client,
+            plugin_instances: self.plugin_instances,
         };
         let config_path = self
             .workdir

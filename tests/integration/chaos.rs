@@ -239,6 +239,9 @@ fn no_event_is_lost_under_kills_and_provider_faults() {
             Some(n as i64),
             "the kill came after the work was done"
         );
+        if k == 1 {
+            broker.restart();
+        }
         host = host.restart();
     }
     let deadline = Instant::now() + Duration::from_secs(600);

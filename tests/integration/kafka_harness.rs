@@ -99,7 +99,7 @@ pub fn bootstrap() -> String {
 /// A broker that survives restarts: tansu with its `s3://` storage engine on
 /// a moto S3 server, both children of the test, on fixed ports.
 pub struct DurableBroker {
-    pub port: u16,
+    port: u16,
     tansu: Child,
     moto: Child,
     bucket: String,

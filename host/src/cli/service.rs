@@ -111,6 +111,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             dedup,
             dlq,
             metrics,
+            plugin_slots: Arc::new(tokio::sync::Semaphore::new(config.plugins.max_instances as usize)),
         });
         pipeline::run(shared, consumer, tracker, shutdown_signal()).await;
         let _ = stop_admin.send(());

@@ -29,6 +29,9 @@ pub struct Shared {
     pub dedup: DedupStore,
     pub dlq: DeadLetters,
     pub metrics: Arc<Metrics>,
+    /// One permit per pooled plugin instance (`plugins.max_instances`): a
+    /// call waits for a slot instead of failing when the pool is full.
+    pub plugin_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// How one channel of one event ended.
@@ -469,6 +472,7 @@ async fn render(
     // Plugin output logged from the blocking thread keeps the event's span.
     let span = tracing::Span::current();
     let metrics = shared.metrics.clone();
+    let _slot = shared.plugin_slots.clone().acquire_owned().await;
     tokio::task::spawn_blocking(move || match channels.get(&name) {
         Some(ch) => {
             let started = Instant::now();
@@ -526,12 +530,43 @@ async fn send(
         .provider_latency
         .get_or_create(&Metrics::channel(name))
         .observe(received.latency.as_secs_f64());
+    // The provider has answered: a failed classify must not lead to a
+    // second send (a duplicate if it was accepted), so classify is retried
+    // on the same answer first.
+    let mut tries = 0;
+    let disposition = loop {
+        tries += 1;
+        match classify_off_thread(shared, name, &received.response, attempt).await {
+            Ok(d) => break d,
+            Err(e) if tries < CLASSIFY_TRIES => {
+                tracing::warn!(channel = name, error = %e, "classify failed; trying again on the same answer");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    Ok(Attempt::Answered {
+        received,
+        disposition,
+    })
+}
+
+/// How often classify is tried on one provider answer.
+const CLASSIFY_TRIES: u32 = 3;
+
+async fn classify_off_thread(
+    shared: &Arc<Shared>,
+    name: &str,
+    response: &crate::plugin::HttpResponse,
+    attempt: u32,
+) -> Result<Disposition, PluginError> {
     let channels = shared.channels.clone();
     let name = name.to_string();
-    let response = received.response.clone();
+    let response = response.clone();
     let span = tracing::Span::current();
     let metrics = shared.metrics.clone();
-    let disposition = tokio::task::spawn_blocking(move || match channels.get(&name) {
+    let _slot = shared.plugin_slots.clone().acquire_owned().await;
+    tokio::task::spawn_blocking(move || match channels.get(&name) {
         Some(ch) => {
             let started = Instant::now();
             let result = span.in_scope(|| classify(ch, &response, attempt));
@@ -557,10 +592,6 @@ async fn send(
             call: "classify",
             message: e.to_string(),
         })
-    })?;
-    Ok(Attempt::Answered {
-        received,
-        disposition,
     })
 }
 

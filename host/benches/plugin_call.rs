@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use futures_executor::block_on;
+
 use notify_host::channels::Channels;
 use notify_host::config;
 use notify_host::event;
@@ -112,15 +114,15 @@ fn main() {
         };
         // Warm-up: first calls fault in pool memory and code pages.
         for _ in 0..50 {
-            let _ = ch.render(&event);
-            let _ = ch.classify(&response, 1);
+            let _ = block_on(ch.render(&event));
+            let _ = block_on(ch.classify(&response, 1));
         }
         let (mut render, mut classify, mut both) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..iterations {
             let t0 = Instant::now();
-            let r = ch.render(&event);
+            let r = block_on(ch.render(&event));
             let t1 = Instant::now();
-            let c = ch.classify(&response, 1);
+            let c = block_on(ch.classify(&response, 1));
             let t2 = Instant::now();
             assert!(r.is_ok() && c.is_ok(), "plugin call failed: {r:?} {c:?}");
             render.push(t1 - t0);

@@ -59,7 +59,10 @@ impl Channel {
 
     /// Checks the plugin's required fields, renders, and applies the host's
     /// rules (allow-list, reserved headers, auth) to every request.
-    pub fn render(&self, event: &AppointmentEvent) -> Result<Vec<OutboundRequest>, RenderError> {
+    pub async fn render(
+        &self,
+        event: &AppointmentEvent,
+    ) -> Result<Vec<OutboundRequest>, RenderError> {
         let info = self.plugin.info();
         if let Some(field) = info.required_fields.iter().find(|f| !event.has_field(f)) {
             return Err(RenderError::MissingField {
@@ -69,7 +72,8 @@ impl Channel {
         }
         let requests: Vec<HttpRequest> = self
             .plugin
-            .render(&event.to_plugin_event(), &self.settings)?
+            .render(&event.to_plugin_event(), &self.settings)
+            .await?
             .map_err(|reason| RenderError::Rejected {
                 plugin: info.name.clone(),
                 reason,
@@ -96,14 +100,14 @@ impl Channel {
             Ok(r) => r,
             Err(e) => return Ok(Attempt::Unreachable(e)),
         };
-        let disposition = self.classify(&received.response, attempt)?;
+        let disposition = self.classify(&received.response, attempt).await?;
         Ok(Attempt::Answered {
             received,
             disposition,
         })
     }
 
-    pub fn classify(
+    pub async fn classify(
         &self,
         response: &crate::plugin::HttpResponse,
         attempt: u32,
@@ -120,6 +124,7 @@ impl Channel {
                 now_unix_ms,
             },
         )
+        .await
     }
 }
 

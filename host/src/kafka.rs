@@ -197,13 +197,16 @@ pub fn consumer(
     context: HostContext,
 ) -> Result<HostConsumer, KafkaSetupError> {
     let mut c = base_config(kafka);
-    if !kafka
-        .client
-        .iter()
-        .any(|(k, _)| k == "statistics.interval.ms")
-    {
+    let unset = |key: &str| !kafka.client.iter().any(|(k, _)| k == key);
+    if unset("statistics.interval.ms") {
         // Lag and broker state for /metrics and readiness, every 5 s.
         c.set("statistics.interval.ms", "5000");
+    }
+    if unset("queued.max.messages.kbytes") {
+        // librdkafka prefetches up to 64 MiB per partition by default. Events
+        // are a few hundred bytes and the pipeline works thousands a second,
+        // so 8 MiB is still seconds of work and keeps the host's memory small.
+        c.set("queued.max.messages.kbytes", "8192");
     }
     c.set("group.id", &kafka.group_id)
         .set("enable.auto.commit", "false")

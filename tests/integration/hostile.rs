@@ -71,7 +71,7 @@ fn render(
     channel: &str,
 ) -> Result<Vec<notify_host::transport::OutboundRequest>, RenderError> {
     let event = event::parse(SAMPLE_EVENT.as_bytes()).expect("sample event");
-    f.channels.get(channel).expect("channel").render(&event)
+    futures_executor::block_on(f.channels.get(channel).expect("channel").render(&event))
 }
 
 /// The host still serves: a good plugin renders right after.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use futures_executor::block_on;
 use clap::{Args, Subcommand};
 use notify_host::channels::{Attempt, Channel, Channels, RenderError};
 use notify_host::config::{ConfigError, LogConfig, LogFormat};
@@ -174,7 +175,7 @@ fn render(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_REJECTED));
         }
     };
-    match ch.render(&event) {
+    match block_on(ch.render(&event)) {
         Ok(requests) => {
             let requests: Vec<_> = requests.iter().map(|r| r.redacted()).collect();
             print_json(
@@ -226,7 +227,7 @@ fn classify(
         headers,
         body,
     };
-    let d = ch.classify(&response, attempt.max(1))?;
+    let d = block_on(ch.classify(&response, attempt.max(1)))?;
     print_json(&disposition_json(&d))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -236,7 +237,7 @@ fn send(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
         Ok(e) => e,
         Err(v) => bail!("{} breaks the event contract: {v}", event_path.display()),
     };
-    let requests = match ch.render(&event) {
+    let requests = match block_on(ch.render(&event)) {
         Ok(r) => r,
         Err(e) => return report_unsendable(ch, &e),
     };

@@ -8,7 +8,11 @@
 //!   dedup store.
 //! - Events with the same key (the appointment id) are worked one at a time in
 //!   offset order; other events run concurrently, up to
-//!   `pipeline.max_in_flight`, past which fetching pauses.
+//!   `pipeline.max_in_flight` (and `max_in_flight_per_partition` for each
+//!   partition). At a limit the pipeline stops taking
+//!   messages, so librdkafka's bounded prefetch queue fills and its fetching
+//!   stops; if the limit holds for [`PAUSE_AFTER`], the partitions are paused
+//!   so the consumer can keep polling (and stay in its group) while it waits.
 //! - A retrying event holds back only its own key and the commit point of its
 //!   partition, never the work on other events.
 //! - On shutdown, fetching stops, in-flight work gets `shutdown_grace` to
@@ -17,6 +21,7 @@
 mod keyed;
 mod worker;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +37,16 @@ pub use worker::{decide, ChannelOutcome, Decision, Observed, Shared};
 use crate::kafka::{self, HostConsumer, Tracker};
 use crate::offsets::Partition;
 use keyed::KeyedQueue;
+
+/// How long the pipeline may stop taking messages before it pauses fetching.
+///
+/// Pausing discards what librdkafka prefetched, and resuming refetches it (a
+/// broker round trip, and on some brokers a full `fetch.wait.max.ms`), so
+/// pausing every time the limit is touched caps throughput at one window per
+/// round trip; measured with tansu: 1,024 events per ~500 ms. Not polling is
+/// free for short stalls, but a consumer that stops polling serves no
+/// rebalance and is eventually dropped from its group, so a long stall pauses.
+pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 /// One event admitted to the pipeline.
 struct Job {
@@ -97,12 +112,43 @@ pub async fn run(
         });
     };
 
+    // Partitions at their own in-flight limit.
+    let mut full_partitions: HashSet<Partition> = HashSet::new();
+    // Since when a limit (global or a partition's) has held, and whether
+    // that has lasted long enough to pause fetching.
+    let mut blocked_since: Option<Instant> = None;
+    let mut escalated = false;
     tokio::pin!(shutdown);
     loop {
-        paused.set_global(&consumer, in_flight >= pipeline.max_in_flight);
+        let global_full = in_flight >= pipeline.max_in_flight;
+        let blocked = global_full || !full_partitions.is_empty();
+        if blocked {
+            blocked_since.get_or_insert_with(Instant::now);
+            if escalated && global_full {
+                paused.set_global(&consumer, true);
+            }
+        } else {
+            blocked_since = None;
+            escalated = false;
+            paused.set_global(&consumer, false);
+        }
+        // While blocked, messages wait in librdkafka's bounded queue; once
+        // paused, polling goes on for rebalances and stragglers.
+        let take = !blocked || escalated;
+        let pause_at = blocked_since.map_or_else(Instant::now, |t| t + PAUSE_AFTER);
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            _ = tokio::time::sleep_until(pause_at), if blocked && !escalated => {
+                tracing::debug!(in_flight, full_partitions = full_partitions.len(), "limit held for {PAUSE_AFTER:?}; pausing fetching");
+                escalated = true;
+                if global_full {
+                    paused.set_global(&consumer, true);
+                }
+                for p in &full_partitions {
+                    paused.set_partition(&consumer, p, true);
+                }
+            }
             Some(done) = done_rx.recv() => {
                 in_flight -= 1;
                 shared.metrics.in_flight.set(in_flight as i64);
@@ -111,7 +157,9 @@ pub async fn run(
                     t.finish(&done.partition, done.offset, done.ticket);
                     t.in_flight_on(&done.partition)
                 };
-                if on_partition < pipeline.max_in_flight_per_partition {
+                if on_partition < pipeline.max_in_flight_per_partition
+                    && full_partitions.remove(&done.partition)
+                {
                     paused.set_partition(&consumer, &done.partition, false);
                 }
                 if let Some(next) = keyed.finish(done.key.as_deref()) {
@@ -121,7 +169,7 @@ pub async fn run(
             _ = commits.tick() => commit(&consumer, &tracker, &shared, CommitMode::Async),
             // Reaped so the set does not grow; results arrive through done_rx.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            received = consumer.recv() => match received {
+            received = consumer.recv(), if take => match received {
                 Ok(m) => {
                     let msg = Arc::new(m.detach());
                     let partition = Partition { topic: msg.topic().to_string(), partition: msg.partition() };
@@ -130,7 +178,10 @@ pub async fn run(
                         let ticket = t.begin(&partition, msg.offset());
                         (ticket, t.in_flight_on(&partition))
                     };
-                    if on_partition >= pipeline.max_in_flight_per_partition {
+                    if on_partition >= pipeline.max_in_flight_per_partition
+                        && full_partitions.insert(partition.clone())
+                        && escalated
+                    {
                         paused.set_partition(&consumer, &partition, true);
                     }
                     let key = ordering_key(msg.payload().unwrap_or_default());
@@ -211,7 +262,7 @@ fn commit(consumer: &HostConsumer, tracker: &Tracker, shared: &Shared, mode: Com
 #[derive(Default)]
 struct Pauses {
     global: bool,
-    partitions: std::collections::HashSet<Partition>,
+    partitions: HashSet<Partition>,
 }
 
 impl Pauses {

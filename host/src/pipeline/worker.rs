@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use tracing::Instrument;
 
-use crate::channels::{Attempt, Channel, Channels, RenderError};
+use crate::channels::{Attempt, Channels, RenderError};
 use crate::config::Config;
 use crate::dedup::DedupStore;
 use crate::dlq::{DeadLetter, DeadLetters, ErrorClass, Source};
@@ -459,43 +459,34 @@ async fn deliver_inner(
     }
 }
 
-/// Plugin calls are CPU work bounded by the plugin deadline; they run off the
-/// async workers so a slow plugin cannot stall I/O.
+/// Plugin calls run on this task: a call takes tens of microseconds, and
+/// a slow one yields at every epoch tick, so it cannot stall other events.
 async fn render(
     shared: &Arc<Shared>,
-    event: &Arc<AppointmentEvent>,
+    event: &AppointmentEvent,
     name: &str,
 ) -> Result<Vec<OutboundRequest>, RenderError> {
-    let channels = shared.channels.clone();
-    let event = event.clone();
-    let name = name.to_string();
-    // Plugin output logged from the blocking thread keeps the event's span.
-    let span = tracing::Span::current();
-    let metrics = shared.metrics.clone();
-    let _slot = shared.plugin_slots.clone().acquire_owned().await;
-    tokio::task::spawn_blocking(move || match channels.get(&name) {
-        Some(ch) => {
-            let started = Instant::now();
-            let result = span.in_scope(|| ch.render(&event));
-            metrics
-                .plugin_call
-                .get_or_create(&PluginCallLabels {
-                    channel: name,
-                    call: "render".into(),
-                })
-                .observe(started.elapsed().as_secs_f64());
-            result
-        }
-        None => Err(RenderError::Empty { plugin: name }),
-    })
-    .await
-    .unwrap_or_else(|e| {
-        Err(RenderError::Plugin(PluginError::Trap {
-            plugin: "?".into(),
-            call: "render",
-            message: e.to_string(),
-        }))
-    })
+    let Some(ch) = shared.channels.get(name) else {
+        return Err(RenderError::Empty {
+            plugin: name.to_string(),
+        });
+    };
+    let _slot = shared.plugin_slots.acquire().await;
+    let started = Instant::now();
+    let result = ch.render(event).await;
+    observe_call(shared, name, "render", started);
+    result
+}
+
+fn observe_call(shared: &Shared, name: &str, call: &str, started: Instant) {
+    shared
+        .metrics
+        .plugin_call
+        .get_or_create(&PluginCallLabels {
+            channel: name.to_string(),
+            call: call.to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
 }
 
 async fn send(
@@ -536,7 +527,7 @@ async fn send(
     let mut tries = 0;
     let disposition = loop {
         tries += 1;
-        match classify_off_thread(shared, name, &received.response, attempt).await {
+        match classify(shared, name, &received.response, attempt).await {
             Ok(d) => break d,
             Err(e) if tries < CLASSIFY_TRIES => {
                 tracing::warn!(channel = name, error = %e, "classify failed; trying again on the same answer");
@@ -554,53 +545,24 @@ async fn send(
 /// How often classify is tried on one provider answer.
 const CLASSIFY_TRIES: u32 = 3;
 
-async fn classify_off_thread(
+async fn classify(
     shared: &Arc<Shared>,
     name: &str,
     response: &crate::plugin::HttpResponse,
     attempt: u32,
 ) -> Result<Disposition, PluginError> {
-    let channels = shared.channels.clone();
-    let name = name.to_string();
-    let response = response.clone();
-    let span = tracing::Span::current();
-    let metrics = shared.metrics.clone();
-    let _slot = shared.plugin_slots.clone().acquire_owned().await;
-    tokio::task::spawn_blocking(move || match channels.get(&name) {
-        Some(ch) => {
-            let started = Instant::now();
-            let result = span.in_scope(|| classify(ch, &response, attempt));
-            metrics
-                .plugin_call
-                .get_or_create(&PluginCallLabels {
-                    channel: name,
-                    call: "classify".into(),
-                })
-                .observe(started.elapsed().as_secs_f64());
-            result
-        }
-        None => Err(PluginError::Trap {
-            plugin: name,
+    let Some(ch) = shared.channels.get(name) else {
+        return Err(PluginError::Trap {
+            plugin: name.to_string(),
             call: "classify",
             message: "channel not loaded".into(),
-        }),
-    })
-    .await
-    .unwrap_or_else(|e| {
-        Err(PluginError::Trap {
-            plugin: "?".into(),
-            call: "classify",
-            message: e.to_string(),
-        })
-    })
-}
-
-fn classify(
-    ch: &Channel,
-    response: &crate::plugin::HttpResponse,
-    attempt: u32,
-) -> Result<Disposition, PluginError> {
-    ch.classify(response, attempt)
+        });
+    };
+    let _slot = shared.plugin_slots.acquire().await;
+    let started = Instant::now();
+    let result = ch.classify(response, attempt).await;
+    observe_call(shared, name, "classify", started);
+    result
 }
 
 #[cfg(test)]

@@ -4,4 +4,6 @@ wasmtime::component::bindgen!({
     world: "channel",
     path: "../wit",
     additional_derives: [PartialEq],
+    // Called on the pipeline's tasks: the guest yields at epoch ticks.
+    exports: { default: async },
 });

@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::bindings::{notify::channel::types as wit, Channel, ChannelPre};
 use super::error::{LoadError, PluginError};
-use super::runtime::{root_message, EPOCH_TICK};
+use super::runtime::root_message;
 use super::sandbox::Sandbox;
 use crate::config::PluginLimits;
 use crate::redact;
@@ -59,9 +59,12 @@ impl ChannelPlugin {
                 known_settings: Vec::new(),
             },
         };
-        plugin.info = plugin
-            .call("describe", |c, s| c.call_describe(s))
-            .map_err(|source| LoadError::Describe {
+        plugin.info = futures_executor::block_on(
+            plugin.call("describe", async |c: &Channel, s: &mut Store<Sandbox>| {
+                c.call_describe(s).await
+            }),
+        )
+        .map_err(|source| LoadError::Describe {
                 channel: channel.to_string(),
                 path: path.to_path_buf(),
                 source,
@@ -92,48 +95,72 @@ impl ChannelPlugin {
         &self,
         settings: &[wit::Setting],
     ) -> Result<Result<(), Vec<String>>, PluginError> {
-        self.call("check-settings", |c, s| c.call_check_settings(s, settings))
+        futures_executor::block_on(self.call(
+            "check-settings",
+            async |c: &Channel, s: &mut Store<Sandbox>| c.call_check_settings(s, settings).await,
+        ))
     }
 
     /// Renders an event; `Ok(Err(reason))` is the plugin rejecting it.
-    pub fn render(
+    ///
+    /// The plugin runs on the calling task and yields to the executor at
+    /// every epoch tick, so a slow plugin shares its thread instead of
+    /// blocking it, and is stopped at its deadline.
+    pub async fn render(
         &self,
         event: &wit::Event,
         settings: &[wit::Setting],
     ) -> Result<Result<Vec<wit::HttpRequest>, String>, PluginError> {
-        self.call("render", |c, s| c.call_render(s, event, settings))
+        self.call("render", async |c: &Channel, s: &mut Store<Sandbox>| {
+            c.call_render(s, event, settings).await
+        })
+        .await
     }
 
-    /// Classifies a provider response.
-    pub fn classify(
+    /// Classifies a provider response (see [`ChannelPlugin::render`] on how
+    /// it runs).
+    pub async fn classify(
         &self,
         response: &wit::HttpResponse,
         settings: &[wit::Setting],
         context: wit::CallContext,
     ) -> Result<wit::Disposition, PluginError> {
-        self.call("classify", |c, s| {
-            c.call_classify(s, response, settings, context)
+        self.call("classify", async |c: &Channel, s: &mut Store<Sandbox>| {
+            c.call_classify(s, response, settings, context).await
         })
+        .await
     }
 
     /// Runs `f` in a fresh sandboxed instance, forwards what the plugin
     /// printed to the log, and turns any failure into a [`PluginError`].
-    fn call<R>(
+    async fn call<R>(
         &self,
         call: &'static str,
-        f: impl FnOnce(&Channel, &mut Store<Sandbox>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&Channel, &mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let mut store = Store::new(&self.engine, Sandbox::new(&self.limits));
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(deadline_ticks(&self.limits));
-        store.epoch_deadline_trap();
-
         let started = Instant::now();
-        let mut instantiated = false;
-        let result = self.pre.instantiate(&mut store).and_then(|instance| {
-            instantiated = true;
-            f(&instance, &mut store)
+        let deadline = started + self.limits.deadline;
+        // Checked at every epoch tick: past the deadline the guest traps,
+        // before it the guest yields so other tasks on this thread run.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
         });
+
+        let mut instantiated = false;
+        let result = match self.pre.instantiate_async(&mut store).await {
+            Ok(instance) => {
+                instantiated = true;
+                f(&instance, &mut store).await
+            }
+            Err(e) => Err(e),
+        };
         let elapsed = started.elapsed();
 
         let sandbox = store.data();
@@ -226,12 +253,6 @@ impl ChannelPlugin {
             }
         }
     }
-}
-
-fn deadline_ticks(limits: &PluginLimits) -> u64 {
-    let tick = EPOCH_TICK.as_micros().max(1);
-    // Round up, plus one: the current tick may be about to end.
-    (limits.deadline.as_micros().div_ceil(tick) + 1) as u64
 }
 
 fn first_line(s: &str) -> &str {

@@ -116,15 +116,16 @@ impl Channel {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        self.plugin.classify(
-            response,
-            &self.settings,
-            CallContext {
-                attempt,
-                now_unix_ms,
-            },
-        )
-        .await
+        self.plugin
+            .classify(
+                response,
+                &self.settings,
+                CallContext {
+                    attempt,
+                    now_unix_ms,
+                },
+            )
+            .await
     }
 }
 

@@ -38,7 +38,8 @@ fn check(channels: &Channels, channel: &str, cases: &[Case<'_>]) {
                 .collect(),
             body: body.as_bytes().to_vec(),
         };
-        let got = futures_executor::block_on(ch.classify(&response, *attempt)).expect("classify runs");
+        let got =
+            futures_executor::block_on(ch.classify(&response, *attempt)).expect("classify runs");
         let ok = match (&got, want) {
             (Disposition::Delivered(d), Want::Delivered(id)) => {
                 d.provider_message_id.as_deref() == *id

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use futures_executor::block_on;
 use clap::{Args, Subcommand};
+use futures_executor::block_on;
 use notify_host::channels::{Attempt, Channel, Channels, RenderError};
 use notify_host::config::{ConfigError, LogConfig, LogFormat};
 use notify_host::plugin::{Disposition, Header, HttpResponse};

@@ -65,10 +65,10 @@ impl ChannelPlugin {
             }),
         )
         .map_err(|source| LoadError::Describe {
-                channel: channel.to_string(),
-                path: path.to_path_buf(),
-                source,
-            })?;
+            channel: channel.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(plugin)
     }
 

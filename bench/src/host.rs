@@ -108,6 +108,11 @@ impl HostConfig<'_> {
         let mut client: BTreeMap<&str, &str> = BTreeMap::new();
         client.insert("session.timeout.ms", "6000");
         client.insert("heartbeat.interval.ms", "500");
+        // Kafka answers a waiting fetch as soon as data arrives; tansu 0.6
+        // holds it for the whole fetch.wait.max.ms (librdkafka: 500 ms), which
+        // would be measured as host latency. A short wait gives the Kafka
+        // behaviour; `--kafka-client fetch.wait.max.ms=500` shows tansu's.
+        client.insert("fetch.wait.max.ms", "10");
         for (k, v) in self.kafka_client {
             client.insert(k, v);
         }

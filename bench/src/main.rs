@@ -20,9 +20,9 @@
 //! each process's CPU (host, broker, this process) and the machine's busy
 //! cores say which one, or something else on the machine, ran out. Against
 //! tansu a caught-up consumer's fetch is answered only after the client's
-//! `fetch.wait.max.ms` (librdkafka: 500 ms), not when data arrives, which
-//! dominates the latency run; `--kafka-client fetch.wait.max.ms=10` shows
-//! what the host itself adds.
+//! `fetch.wait.max.ms` (librdkafka: 500 ms), not when data arrives as Kafka
+//! does, so the host is run with `fetch.wait.max.ms=10`;
+//! `--kafka-client fetch.wait.max.ms=500` shows tansu's own behaviour.
 //!
 //! `cargo run --release -p notify-bench -- --help` for the flags.
 
@@ -59,7 +59,7 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     latency_ms: u64,
     /// pipeline.max_in_flight for the throughput and latency runs [default:
-    /// the host's default, 1024]
+    /// the host's default, 512]
     #[arg(long)]
     max_in_flight: Option<u64>,
     /// Events in the sequential run (max_in_flight = 1) [default: 500; --quick: 200]

@@ -73,7 +73,7 @@ impl std::fmt::Debug for DedupStore {
 
 impl DedupStore {
     /// Opens (or creates) the store file and starts its writer thread.
-    pub fn open(path: &Path, retention: Duration) -> Result<Self, DedupError> {
+    pub fn open(path: &Path, retention: Duration, cache_bytes: usize) -> Result<Self, DedupError> {
         let fail = |source: redb::Error| DedupError::Open {
             path: path.to_path_buf(),
             source,
@@ -81,7 +81,10 @@ impl DedupStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| fail(redb::Error::Io(e)))?;
         }
-        let db = Database::create(path).map_err(|e| fail(e.into()))?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| fail(e.into()))?;
         // Create the table up front so readers never see it missing.
         let txn = db.begin_write().map_err(|e| fail(e.into()))?;
         txn.open_table(DELIVERED).map_err(|e| fail(e.into()))?;
@@ -196,12 +199,15 @@ fn write_loop(db: &Database, mut rx: mpsc::UnboundedReceiver<Pending>) {
 mod tests {
     use super::*;
 
+    const TEST_CACHE: usize = 1 << 20;
+
     #[tokio::test]
     async fn records_survive_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("data/dedup.redb");
         {
-            let store = DedupStore::open(&path, Duration::from_secs(3600)).expect("open");
+            let store =
+                DedupStore::open(&path, Duration::from_secs(3600), TEST_CACHE).expect("open");
             assert!(!store.is_delivered("e1", "email").expect("read"));
             store.record_delivered("e1", "email").await.expect("record");
             assert!(store.is_delivered("e1", "email").expect("read"));
@@ -212,15 +218,19 @@ mod tests {
         }
         // The writer thread holds the database until its channel closes.
         std::thread::sleep(Duration::from_millis(50));
-        let store = DedupStore::open(&path, Duration::from_secs(3600)).expect("reopen");
+        let store = DedupStore::open(&path, Duration::from_secs(3600), TEST_CACHE).expect("reopen");
         assert!(store.is_delivered("e1", "email").expect("read"));
     }
 
     #[tokio::test]
     async fn concurrent_records_are_batched_and_all_durable() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            DedupStore::open(&dir.path().join("d.redb"), Duration::from_secs(3600)).expect("open");
+        let store = DedupStore::open(
+            &dir.path().join("d.redb"),
+            Duration::from_secs(3600),
+            TEST_CACHE,
+        )
+        .expect("open");
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let s = store.clone();
@@ -236,8 +246,12 @@ mod tests {
     #[tokio::test]
     async fn expired_entries_are_swept_and_not_matched() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            DedupStore::open(&dir.path().join("d.redb"), Duration::from_millis(50)).expect("open");
+        let store = DedupStore::open(
+            &dir.path().join("d.redb"),
+            Duration::from_millis(50),
+            TEST_CACHE,
+        )
+        .expect("open");
         store
             .record_delivered("old", "email")
             .await

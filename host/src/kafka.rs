@@ -180,15 +180,51 @@ impl ConsumerContext for HostContext {
 
 pub type HostConsumer = StreamConsumer<HostContext>;
 
-fn base_config(kafka: &KafkaConfig) -> ClientConfig {
+fn base_config(kafka: &KafkaConfig, role: Role) -> ClientConfig {
     let mut c = ClientConfig::new();
     // Warnings and up: connection trouble shows, routine chatter does not.
     c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
     c.set("bootstrap.servers", &kafka.bootstrap_servers);
     for (k, v) in &kafka.client {
+        if role == Role::Producer && is_consumer_only(k) {
+            continue;
+        }
         c.set(k, v);
     }
     c
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Consumer,
+    Producer,
+}
+
+/// `kafka.client` is one table for both clients (connection and security
+/// settings are shared), but librdkafka warns at every start about a
+/// consumer setting given to a producer. These are the consumer-only
+/// settings an operator tunes (librdkafka's CONFIGURATION.md, marked `C`).
+fn is_consumer_only(key: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "group.",
+        "fetch.",
+        "queued.",
+        "auto.commit.",
+        "offset.store.",
+    ];
+    const KEYS: &[&str] = &[
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "partition.assignment.strategy",
+        "coordinator.query.interval.ms",
+        "max.partition.fetch.bytes",
+        "isolation.level",
+        "check.crcs",
+        "enable.partition.eof",
+        "consume.callback.max.messages",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p)) || KEYS.contains(&key)
 }
 
 /// The consumer group member, subscribed to the events topic.
@@ -196,7 +232,7 @@ pub fn consumer(
     kafka: &KafkaConfig,
     context: HostContext,
 ) -> Result<HostConsumer, KafkaSetupError> {
-    let mut c = base_config(kafka);
+    let mut c = base_config(kafka, Role::Consumer);
     let unset = |key: &str| !kafka.client.iter().any(|(k, _)| k == key);
     if unset("statistics.interval.ms") {
         // Lag and broker state for /metrics and readiness, every 5 s.
@@ -221,7 +257,7 @@ pub fn consumer(
 /// A producer that does not lose or reorder acknowledged records: every
 /// in-sync replica acknowledges, and retries cannot duplicate.
 pub fn producer(kafka: &KafkaConfig) -> Result<HostProducer, KafkaSetupError> {
-    let mut c = base_config(kafka);
+    let mut c = base_config(kafka, Role::Producer);
     c.set("acks", "all")
         .set("enable.idempotence", "true")
         // Dead letters carry the original payload, which may be large.
@@ -247,3 +283,30 @@ pub fn commit(
 
 /// How long a blocking Kafka call may take before it is reported.
 pub const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::is_consumer_only;
+
+    #[test]
+    fn the_producer_gets_shared_settings_but_not_consumer_tuning() {
+        for shared in [
+            "security.protocol",
+            "sasl.username",
+            "ssl.ca.location",
+            "client.id",
+            "socket.keepalive.enable",
+        ] {
+            assert!(!is_consumer_only(shared), "{shared}");
+        }
+        for consumer in [
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+            "fetch.wait.max.ms",
+            "queued.max.messages.kbytes",
+            "group.instance.id",
+        ] {
+            assert!(is_consumer_only(consumer), "{consumer}");
+        }
+    }
+}

@@ -47,7 +47,11 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         tracing::info!(channel = %c.name, "channel disabled in config: requests for it are skipped");
     }
 
-    let dedup = DedupStore::open(&config.dedup.path, config.dedup.retention)?;
+    let dedup = DedupStore::open(
+        &config.dedup.path,
+        config.dedup.retention,
+        config.dedup.cache_bytes,
+    )?;
     let transport = Transport::new(config.plugins.response_body_limit)?;
     let producer = kafka::producer(&config.kafka)?;
     let dlq = DeadLetters::new(producer, config.kafka.dlq_topic.clone());

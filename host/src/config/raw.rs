@@ -61,6 +61,8 @@ pub struct RawDedup {
     pub path: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_f64")]
     pub retention_hours: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub cache_mib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

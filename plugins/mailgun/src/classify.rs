@@ -3,11 +3,11 @@
 //! large (all final); 404 also while a new domain propagates; 429 rate
 //! limited; 408 and 5xx transient.
 
-use plugin_common::{body_snippet, retry_after_ms};
+use plugin_common::{body_snippet, json_str, provider_message_id, retry_after, settings_of};
 use serde_json::Value;
 
 use crate::config::DEFAULT_NOT_FOUND_RETRIES;
-use crate::{settings_of, CallContext, Delivered, Disposition, HttpResponse, RetryLater, Setting};
+use crate::{CallContext, Delivered, Disposition, HttpResponse, RetryLater, Setting};
 
 pub fn classify(
     response: &HttpResponse,
@@ -26,20 +26,11 @@ pub fn classify(
     // Mailgun's own answers are JSON objects; a bare `404` or `"nope"` is
     // valid JSON too, but not one of them.
     let mailgun_json = json.as_ref().is_some_and(Value::is_object);
-    let retry = |reason: String| {
-        Disposition::Retry(RetryLater {
-            after_ms: retry_after(response, context.now_unix_ms),
-            reason,
-        })
-    };
+    let after_ms = retry_after(&response.headers, context.now_unix_ms);
+    let retry = |reason: String| Disposition::Retry(RetryLater { after_ms, reason });
     match status {
         200..=299 => Disposition::Delivered(Delivered {
-            provider_message_id: json
-                .as_ref()
-                .and_then(|j| j.get("id"))
-                .and_then(Value::as_str)
-                .filter(|id| !id.is_empty())
-                .map(str::to_string),
+            provider_message_id: provider_message_id(json.as_ref(), "id"),
         }),
         429 => retry(reason("rate limited (HTTP 429)", &detail)),
         408 | 500..=599 => retry(reason(&format!("HTTP {status}"), &detail)),
@@ -65,7 +56,7 @@ pub fn classify(
 /// Mailgun's `message` when the body is its JSON error, else a quote of the
 /// body (an HTML page from a proxy, a plain-text `Forbidden`).
 fn detail(json: Option<&Value>, body: &[u8]) -> String {
-    match json.and_then(|j| j.get("message")).and_then(Value::as_str) {
+    match json_str(json, "message") {
         Some(message) => body_snippet(message.as_bytes()),
         None => body_snippet(body),
     }
@@ -77,15 +68,6 @@ fn reason(what: &str, detail: &str) -> String {
     } else {
         format!("mailgun: {what}: {detail}")
     }
-}
-
-/// Honoured on every retry, not only 429: a 503 may carry one too.
-fn retry_after(response: &HttpResponse, now_unix_ms: u64) -> Option<u64> {
-    response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
-        .and_then(|h| retry_after_ms(&h.value, now_unix_ms))
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The channel's settings, checked once into a typed config.
 
-use plugin_common::{check_template, is_http_url, Settings, Template, TimeStyle};
+use plugin_common::{check_template, keep, keep_all, settings_of, Settings, Template, TimeStyle};
 
-use crate::{settings_of, Setting};
+use crate::Setting;
 
 pub const KNOWN_SETTINGS: &[&str] = &[
     "base_url",
@@ -102,9 +102,7 @@ impl MailgunConfig {
             &mut problems,
             settings.u32_or("not_found_retries", DEFAULT_NOT_FOUND_RETRIES),
         );
-        let time_style = TimeStyle::from_settings(settings)
-            .map_err(|p| problems.extend(p))
-            .ok();
+        let time_style = keep_all(&mut problems, TimeStyle::from_settings(settings));
 
         // Every failed read above is `None` and left a problem behind.
         let (
@@ -151,17 +149,12 @@ impl MailgunConfig {
     }
 }
 
-/// The value of a read, or `None` with its problem noted.
-fn keep<T>(problems: &mut Vec<String>, read: Result<T, String>) -> Option<T> {
-    read.map_err(|p| problems.push(p)).ok()
-}
-
 pub fn check_settings(settings: &[Setting]) -> Result<(), Vec<String>> {
     MailgunConfig::from_settings(&settings_of(settings)).map(|_| ())
 }
 
-/// `base_url` when the host passes one (it always does for a configured
-/// channel, and tests point it at a stand-in); otherwise the region's API.
+/// `base_url` when the host passes one, otherwise the region's API. A bad
+/// region is reported even then: it is a mistake all the same.
 fn base_url(settings: &Settings<'_>) -> Result<String, String> {
     let region = settings.get_or("region", DEFAULT_REGION).trim();
     let region_url = REGIONS
@@ -169,13 +162,7 @@ fn base_url(settings: &Settings<'_>) -> Result<String, String> {
         .find(|(name, _)| name.eq_ignore_ascii_case(region))
         .map(|(_, url)| *url)
         .ok_or_else(|| format!("setting `region` must be `us` or `eu`, not `{region}`"))?;
-    match settings.optional("base_url") {
-        Some(url) if is_http_url(url) => Ok(url.trim_end_matches('/').to_string()),
-        Some(url) => Err(format!(
-            "setting `base_url` must be an absolute http(s) URL, not `{url}`"
-        )),
-        None => Ok(region_url.to_string()),
-    }
+    settings.base_url_or(region_url)
 }
 
 fn domain(settings: &Settings<'_>) -> Result<String, String> {

@@ -1,26 +1,18 @@
 //! An event becomes one Mailgun send request.
 
-use plugin_common::{encode_path_segment, join_url, Escape, TemplateValues};
+use plugin_common::{encode_path_segment, invalid_settings, join_url, settings_of, Escape};
 
 use crate::config::MailgunConfig;
-use crate::{multipart, settings_of, Event, Header, HttpRequest, Setting};
+use crate::{multipart, Event, Header, HttpRequest, Setting};
 
 pub fn render(event: &Event, settings: &[Setting]) -> Result<Vec<HttpRequest>, String> {
-    let config = MailgunConfig::from_settings(&settings_of(settings))
-        .map_err(|problems| format!("invalid settings: {}", problems.join("; ")))?;
+    let config = MailgunConfig::from_settings(&settings_of(settings)).map_err(invalid_settings)?;
     render_with(event, &config).map(|request| vec![request])
 }
 
 pub fn render_with(event: &Event, config: &MailgunConfig) -> Result<HttpRequest, String> {
     let to = recipient(event.appointment.email.as_deref())?;
-    let appointment = &event.appointment;
-    let values = TemplateValues {
-        event_id: &event.event_id,
-        appointment_id: &appointment.appointment_id,
-        user_id: appointment.user_id.as_deref(),
-        time: appointment.time.as_deref(),
-        time_style: &config.time_style,
-    };
+    let values = event.template_values(&config.time_style);
     let subject = config
         .subject
         .render("subject_template", &values, Escape::None)?;
@@ -49,7 +41,7 @@ pub fn render_with(event: &Event, config: &MailgunConfig) -> Result<HttpRequest,
     // Custom variables come back in Mailgun's webhooks and logs, tying a
     // message to the event that caused it.
     fields.push(("v:event_id", &event.event_id));
-    fields.push(("v:appointment_id", &appointment.appointment_id));
+    fields.push(("v:appointment_id", &event.appointment.appointment_id));
 
     let form = multipart::encode(&fields);
     Ok(HttpRequest {

@@ -1,5 +1,7 @@
 use chrono::{DateTime, NaiveDateTime};
 
+use crate::NamedValue;
+
 /// Provider error bodies quoted in a reason are cut to this many characters:
 /// enough for any vendor's one-line message, small enough for a log line and
 /// a dead-letter record even when the body is an HTML error page.
@@ -23,6 +25,15 @@ pub fn retry_after_ms(value: &str, now_unix_ms: u64) -> Option<u64> {
     let at_ms = http_date_ms(value)?;
     let delay = i128::from(at_ms) - i128::from(now_unix_ms);
     Some(u64::try_from(delay.max(0)).unwrap_or(u64::MAX))
+}
+
+/// The delay a response's `Retry-After` header asks for, if it has a readable
+/// one. Honoured on every retry, not only 429: a 503 may carry one too.
+pub fn retry_after<H: NamedValue>(headers: &[H], now_unix_ms: u64) -> Option<u64> {
+    headers
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case("retry-after"))
+        .and_then(|h| retry_after_ms(h.value(), now_unix_ms))
 }
 
 /// An HTTP-date in any of the three forms RFC 9110 §5.6.7 says a recipient
@@ -154,6 +165,13 @@ mod tests {
             retry_after_ms("Sun, 06 Nov 1994 08:49:37 GMT", u64::MAX),
             Some(0)
         );
+    }
+
+    #[test]
+    fn retry_after_header_by_any_case() {
+        assert_eq!(retry_after(&[("Retry-After", "2")], 0), Some(2_000));
+        assert_eq!(retry_after(&[("x", "1"), ("retry-after", "soon")], 0), None);
+        assert_eq!(retry_after::<(&str, &str)>(&[], 0), None);
     }
 
     #[test]

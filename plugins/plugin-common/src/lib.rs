@@ -1,4 +1,4 @@
-//! Pure helpers shared by the bundled channel plugins.
+//! Helpers shared by the bundled channel plugins.
 //!
 //! Nothing here knows the WIT types, reads a clock, the environment or a file:
 //! the plugins hand in plain strings (settings as `(key, value)` pairs, the
@@ -6,20 +6,33 @@
 //! build machine. Errors are `String`s because they end up verbatim in a
 //! `check-settings` problem list or a render rejection; each one names the
 //! setting key or event field it is about.
+//!
+//! The WIT types exist only inside each plugin crate, where wit-bindgen
+//! generates them; the macros `channel_plugin!` and `channel_test_fixtures!`
+//! expand there, and adapt those types to the helpers here.
 
 #![forbid(unsafe_code)]
 
+mod fixtures;
+mod glue;
 mod http;
+mod json;
+mod named_value;
 mod phone;
+mod problems;
 mod settings;
 mod template;
 mod time;
 
 pub use http::{
-    body_snippet, encode_path_segment, is_http_url, join_url, retry_after_ms, SNIPPET_MAX_CHARS,
+    body_snippet, encode_path_segment, is_http_url, join_url, retry_after, retry_after_ms,
+    SNIPPET_MAX_CHARS,
 };
+pub use json::{json_str, provider_message_id};
+pub use named_value::NamedValue;
 pub use phone::is_e164;
-pub use settings::Settings;
+pub use problems::{invalid_settings, keep, keep_all};
+pub use settings::{settings_of, Settings};
 pub use template::{
     check_template, render_template, Escape, Placeholder, Template, TemplateError, TemplateValues,
 };

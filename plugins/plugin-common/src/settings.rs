@@ -1,3 +1,5 @@
+use crate::{is_http_url, NamedValue};
+
 /// A channel's settings, as the host passes them: `(key, value)` pairs whose
 /// non-string TOML values arrive in TOML text form (`true`, `42`).
 #[derive(Debug, Clone, Default)]
@@ -72,6 +74,32 @@ impl<'a> Settings<'a> {
             }),
         }
     }
+
+    /// An optional absolute http(s) URL, such as a status callback.
+    pub fn optional_http_url(&self, key: &str) -> Result<Option<&'a str>, String> {
+        match self.optional(key) {
+            None => Ok(None),
+            Some(url) if is_http_url(url) => Ok(Some(url)),
+            Some(url) => Err(format!(
+                "setting `{key}` must be an absolute http(s) URL, not `{url}`"
+            )),
+        }
+    }
+
+    /// `base_url` without a trailing `/`, else the vendor's `default`. The
+    /// host passes one for every configured channel, and tests point it at a
+    /// stand-in, so the default mostly serves `check-settings`.
+    pub fn base_url_or(&self, default: &str) -> Result<String, String> {
+        Ok(self
+            .optional_http_url("base_url")?
+            .map_or(default, |url| url.trim_end_matches('/'))
+            .to_string())
+    }
+}
+
+/// Settings as the host passed them, for the helpers here to read.
+pub fn settings_of<S: NamedValue>(settings: &[S]) -> Settings<'_> {
+    Settings::new(settings.iter().map(|s| (s.name(), s.value())))
 }
 
 #[cfg(test)]
@@ -124,5 +152,45 @@ mod tests {
     fn builds_from_borrowed_pairs() {
         let s = Settings::new([("a", "1")]);
         assert_eq!(s.get("a"), Some("1"));
+        let named = [("a", "1"), ("a", "2")];
+        assert_eq!(settings_of(&named).get("a"), Some("2"));
+    }
+
+    #[test]
+    fn urls_and_the_base_url() {
+        let owned = pairs(&[
+            ("base_url", "http://127.0.0.1:8080//"),
+            ("status_callback", "/callback"),
+            ("blank", " "),
+        ]);
+        let s = Settings::from_pairs(&owned);
+        assert_eq!(
+            s.optional_http_url("base_url"),
+            Ok(Some("http://127.0.0.1:8080//"))
+        );
+        assert_eq!(s.optional_http_url("blank"), Ok(None));
+        assert_eq!(
+            s.optional_http_url("status_callback"),
+            Err(
+                "setting `status_callback` must be an absolute http(s) URL, not `/callback`"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            s.base_url_or("https://api.example.com"),
+            Ok("http://127.0.0.1:8080".to_string())
+        );
+        assert_eq!(
+            Settings::default().base_url_or("https://api.example.com"),
+            Ok("https://api.example.com".to_string())
+        );
+        let bad = pairs(&[("base_url", "api.example.com")]);
+        assert_eq!(
+            Settings::from_pairs(&bad).base_url_or("https://api.example.com"),
+            Err(
+                "setting `base_url` must be an absolute http(s) URL, not `api.example.com`"
+                    .to_string()
+            )
+        );
     }
 }

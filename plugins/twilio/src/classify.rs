@@ -2,7 +2,7 @@
 //! `{code, message, more_info, status}`; its numeric `code` says more than
 //! the HTTP status (error 20429, "Too Many Requests", can arrive as a 400).
 
-use plugin_common::{body_snippet, retry_after_ms};
+use plugin_common::{body_snippet, provider_message_id, retry_after};
 use serde_json::Value;
 
 use crate::{CallContext, Delivered, Disposition, HttpResponse, RetryLater, Setting};
@@ -18,23 +18,14 @@ pub fn classify(
     let status = response.status;
     let json = serde_json::from_slice::<Value>(&response.body).ok();
     let error = TwilioError::from_json(json.as_ref());
-    let retry = |reason: String| {
-        Disposition::Retry(RetryLater {
-            after_ms: retry_after(response, context.now_unix_ms),
-            reason,
-        })
-    };
+    let after_ms = retry_after(&response.headers, context.now_unix_ms);
+    let retry = |reason: String| Disposition::Retry(RetryLater { after_ms, reason });
     if status == 429 || error.code == Some(TOO_MANY_REQUESTS) {
         return retry(error.reason(status, &response.body));
     }
     match status {
         200 | 201 => Disposition::Delivered(Delivered {
-            provider_message_id: json
-                .as_ref()
-                .and_then(|j| j.get("sid"))
-                .and_then(Value::as_str)
-                .filter(|sid| !sid.is_empty())
-                .map(str::to_string),
+            provider_message_id: provider_message_id(json.as_ref(), "sid"),
         }),
         200..=299 => Disposition::Delivered(Delivered {
             provider_message_id: None,
@@ -105,14 +96,6 @@ impl TwilioError {
         }
         reason
     }
-}
-
-fn retry_after(response: &HttpResponse, now_unix_ms: u64) -> Option<u64> {
-    response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
-        .and_then(|h| retry_after_ms(&h.value, now_unix_ms))
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The channel's settings, checked once into a typed config.
 
-use plugin_common::{check_template, is_e164, is_http_url, Settings, Template, TimeStyle};
+use plugin_common::{
+    check_template, is_e164, keep, keep_all, settings_of, Settings, Template, TimeStyle,
+};
 
-use crate::{settings_of, Setting};
+use crate::Setting;
 
 pub const KNOWN_SETTINGS: &[&str] = &[
     "base_url",
@@ -43,7 +45,7 @@ impl TwilioConfig {
     /// Reads every setting, reporting every problem, each naming its key.
     pub fn from_settings(settings: &Settings<'_>) -> Result<TwilioConfig, Vec<String>> {
         let mut problems = Vec::new();
-        let base_url = keep(&mut problems, base_url(settings));
+        let base_url = keep(&mut problems, settings.base_url_or(DEFAULT_BASE_URL));
         let account_sid = keep(&mut problems, account_sid(settings));
         let from = keep(&mut problems, from(settings));
         let messaging_service_sid = keep(&mut problems, messaging_service_sid(settings));
@@ -57,9 +59,7 @@ impl TwilioConfig {
         }
         let body = keep(&mut problems, body(settings));
         let status_callback = keep(&mut problems, status_callback(settings));
-        let time_style = TimeStyle::from_settings(settings)
-            .map_err(|p| problems.extend(p))
-            .ok();
+        let time_style = keep_all(&mut problems, TimeStyle::from_settings(settings));
 
         // Every failed read above is `None` and left a problem behind; the
         // sender check is the one problem that leaves no `None`.
@@ -97,23 +97,8 @@ impl TwilioConfig {
     }
 }
 
-/// The value of a read, or `None` with its problem noted.
-fn keep<T>(problems: &mut Vec<String>, read: Result<T, String>) -> Option<T> {
-    read.map_err(|p| problems.push(p)).ok()
-}
-
 pub fn check_settings(settings: &[Setting]) -> Result<(), Vec<String>> {
     TwilioConfig::from_settings(&settings_of(settings)).map(|_| ())
-}
-
-fn base_url(settings: &Settings<'_>) -> Result<String, String> {
-    match settings.optional("base_url") {
-        Some(url) if is_http_url(url) => Ok(url.trim_end_matches('/').to_string()),
-        Some(url) => Err(format!(
-            "setting `base_url` must be an absolute http(s) URL, not `{url}`"
-        )),
-        None => Ok(DEFAULT_BASE_URL.to_string()),
-    }
 }
 
 /// `prefix` then 32 hex digits: the shape of a Twilio SID.
@@ -174,13 +159,8 @@ fn body(settings: &Settings<'_>) -> Result<Template, String> {
 }
 
 fn status_callback(settings: &Settings<'_>) -> Result<Option<String>, String> {
-    match settings.optional("status_callback") {
-        None => Ok(None),
-        Some(url) if is_http_url(url) => Ok(Some(url.to_string())),
-        Some(url) => Err(format!(
-            "setting `status_callback` must be an absolute http(s) URL, not `{url}`"
-        )),
-    }
+    let url = settings.optional_http_url("status_callback")?;
+    Ok(url.map(str::to_string))
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! An event becomes one Twilio `CreateMessage` request.
 
-use plugin_common::{encode_path_segment, is_e164, join_url, Escape, TemplateValues};
+use plugin_common::{
+    encode_path_segment, invalid_settings, is_e164, join_url, settings_of, Escape,
+};
 
 use crate::config::{TwilioConfig, MAX_BODY_CHARS};
-use crate::{settings_of, Event, Header, HttpRequest, Setting};
+use crate::{Event, Header, HttpRequest, Setting};
 
 pub fn render(event: &Event, settings: &[Setting]) -> Result<Vec<HttpRequest>, String> {
-    let config = TwilioConfig::from_settings(&settings_of(settings))
-        .map_err(|problems| format!("invalid settings: {}", problems.join("; ")))?;
+    let config = TwilioConfig::from_settings(&settings_of(settings)).map_err(invalid_settings)?;
     render_with(event, &config).map(|request| vec![request])
 }
 
@@ -23,13 +24,7 @@ pub fn render_with(event: &Event, config: &TwilioConfig) -> Result<HttpRequest, 
             "appointment.phone_e164 is not an E.164 number (`+`, then 2 to 15 digits, the first not 0)".to_string(),
         );
     }
-    let values = TemplateValues {
-        event_id: &event.event_id,
-        appointment_id: &appointment.appointment_id,
-        user_id: appointment.user_id.as_deref(),
-        time: appointment.time.as_deref(),
-        time_style: &config.time_style,
-    };
+    let values = event.template_values(&config.time_style);
     let body = config.body.render("body_template", &values, Escape::None)?;
     let length = body.chars().count();
     if length > MAX_BODY_CHARS {

@@ -1,0 +1,38 @@
+//! Test values built from the WIT types, which only a plugin crate can name
+//! (see [`crate::channel_plugin`]); hence a macro.
+
+/// Defines `settings(pairs)` and `sample_event()` for a plugin's unit tests.
+/// Invoke it in a `#[cfg(test)]` module that sees the WIT types defined by
+/// [`channel_plugin!`](crate::channel_plugin), e.g. after `use super::*`.
+#[macro_export]
+macro_rules! channel_test_fixtures {
+    () => {
+        /// Settings as the host passes them, from a test table.
+        pub fn settings(pairs: &[(&str, &str)]) -> Vec<Setting> {
+            pairs
+                .iter()
+                .map(|(k, v)| Setting {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect()
+        }
+
+        /// The seed's sample event.
+        pub fn sample_event() -> Event {
+            Event {
+                event_id: "9b2f6a52-1d7e-4c7a-9a8e-0c1f2b3d4e5f".to_string(),
+                event_type: "appointments.created".to_string(),
+                occurred_at: Some("2026-02-13T17:00:00Z".to_string()),
+                appointment: Appointment {
+                    appointment_id: "a1b2c3".to_string(),
+                    user_id: Some("42".to_string()),
+                    time: Some("2026-02-20T15:00:00Z".to_string()),
+                    email: Some("user@example.com".to_string()),
+                    phone_e164: Some("+15555550123".to_string()),
+                },
+                raw_json: "{}".to_string(),
+            }
+        }
+    };
+}

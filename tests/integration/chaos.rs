@@ -214,7 +214,7 @@ fn no_event_is_lost_under_kills_and_provider_faults() {
             .into_bytes()
         })
         .collect();
-    publish(&t.topic, &payloads);
+    publish_batched(&t.topic, &payloads);
 
     let started = Instant::now();
     let mut host = Host::start(&config);
@@ -223,15 +223,17 @@ fn no_event_is_lost_under_kills_and_provider_faults() {
         // Kill mid-flight: once a share of the work is through, at a random
         // moment shortly after.
         let mark = total * k / (kills + 1);
-        wait_for("progress before a kill", Duration::from_secs(300), || {
-            provider
-                .accepted
-                .lock()
-                .expect("lock")
-                .values()
-                .sum::<u32>()
-                >= mark
-        });
+        let accepted = || -> u32 { provider.accepted.lock().expect("lock").values().sum() };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while accepted() < mark {
+            assert!(
+                Instant::now() < deadline,
+                "kill {k}: {} of {mark} deliveries after 300 s; host log tail:\n{}",
+                accepted(),
+                tail(&host.log_text())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         std::thread::sleep(Duration::from_millis(rng.u64(..200)));
         host.kill9();
         assert_ne!(

@@ -264,6 +264,34 @@ pub fn publish(topic: &str, payloads: &[Vec<u8>]) {
     });
 }
 
+/// Publishes every payload at once, so librdkafka packs them into a few
+/// record batches. Large runs need this on tansu's S3 storage, where a fetch
+/// returns one stored batch: one-record batches (what [`publish`] makes)
+/// would cap the consumer at a couple of fetches a second.
+pub fn publish_batched(topic: &str, payloads: &[Vec<u8>]) {
+    let producer: FutureProducer = client(&bootstrap())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    runtime().block_on(async {
+        let sends: Vec<_> = payloads
+            .iter()
+            .map(|p| {
+                producer.send(
+                    FutureRecord::<(), _>::to(topic).payload(p),
+                    Duration::from_secs(60),
+                )
+            })
+            .collect();
+        for result in futures_util::future::join_all(sends).await {
+            result.unwrap_or_else(|(e, _)| panic!("publish: {e}"));
+        }
+    });
+}
+
 /// One dead-letter record.
 #[derive(Debug, Clone)]
 pub struct Letter {

@@ -70,6 +70,14 @@ impl Setup {
             extra,
         )
     }
+    /// The config with one more table appended (a hostile plugin's channel).
+    fn config_with(&self, table: &str) -> std::path::PathBuf {
+        let config = self.config("");
+        let mut text = std::fs::read_to_string(&config).expect("config");
+        text.push_str(table);
+        std::fs::write(&config, text).expect("config");
+        config
+    }
     fn committed(&self) -> Option<i64> {
         committed(&self.t.group, &self.t.topic)
     }
@@ -447,14 +455,11 @@ fn logs_are_json_lines_without_secrets_or_personal_data() {
 fn a_plugin_that_traps_on_one_event_does_not_wedge_the_partition() {
     let s = setup("poison", vec![], vec![]);
     let hook = StandIn::start(vec![Reply::new(204, "")]);
-    let config = s.config("");
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!(
+    let config = s.config_with(&format!(
         "\n[channels.audit]\nplugin = {:?}\nbase_url = \"{}\"\nretry = {{ max_attempts = 3, initial_backoff_ms = 20, max_backoff_ms = 50 }}\nsettings = {{ behavior = \"poison\", poison_event_id = \"p-2\" }}\n",
         hostile_wasm(),
         hook.url()
     ));
-    std::fs::write(&config, text).expect("config");
     let host = Host::start(&config);
     let payload = |id: &str| {
         format!(r#"{{"event_id":"{id}","notify":{{"audit":true}},"appointment":{{"appointment_id":"a-{id}"}}}}"#).into_bytes()
@@ -543,4 +548,53 @@ fn different_keys_run_concurrently_up_to_the_limit_same_key_in_order() {
             "same-key events overlapped ({gap:?} apart)"
         );
     }
+}
+
+#[test]
+fn plugins_stuck_in_endless_loops_do_not_hold_up_other_events() {
+    // More looping calls than the host has worker threads: if a plugin call
+    // blocked its thread, the e-mails would wait for the loops' deadline.
+    const LOOPS: usize = 4;
+    let s = setup("loops", vec![Reply::new(200, MAILGUN_OK)], vec![]);
+    let hook = StandIn::start(vec![Reply::new(204, "")]);
+    let config = s.config_with(&format!(
+        "\n[channels.spin]\nplugin = {:?}\nbase_url = \"{}\"\ndeadline_ms = 20000\nretry = {{ max_attempts = 1 }}\nsettings = {{ behavior = \"loop\" }}\n",
+        hostile_wasm(),
+        hook.url()
+    ));
+    let host = Host::start(&config);
+    let mut payloads: Vec<Vec<u8>> = (0..LOOPS)
+        .map(|i| {
+            format!(r#"{{"event_id":"spin-{i}","notify":{{"spin":true}},"appointment":{{"appointment_id":"spin-{i}"}}}}"#)
+                .into_bytes()
+        })
+        .collect();
+    payloads.extend((0..20).map(|i| event(&format!("mail-{i}"), true, false)));
+    publish(&s.t.topic, &payloads);
+
+    wait_for("20 e-mails delivered", WAIT, || {
+        s.mailgun.received().len() >= 20
+    });
+    // The loops run until their 20 s deadline, so nothing is committed past
+    // them yet: the e-mails went out while the loops were running.
+    assert_eq!(
+        s.committed().unwrap_or(0),
+        0,
+        "the loops ended before the e-mails went out; host log:\n{}",
+        host.log_text()
+    );
+    assert!(
+        !host.log_text().contains("\"dead-lettered\""),
+        "a loop was already stopped; host log:\n{}",
+        host.log_text()
+    );
+    // Then each loop is stopped at its deadline and dead-lettered.
+    let letters = read_topic(&s.t.dlq, LOOPS, WAIT);
+    assert_eq!(letters.len(), LOOPS);
+    for l in &letters {
+        assert_eq!(l.header("notify.error_class"), Some("plugin_failed"));
+        let reason = l.header("notify.reason").unwrap_or_default();
+        assert!(reason.contains("deadline"), "{reason}");
+    }
+    s.wait_committed(payloads.len() as i64);
 }

@@ -11,7 +11,7 @@
 //!   `pipeline.max_in_flight` (and `max_in_flight_per_partition` for each
 //!   partition). At a limit the pipeline stops taking
 //!   messages, so librdkafka's bounded prefetch queue fills and its fetching
-//!   stops; if the limit holds for [`PAUSE_AFTER`], the partitions are paused
+//!   stops; if no message could be taken for [`PAUSE_AFTER`], the partitions are paused
 //!   so the consumer can keep polling (and stay in its group) while it waits.
 //! - A retrying event holds back only its own key and the commit point of its
 //!   partition, never the work on other events.
@@ -114,8 +114,8 @@ pub async fn run(
 
     // Partitions at their own in-flight limit.
     let mut full_partitions: HashSet<Partition> = HashSet::new();
-    // Since when a limit (global or a partition's) has held, and whether
-    // that has lasted long enough to pause fetching.
+    // Since when a limit (global or a partition's) has held without a
+    // message taken, and whether that has lasted long enough to pause.
     let mut blocked_since: Option<Instant> = None;
     let mut escalated = false;
     tokio::pin!(shutdown);
@@ -185,6 +185,9 @@ pub async fn run(
                         paused.set_partition(&consumer, &partition, true);
                     }
                     let key = ordering_key(msg.payload().unwrap_or_default());
+                    // A message taken is progress: the clock towards pausing
+                    // measures a stall, not time spent at the limit.
+                    blocked_since = None;
                     in_flight += 1;
                     shared.metrics.events_consumed.inc();
                     shared.metrics.in_flight.set(in_flight as i64);

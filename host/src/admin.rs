@@ -3,7 +3,10 @@
 //! - `GET /health/live`: 200 while the process serves requests.
 //! - `GET /health/ready`: 200 only when Kafka is reachable and partitions are
 //!   assigned, every enabled plugin is loaded and the dedup store answers;
-//!   otherwise 503 with a JSON body naming each failing check.
+//!   otherwise 503 with a JSON body naming each failing check. Either way
+//!   the body lists each channel's circuit (`closed`, `half_open`, `open`),
+//!   why it is not closed, and how many sends wait for it: a provider
+//!   outage does not make the host unready (a restart would not help).
 //! - `GET /metrics`: Prometheus text exposition.
 //!
 //! It listens on a private address by default (127.0.0.1:9090): health and
@@ -22,6 +25,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::dedup::DedupStore;
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// What readiness is made of; the pipeline and Kafka callbacks update it.
@@ -42,6 +46,7 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub dedup: DedupStore,
+    pub health: Arc<Health>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -86,16 +91,20 @@ async fn ready(State(state): State<AdminState>) -> Response {
         Ok(Err(e)) => failing.push(json!({ "check": "dedup_store", "reason": e.to_string() })),
         Err(e) => failing.push(json!({ "check": "dedup_store", "reason": e.to_string() })),
     }
+    // A provider outage does not make the host unready: restarting it would
+    // not help, and the work is held, not lost. The channels' states are in
+    // the body for whoever looks.
+    let channels = state.health.report();
     if failing.is_empty() {
         (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "assigned_partitions": partitions })),
+            Json(json!({ "status": "ready", "assigned_partitions": partitions, "channels": channels })),
         )
             .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "failing": failing })),
+            Json(json!({ "status": "not_ready", "failing": failing, "channels": channels })),
         )
             .into_response()
     }

@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::{ChannelConfig, Config, Problem};
 use crate::event::AppointmentEvent;
 use crate::plugin::{
-    CallContext, ChannelPlugin, Disposition, HttpRequest, LoadError, PluginError, PluginRuntime,
-    Setting,
+    CallContext, ChannelPlugin, Disposition, HttpRequest, LoadError, Message, PluginError,
+    PluginRuntime, Purpose, Setting,
 };
 use crate::transport::{self, OutboundRequest, Received, Refusal, Transport, TransportError};
 
@@ -57,11 +57,21 @@ impl Channel {
         &self.settings
     }
 
-    /// Checks the plugin's required fields, renders, and applies the host's
-    /// rules (allow-list, reserved headers, auth) to every request.
+    /// Renders the event's confirmation (see [`Channel::render_message`]).
     pub async fn render(
         &self,
         event: &AppointmentEvent,
+    ) -> Result<Vec<OutboundRequest>, RenderError> {
+        self.render_message(event, &Message::confirmation()).await
+    }
+
+    /// Checks the plugin's required fields, renders `message` for the event,
+    /// and applies the host's rules (allow-list, reserved headers, auth) to
+    /// every request.
+    pub async fn render_message(
+        &self,
+        event: &AppointmentEvent,
+        message: &Message,
     ) -> Result<Vec<OutboundRequest>, RenderError> {
         let info = self.plugin.info();
         if let Some(field) = info.required_fields.iter().find(|f| !event.has_field(f)) {
@@ -72,7 +82,7 @@ impl Channel {
         }
         let requests: Vec<HttpRequest> = self
             .plugin
-            .render(&event.to_plugin_event(), &self.settings)
+            .render(&event.to_plugin_event(), message, &self.settings)
             .await?
             .map_err(|reason| RenderError::Rejected {
                 plugin: info.name.clone(),
@@ -107,10 +117,24 @@ impl Channel {
         })
     }
 
+    /// Classifies a provider answer to a confirmation (see
+    /// [`Channel::classify_for`]).
     pub async fn classify(
         &self,
         response: &crate::plugin::HttpResponse,
         attempt: u32,
+    ) -> Result<Disposition, PluginError> {
+        self.classify_for(response, attempt, Purpose::Confirmation)
+            .await
+    }
+
+    /// Classifies a provider answer to attempt `attempt` of a message sent
+    /// for `purpose`.
+    pub async fn classify_for(
+        &self,
+        response: &crate::plugin::HttpResponse,
+        attempt: u32,
+        purpose: Purpose,
     ) -> Result<Disposition, PluginError> {
         let now_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -123,6 +147,7 @@ impl Channel {
                 CallContext {
                     attempt,
                     now_unix_ms,
+                    purpose,
                 },
             )
             .await

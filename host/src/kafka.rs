@@ -3,10 +3,22 @@
 //!
 //! Invariants: auto-commit is off and offsets are committed explicitly from
 //! the [`OffsetTracker`], so an offset is committed only when every lower
-//! offset of its partition is done; on a revoke, what is done is committed
-//! synchronously before the partition is let go, and late completions for it
-//! are ignored.
+//! offset of its partition is done; on a revoke, the partition's revocation
+//! token is cancelled (its events stop before their next send), then what is
+//! done is committed synchronously before the partition is let go, and late
+//! completions for it are ignored.
+//!
+//! Rebalances are events the pipeline reacts to: the rebalance callback runs
+//! inside the pipeline's `recv` (librdkafka serves it from the consumer
+//! queue), does the bookkeeping that must happen before librdkafka moves on
+//! (tracker, tokens, commit), and queues a [`Rebalanced`] for the pipeline,
+//! which re-applies its pause state to what was assigned. With the default
+//! `cooperative-sticky` strategy, a rebalance assigns and revokes only the
+//! partitions that move (rdkafka's default handler calls
+//! `incremental_assign`/`incremental_unassign` for that protocol), so each
+//! list names just those.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,22 +83,86 @@ impl rdkafka::producer::ProducerContext for ProducerLogContext {
 
 pub type HostProducer = FutureProducer<ProducerLogContext>;
 
-/// Consumer callbacks: logging, statistics (lag, broker state) and
-/// rebalance handling.
+/// What the host hands the consumer's callbacks.
 pub struct HostContext {
     pub tracker: Tracker,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
 }
 
-impl ClientContext for HostContext {
+/// What one rebalance changed; the lists hold only the partitions that
+/// moved (all of them under an eager strategy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebalanced {
+    Assigned(Vec<Partition>),
+    Revoked(Vec<Partition>),
+}
+
+/// Rebalances, queued by the callback for the pipeline's select loop, in
+/// the order they happened.
+#[derive(Debug, Default)]
+pub struct RebalanceEvents {
+    queue: Mutex<VecDeque<Rebalanced>>,
+    // Stores a permit when nobody waits, so no event is missed between a
+    // drain and the next wait.
+    arrived: tokio::sync::Notify,
+}
+
+impl RebalanceEvents {
+    fn push(&self, event: Rebalanced) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(event);
+        self.arrived.notify_one();
+    }
+
+    /// Every event queued so far, oldest first.
+    pub fn drain(&self) -> Vec<Rebalanced> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
+    }
+
+    /// Resolves when events may have been queued since the last call.
+    pub async fn arrived(&self) {
+        self.arrived.notified().await
+    }
+}
+
+/// Consumer callbacks: logging, statistics (lag, broker state) and
+/// rebalance handling.
+pub struct ConsumerCallbacks {
+    host: HostContext,
+    rebalances: RebalanceEvents,
+}
+
+impl ConsumerCallbacks {
+    pub fn rebalances(&self) -> &RebalanceEvents {
+        &self.rebalances
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| Partition {
+            topic: e.topic().to_string(),
+            partition: e.partition(),
+        })
+        .collect()
+}
+
+impl ClientContext for ConsumerCallbacks {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         log_librdkafka(level, fac, log_message);
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
-            admin::set(&self.readiness.broker_up, false);
+            admin::set(&self.host.readiness.broker_up, false);
         }
         tracing::warn!(target: "librdkafka", %error, "{reason}");
     }
@@ -96,7 +172,7 @@ impl ClientContext for HostContext {
             .brokers
             .values()
             .any(|b| b.state == "UP" && b.nodeid >= 0);
-        admin::set(&self.readiness.broker_up, up);
+        admin::set(&self.host.readiness.broker_up, up);
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 // -1 is librdkafka's internal unassigned partition; lag is -1
@@ -104,7 +180,8 @@ impl ClientContext for HostContext {
                 if *partition < 0 || p.consumer_lag < 0 {
                     continue;
                 }
-                self.metrics
+                self.host
+                    .metrics
                     .consumer_lag
                     .get_or_create(&PartitionLabels {
                         topic: topic.clone(),
@@ -116,56 +193,75 @@ impl ClientContext for HostContext {
     }
 }
 
-impl ConsumerContext for HostContext {
+impl ConsumerContext for ConsumerCallbacks {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
+                let revoked = partitions_of(tpl);
+                // Lost (the session expired): the partitions already have a new
+                // owner and a commit would be refused.
+                let lost = consumer.assignment_lost();
                 let mut commit = TopicPartitionList::new();
                 {
-                    let mut tracker = lock(&self.tracker);
-                    for e in tpl.elements() {
-                        let p = Partition {
-                            topic: e.topic().to_string(),
-                            partition: e.partition(),
-                        };
-                        let in_flight = tracker.in_flight_on(&p);
-                        if let Some(offset) = tracker.revoke(&p) {
+                    let mut tracker = lock(&self.host.tracker);
+                    for p in &revoked {
+                        let in_flight = tracker.in_flight_on(p);
+                        // Cancels the partition's token before anything else:
+                        // its events send nothing more from here on.
+                        if let Some(offset) = tracker.revoke(p) {
                             let _ = commit.add_partition_offset(
                                 &p.topic,
                                 p.partition,
                                 Offset::Offset(offset),
                             );
                         }
-                        tracing::info!(topic = %p.topic, partition = p.partition, in_flight, "partition revoked; events still in flight on it will be redelivered to its next owner unless done first");
+                        let labels = PartitionLabels {
+                            topic: p.topic.clone(),
+                            partition: p.partition.to_string(),
+                        };
+                        self.host.metrics.consumer_lag.remove(&labels);
+                        self.host.metrics.oldest_unfinished.remove(&labels);
+                        tracing::info!(topic = %p.topic, partition = p.partition, in_flight, lost, "partition revoked; events still in flight on it stop before their next send and are redelivered to its next owner");
                     }
                 }
-                if commit.count() > 0 {
+                if commit.count() > 0 && !lost {
                     if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
                         tracing::warn!(error = %e, "commit on revoke failed; the next owner may redeliver finished events (dedup skips them)");
                     }
                 }
+                self.rebalances.push(Rebalanced::Revoked(revoked));
             }
             Rebalance::Assign(tpl) => {
-                for e in tpl.elements() {
+                let mut tracker = lock(&self.host.tracker);
+                for p in partitions_of(tpl) {
+                    // A fresh assignment (ticket, token) before any of its
+                    // messages can arrive.
+                    tracker.assign(&p);
                     tracing::info!(
-                        topic = e.topic(),
-                        partition = e.partition(),
+                        topic = %p.topic,
+                        partition = p.partition,
                         "partition assigned"
                     );
                 }
             }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            // librdkafka only hands assignments and revocations to this
+            // callback; rdkafka maps anything else here.
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
         }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        self.readiness
+        self.host
+            .readiness
             .assigned_partitions
             .store(assigned, std::sync::atomic::Ordering::Relaxed);
-        if let Rebalance::Assign(_) = rebalance {
+        if let Rebalance::Assign(tpl) = rebalance {
             // Joining a group needs the coordinator: the broker is reachable.
-            admin::set(&self.readiness.broker_up, true);
+            admin::set(&self.host.readiness.broker_up, true);
+            // After the (incremental) assign, so pausing them takes effect.
+            self.rebalances
+                .push(Rebalanced::Assigned(partitions_of(tpl)));
         }
     }
 
@@ -178,7 +274,7 @@ impl ConsumerContext for HostContext {
     }
 }
 
-pub type HostConsumer = StreamConsumer<HostContext>;
+pub type HostConsumer = StreamConsumer<ConsumerCallbacks>;
 
 fn base_config(kafka: &KafkaConfig, role: Role) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -227,6 +323,9 @@ fn is_consumer_only(key: &str) -> bool {
     PREFIXES.iter().any(|p| key.starts_with(p)) || KEYS.contains(&key)
 }
 
+/// The assignment strategy unless `kafka.client` names one.
+pub const DEFAULT_ASSIGNMENT_STRATEGY: &str = "cooperative-sticky";
+
 /// The consumer group member, subscribed to the events topic.
 pub fn consumer(
     kafka: &KafkaConfig,
@@ -244,11 +343,32 @@ pub fn consumer(
         // so 8 MiB is still seconds of work and keeps the host's memory small.
         c.set("queued.max.messages.kbytes", "8192");
     }
+    if unset("partition.assignment.strategy") {
+        // A rebalance then moves only the partitions that change owner; the
+        // rest keep working through it instead of all stopping (eager).
+        c.set("partition.assignment.strategy", DEFAULT_ASSIGNMENT_STRATEGY);
+    }
+    if let Some(id) = &kafka.instance_id {
+        // Static membership: a restarted member with the same id gets its
+        // partitions back without a rebalance, if it returns within
+        // session.timeout.ms.
+        c.set("group.instance.id", id);
+    }
     c.set("group.id", &kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", &kafka.auto_offset_reset)
         .set("enable.partition.eof", "false");
+    tracing::info!(
+        group_id = %kafka.group_id,
+        instance_id = kafka.instance_id.as_deref().unwrap_or(""),
+        assignment_strategy = c.get("partition.assignment.strategy").unwrap_or_default(),
+        "joining the consumer group"
+    );
+    let context = ConsumerCallbacks {
+        host: context,
+        rebalances: RebalanceEvents::default(),
+    };
     let consumer: HostConsumer = c.create_with_context(context)?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok(consumer)

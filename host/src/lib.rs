@@ -11,14 +11,18 @@
 //! - [`plugin`]: the sandboxed wasm runtime (render + classify).
 //! - [`transport`]: the host's HTTP client, allow-list and auth.
 //! - [`channels`]: enabled channels = config + plugin, single delivery attempts.
+//! - [`health`]: each channel's circuit, throttle and rate limit.
+//! - [`pipeline`]: Kafka messages in, deliveries out, offsets committed behind them.
 //! - [`redact`], [`telemetry`]: masked, structured logs.
 
 pub mod admin;
+pub mod attempt;
 pub mod channels;
 pub mod config;
 pub mod dedup;
 pub mod dlq;
 pub mod event;
+pub mod health;
 pub mod kafka;
 pub mod metrics;
 pub mod offsets;

@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
@@ -64,6 +65,13 @@ pub struct Metrics {
     pub provider_latency: Family<ChannelLabels, Histogram>,
     pub plugin_call: Family<PluginCallLabels, Histogram>,
     pub offset_commits: Counter,
+    // Rebalances and outages (see `pipeline`): how long the oldest
+    // unfinished event of each assigned partition has been in flight.
+    pub oldest_unfinished: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
+    // Channel health (see `health`).
+    pub circuit_state: Family<ChannelLabels, Gauge>,
+    pub circuit_opens: Family<ChannelLabels, Counter>,
+    pub waiting: Family<ChannelLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,6 +111,10 @@ impl Metrics {
             provider_latency: Family::new_with_constructor(provider_buckets),
             plugin_call: Family::new_with_constructor(plugin_buckets),
             offset_commits: Counter::default(),
+            oldest_unfinished: Family::default(),
+            circuit_state: Family::default(),
+            circuit_opens: Family::default(),
+            waiting: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -161,6 +173,27 @@ impl Metrics {
             "notify_offset_commits",
             "Offset commits sent to Kafka",
             m.offset_commits.clone(),
+        );
+        registry.register(
+            "notify_channel_circuit_state",
+            "Channel circuit: 0 closed (sending), 1 half-open (probing), 2 open (provider failing, sends held)",
+            m.circuit_state.clone(),
+        );
+        registry.register(
+            "notify_channel_circuit_opens",
+            "Times a channel's circuit opened",
+            m.circuit_opens.clone(),
+        );
+        registry.register(
+            "notify_channel_waiting",
+            "Sends waiting for their channel (circuit open, probing, throttled or ramping up)",
+            m.waiting.clone(),
+        );
+        registry.register_with_unit(
+            "notify_oldest_unfinished",
+            "Age of the oldest event still in flight on each assigned partition (0 when none is; absent once revoked), updated at every commit",
+            Unit::Seconds,
+            m.oldest_unfinished.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -24,6 +24,10 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// The longest provider-requested delay honoured.
     pub max_retry_after: Duration,
+    /// Give up on a delivery this long after its first attempt, even while
+    /// its channel is down. `None` (the default): never on time alone, so an
+    /// outage of any length loses nothing.
+    pub give_up_after: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -36,6 +40,7 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(30),
             // Mailgun's rate-limit answers ask for up to ~2 minutes.
             max_retry_after: Duration::from_secs(300),
+            give_up_after: None,
         }
     }
 }
@@ -89,6 +94,7 @@ mod tests {
             initial_backoff: MS(500),
             max_backoff: MS(3000),
             max_retry_after: MS(10_000),
+            give_up_after: None,
         };
         let ceilings: Vec<_> = (1..=6).map(|a| p.ceiling(a)).collect();
         assert_eq!(

@@ -1,5 +1,6 @@
 //! Chaos: events flow while providers fail a fifth of their calls (500, 503,
-//! 429 with Retry-After, connection resets, answers slower than the timeout)
+//! 429 with Retry-After, connection resets, answers slower than the timeout,
+//! and sends accepted whose answer is then lost: the connection dropped)
 //! and the host is killed with SIGKILL at random moments and restarted.
 //! The broker (tansu on S3 storage) is also restarted once.
 //! Afterwards, from the stand-ins' own records: every requested
@@ -28,10 +29,13 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 /// An HTTP/1.1 provider stand-in on a raw socket, so it can also reset
-/// connections. Records, per (event_id, channel), how many sends it accepted.
+/// connections. Records, per (event_id, channel), how many sends it accepted
+/// (committed at arrival for `AcceptThenDrop`, at the answer otherwise) and
+/// how many of those accepted sends lost their answer.
 struct FaultyProvider {
     addr: SocketAddr,
     accepted: Arc<Mutex<HashMap<(String, String), u32>>>,
+    answers_lost: Arc<Mutex<u32>>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -40,6 +44,9 @@ enum Fault {
     Status(u16, &'static str),
     Reset,
     Slow,
+    /// The provider takes the message, then the connection drops before the
+    /// answer: the host cannot know, retries, and the patient gets it twice.
+    AcceptThenDrop,
 }
 
 fn pick_fault(rng: &mut fastrand::Rng) -> Fault {
@@ -48,8 +55,9 @@ fn pick_fault(rng: &mut fastrand::Rng) -> Fault {
         0..=3 => Fault::Status(500, ""),
         4..=7 => Fault::Status(503, ""),
         8..=11 => Fault::Status(429, "Retry-After: 1\r\n"),
-        12..=15 => Fault::Reset,
-        16..=19 => Fault::Slow,
+        12..=14 => Fault::Reset,
+        15..=17 => Fault::Slow,
+        18..=19 => Fault::AcceptThenDrop,
         _ => Fault::Ok,
     }
 }
@@ -84,12 +92,15 @@ impl FaultyProvider {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let accepted: Arc<Mutex<HashMap<(String, String), u32>>> = Arc::default();
+        let answers_lost: Arc<Mutex<u32>> = Arc::default();
         let rng = Arc::new(Mutex::new(fastrand::Rng::with_seed(seed)));
         let record = accepted.clone();
+        let lost = answers_lost.clone();
         runtime.spawn(async move {
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else { continue };
                 let record = record.clone();
+                let lost = lost.clone();
                 let rng = rng.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
@@ -122,6 +133,13 @@ impl FaultyProvider {
                                 tokio::time::sleep(Duration::from_millis(1500)).await;
                                 return;
                             }
+                            Fault::AcceptThenDrop => {
+                                if let Some(key) = event_of(&request) {
+                                    *record.lock().expect("lock").entry(key).or_default() += 1;
+                                    *lost.lock().expect("lock") += 1;
+                                }
+                                return;
+                            }
                             Fault::Status(s, extra) => (s, extra, String::new()),
                             Fault::Ok => {
                                 let Some(key) = event_of(&request) else { return };
@@ -148,6 +166,7 @@ impl FaultyProvider {
         FaultyProvider {
             addr,
             accepted,
+            answers_lost,
             _runtime: runtime,
         }
     }
@@ -274,8 +293,9 @@ fn no_event_is_lost_under_kills_and_provider_faults() {
         .collect();
     let deliveries: u32 = accepted.values().sum();
     let duplicates: u32 = accepted.values().map(|c| c.saturating_sub(1)).sum();
+    let answers_lost = *provider.answers_lost.lock().expect("lock");
     println!(
-        "chaos: events {n}, requested {}, deliveries {deliveries}, duplicates {duplicates}, DLQ {}, kills {kills}, lost {}, {:.1} s",
+        "chaos: events {n}, requested {}, deliveries {deliveries}, duplicates {duplicates} ({answers_lost} accepted sends lost their answer), DLQ {}, kills {kills}, lost {}, {:.1} s",
         requested.len(),
         dlq.len(),
         lost.len(),
@@ -286,11 +306,17 @@ fn no_event_is_lost_under_kills_and_provider_faults() {
         accepted.keys().all(|k| requested.contains(k)),
         "a delivery nobody asked for"
     );
-    // A duplicate needs a kill between the provider accepting and the dedup
-    // record being durable; each kill can catch at most the sends in flight.
+    // A duplicate needs an answer lost in transit (the host cannot know the
+    // send was accepted, so it retries: at-least-once), or a kill between
+    // the provider accepting and the dedup record being durable, which can
+    // catch at most the sends in flight.
     assert!(
-        duplicates <= kills * max_in_flight as u32,
-        "{duplicates} duplicates for {kills} kills with {max_in_flight} in flight"
+        answers_lost > 0,
+        "the lost-answer fault never fired: the run is too small"
+    );
+    assert!(
+        duplicates <= answers_lost + kills * max_in_flight as u32,
+        "{duplicates} duplicates for {answers_lost} lost answers and {kills} kills with {max_in_flight} in flight"
     );
 }
 

@@ -1,5 +1,7 @@
 //! Each documented provider answer, classified by the real compiled plugin
 //! through the real runtime: the table the pipeline's decisions rest on.
+//! Answers about the account, its credentials or the sender are
+//! `channel-down`; answers about one event are `permanent`.
 
 use notify_host::channels::Channels;
 use notify_host::config;
@@ -19,6 +21,7 @@ enum Want {
     Delivered(Option<&'static str>),
     Retry(Option<u64>),
     Permanent(&'static str),
+    ChannelDown(&'static str),
 }
 
 /// (status, headers, body, attempt, expected disposition)
@@ -45,7 +48,10 @@ fn check(channels: &Channels, channel: &str, cases: &[Case<'_>]) {
                 d.provider_message_id.as_deref() == *id
             }
             (Disposition::Retry(r), Want::Retry(after)) => r.after_ms == *after,
-            (Disposition::Permanent(reason), Want::Permanent(needle)) => reason.contains(needle),
+            (Disposition::Permanent(reason), Want::Permanent(needle))
+            | (Disposition::ChannelDown(reason), Want::ChannelDown(needle)) => {
+                reason.contains(needle)
+            }
             _ => false,
         };
         assert!(ok, "{channel}: status {status} body {body:?} attempt {attempt}: got {got:?}, want {want:?}");
@@ -95,13 +101,36 @@ fn mailgun_answers_are_classified_per_its_docs() {
                 1,
                 Want::Permanent("'to' parameter is not a valid address"),
             ),
-            (401, &[], "Forbidden", 1, Want::Permanent("401")),
+            // The API key, the account or the domain: the channel is down.
+            (401, &[], "Forbidden", 1, Want::ChannelDown("401")),
             (
                 403,
                 &[],
                 r#"{"message":"Domain not allowed"}"#,
                 1,
-                Want::Permanent("Domain not allowed"),
+                Want::ChannelDown("Domain not allowed"),
+            ),
+            (
+                403,
+                &[],
+                r#"{"message":"Domain mg.example.com is not allowed to send: The domain is unverified and requires DNS configuration."}"#,
+                1,
+                Want::ChannelDown("unverified"),
+            ),
+            (
+                400,
+                &[],
+                r#"{"message":"Domain mg.example.com is not allowed to send: account disabled"}"#,
+                1,
+                Want::ChannelDown("account disabled"),
+            ),
+            // One unauthorized recipient of a sandbox domain: the event's.
+            (
+                403,
+                &[],
+                r#"{"message":"Domain sandbox1.mailgun.org is not allowed to send: Free accounts are for test purposes only. Please upgrade or add the address to authorized recipients in Account Settings."}"#,
+                1,
+                Want::Permanent("authorized recipients"),
             ),
             (
                 413,
@@ -155,6 +184,16 @@ fn twilio_answers_are_classified_per_its_docs() {
         "The concatenated message body exceeds the 1600 character limit",
     );
     let e20429 = r#"{"code":20429,"message":"Too Many Requests","status":400}"#;
+    let e21212 = err(21212, "Invalid From Number (caller ID)");
+    let e21606 = err(
+        21606,
+        "The From phone number provided is not a valid message-capable Twilio phone number",
+    );
+    let e21659 = err(
+        21659,
+        "From is not a Twilio phone number or Short Code country mismatch",
+    );
+    let e30002 = err(30002, "Account suspended");
     check(
         &channels,
         "sms",
@@ -180,14 +219,34 @@ fn twilio_answers_are_classified_per_its_docs() {
             (400, &[], &e21610, 1, Want::Permanent("21610")),
             (400, &[], &e21408, 1, Want::Permanent("21408")),
             (400, &[], &e21617, 1, Want::Permanent("21617")),
+            // Per destination: stays with the event.
+            (400, &[], &e21659, 1, Want::Permanent("21659")),
+            // The account, its credentials or the sender: the channel is down.
             (
                 401,
                 &[],
                 r#"{"code":20003,"message":"Authenticate"}"#,
                 1,
-                Want::Permanent("401"),
+                Want::ChannelDown("error 20003: Authenticate"),
             ),
-            (403, &[], "", 1, Want::Permanent("403")),
+            (403, &[], "", 1, Want::ChannelDown("403")),
+            (
+                403,
+                &[],
+                r#"{"code":20005,"message":"Account not active"}"#,
+                1,
+                Want::ChannelDown("error 20005"),
+            ),
+            (
+                403,
+                &[],
+                r#"{"code":20008,"message":"Resource not accessible with Test Account Credentials"}"#,
+                1,
+                Want::ChannelDown("error 20008"),
+            ),
+            (400, &[], &e21212, 1, Want::ChannelDown("error 21212")),
+            (400, &[], &e21606, 1, Want::ChannelDown("error 21606")),
+            (400, &[], &e30002, 1, Want::ChannelDown("error 30002")),
             (
                 404,
                 &[],
@@ -226,4 +285,47 @@ fn classify_cli_prints_the_disposition() {
     let json = json_stdout(&out);
     assert_eq!(json["disposition"], "retry");
     assert_eq!(json["after_ms"], 12_000);
+}
+
+#[test]
+fn classify_cli_prints_channel_down_with_its_reason() {
+    let w = Workdir::new();
+    let config = root().join("config.toml");
+    for (channel, status, body, needle) in [
+        (
+            "email",
+            "401",
+            "Forbidden",
+            "mailgun: HTTP 401 (API key refused): Forbidden",
+        ),
+        (
+            "sms",
+            "400",
+            r#"{"code":21606,"message":"The From phone number provided is not a valid message-capable Twilio phone number"}"#,
+            "twilio: error 21606",
+        ),
+    ] {
+        let body = w.write("body.txt", body);
+        let out = notify_host(
+            &[
+                "plugin",
+                "classify",
+                "--config",
+                config.to_str().unwrap_or_default(),
+                "--channel",
+                channel,
+                "--status",
+                status,
+                "--body",
+                body.to_str().unwrap_or_default(),
+            ],
+            &shipped_env("https://api.mailgun.net", "https://api.twilio.com"),
+            w.path(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json = json_stdout(&out);
+        assert_eq!(json["disposition"], "channel-down", "{channel}: {json}");
+        let reason = json["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with(needle), "{channel}: {reason}");
+    }
 }

@@ -817,6 +817,83 @@ fn container_compose_runs_the_host_with_env_file_secrets_and_a_readiness_check()
 }
 
 #[test]
+fn container_compose_gives_each_container_its_own_static_member_id() {
+    let doc = compose();
+    let host = service(&doc, HOST);
+    let entrypoint = strings(&host["entrypoint"]);
+    let command = strings(&host["command"]);
+    assert_eq!(
+        entrypoint.get(..2),
+        Some(&["/bin/sh".to_string(), "-c".to_string()][..]),
+        "{entrypoint:?}"
+    );
+    let script = &entrypoint[2];
+    // Every `$` doubled: compose must leave the expansion to the container,
+    // where HOSTNAME is that container's own (compose would give every
+    // replica of --scale this machine's).
+    assert!(
+        !script.replace("$$", "").contains('$'),
+        "compose would expand a variable of the script: {script}"
+    );
+    assert!(
+        !environment(host).contains_key("KAFKA_INSTANCE_ID"),
+        "a fixed id in `environment` is shared by every replica"
+    );
+    // An entrypoint in compose drops the image's CMD: it is given again.
+    let instructions = dockerfile();
+    let last = instructions.last().expect("instructions").stage;
+    assert_eq!(command, exec_form(&instructions, last, "CMD"));
+    assert_eq!(
+        exec_form(&instructions, last, "ENTRYPOINT"),
+        vec!["/app/notify-host".to_string()]
+    );
+
+    // Run the script as the container would, with `env` in place of the host.
+    let unescaped = script.replace("$$", "$");
+    let exec = r#"exec /app/notify-host "$@""#;
+    assert!(unescaped.ends_with(exec), "{unescaped}");
+    let probe = unescaped.replace(exec, r#"printf 'ARG:%s\n' "$@"; exec env"#);
+    let run = |vars: &[(&str, &str)]| {
+        let mut c = std::process::Command::new("/bin/sh");
+        c.arg("-c")
+            .arg(&probe)
+            .args(&entrypoint[3..])
+            .args(&command);
+        c.env_clear().env("PATH", "/usr/bin:/bin");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run the entrypoint script");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let env = run(&[("HOSTNAME", "3f2a9c1b7d4e")]);
+    assert!(
+        env.lines()
+            .any(|l| l == "KAFKA_INSTANCE_ID=notify-host-3f2a9c1b7d4e"),
+        "{env}"
+    );
+    let args: Vec<String> = env
+        .lines()
+        .filter_map(|l| l.strip_prefix("ARG:"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(args, command, "the command reaches the host unchanged");
+    let env = run(&[("HOSTNAME", "3f2a9c1b7d4e"), ("KAFKA_INSTANCE_ID", "")]);
+    assert!(
+        env.lines()
+            .any(|l| l == "KAFKA_INSTANCE_ID=notify-host-3f2a9c1b7d4e"),
+        "an empty value in .env does not stop the default: {env}"
+    );
+    let env = run(&[("HOSTNAME", "3f2a9c1b7d4e"), ("KAFKA_INSTANCE_ID", "mine")]);
+    assert!(env.lines().any(|l| l == "KAFKA_INSTANCE_ID=mine"), "{env}");
+}
+
+#[test]
 fn container_publish_override_binds_kafka_to_loopback_only() {
     let base = compose();
     let over = yaml(PUBLISH_OVERRIDE);

@@ -226,10 +226,16 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// Creates the events and dead-letter topics (one partition each).
 pub fn create_topics(t: &Topics) {
+    create_topics_with(t, 1);
+}
+
+/// Creates the events topic with `partitions` partitions, and the
+/// dead-letter topic with one.
+pub fn create_topics_with(t: &Topics, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
         client(&bootstrap()).create().expect("admin client");
     let topics = [
-        NewTopic::new(&t.topic, 1, TopicReplication::Fixed(1)),
+        NewTopic::new(&t.topic, partitions, TopicReplication::Fixed(1)),
         NewTopic::new(&t.dlq, 1, TopicReplication::Fixed(1)),
     ];
     let results = runtime()
@@ -348,19 +354,72 @@ pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<Letter> {
 
 /// The group's committed offset for partition 0 of `topic`.
 pub fn committed(group: &str, topic: &str) -> Option<i64> {
+    committed_on(group, topic, 0)
+}
+
+/// The group's committed offset for one partition of `topic`.
+pub fn committed_on(group: &str, topic: &str, partition: i32) -> Option<i64> {
     let consumer: BaseConsumer = client(&bootstrap())
         .set("group.id", group)
         .create()
         .expect("client");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
+    tpl.add_partition(topic, partition);
     let offsets = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
         .ok()?;
-    match offsets.find_partition(topic, 0)?.offset() {
+    match offsets.find_partition(topic, partition)?.offset() {
         Offset::Offset(o) => Some(o),
         _ => None,
     }
+}
+
+/// One past the last offset of a partition (its high watermark).
+pub fn end_offset(topic: &str, partition: i32) -> i64 {
+    let consumer: BaseConsumer = client(&bootstrap()).create().expect("client");
+    let (_, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .expect("watermarks");
+    high
+}
+
+/// Publishes each payload to its partition, all at once (as
+/// [`publish_batched`]).
+pub fn publish_to_partitions(topic: &str, records: &[(i32, Vec<u8>)]) {
+    let producer: FutureProducer = client(&bootstrap())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .create()
+        .expect("producer");
+    runtime().block_on(async {
+        let sends: Vec<_> = records
+            .iter()
+            .map(|(partition, p)| {
+                producer.send(
+                    FutureRecord::<(), _>::to(topic)
+                        .partition(*partition)
+                        .payload(p),
+                    Duration::from_secs(60),
+                )
+            })
+            .collect();
+        for result in futures_util::future::join_all(sends).await {
+            result.unwrap_or_else(|(e, _)| panic!("publish: {e}"));
+        }
+    });
+}
+
+/// A metric's value from the host's /metrics (the first series whose line
+/// starts with `series`, e.g. `notify_in_flight `), if the host answers.
+pub fn metric(config: &Path, series: &str) -> Option<f64> {
+    let (status, body) = http_get(&format!("{}/metrics", admin_url(config)))?;
+    if status != 200 {
+        return None;
+    }
+    body.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Waits until `check` holds, polling; panics with `what` on timeout.

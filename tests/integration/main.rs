@@ -12,6 +12,8 @@ mod harness;
 mod hostile;
 mod kafka_harness;
 mod ops;
+mod outage;
 mod pipeline;
+mod rebalance;
 mod spec;
 mod vendors;

@@ -113,10 +113,11 @@ fn check_config(path: &Path) -> Result<ExitCode> {
                 let info = loaded.plugin.info();
                 let allowed: Vec<String> = c.allowed.iter().map(ToString::to_string).collect();
                 println!(
-                    "  channel {}: enabled, plugin {} {} ({}), sends to {}",
+                    "  channel {}: enabled, plugin {} {} (notify:channel@{}, {}), sends to {}",
                     c.name,
                     info.name,
                     info.version,
+                    loaded.plugin.contract_version(),
                     c.plugin_path.display(),
                     allowed.join(", ")
                 );

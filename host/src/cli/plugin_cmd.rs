@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use futures_executor::block_on;
-use notify_host::channels::{Attempt, Channel, Channels, RenderError};
+use notify_host::attempt::{self, Observed};
+use notify_host::channels::{Channel, Channels, RenderError};
 use notify_host::config::{ConfigError, LogConfig, LogFormat};
-use notify_host::plugin::{Disposition, Header, HttpResponse};
+use notify_host::plugin::{Disposition, Header, HttpResponse, Purpose};
 use notify_host::transport::Transport;
 use notify_host::{event, telemetry};
 use serde_json::{json, Value};
@@ -145,7 +146,7 @@ fn read_event(path: &Path) -> Result<Result<event::AppointmentEvent, event::Cont
 
 fn plugin_json(ch: &Channel) -> Value {
     let info = ch.plugin.info();
-    json!({ "name": info.name, "version": info.version })
+    json!({ "name": info.name, "version": info.version, "contract": ch.plugin.contract_version() })
 }
 
 /// Prints why an event cannot go out; exit 3 for the event's or plugin's
@@ -196,6 +197,9 @@ pub fn disposition_json(d: &Disposition) -> Value {
             json!({ "disposition": "retry", "after_ms": r.after_ms, "reason": r.reason })
         }
         Disposition::Permanent(reason) => json!({ "disposition": "permanent", "reason": reason }),
+        Disposition::ChannelDown(reason) => {
+            json!({ "disposition": "channel-down", "reason": reason })
+        }
     }
 }
 
@@ -250,24 +254,49 @@ fn send(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
     let mut all_delivered = true;
     for request in requests {
         let shown = request.redacted();
-        let outcome = runtime.block_on(ch.attempt(&transport, request, 1))?;
-        let result = match outcome {
-            Attempt::Unreachable(e) => {
+        // The pipeline's own single-attempt path: an answered request is
+        // never sent again, whatever the plugin does with the answer.
+        let outcome = runtime.block_on(attempt::attempt(
+            ch,
+            &transport,
+            request,
+            1,
+            Purpose::Confirmation,
+            attempt::Hooks::default(),
+        ));
+        let result = match (outcome.observed, outcome.received) {
+            (Observed::Unreachable(e), _) => {
                 all_delivered = false;
-                json!({ "request": shown, "error": e.to_string(), "disposition": "retry" })
+                json!({ "request": shown, "error": e, "disposition": "retry" })
             }
-            Attempt::Answered {
-                received,
-                disposition,
-            } => {
-                all_delivered &= matches!(disposition, Disposition::Delivered(_));
-                json!({
-                    "request": shown,
-                    "status": received.response.status,
-                    "latency_ms": received.latency.as_millis() as u64,
-                    "body": String::from_utf8_lossy(&received.response.body),
-                    "classified": disposition_json(&disposition),
-                })
+            (observed, received) => {
+                let classified = match &observed {
+                    Observed::Classified(d) => {
+                        all_delivered &= matches!(d, Disposition::Delivered(_));
+                        disposition_json(d)
+                    }
+                    // What the pipeline would do: decide by the host's rule.
+                    Observed::Unclassified { status, error } => {
+                        let delivered = (200..300).contains(status);
+                        all_delivered &= delivered;
+                        json!({
+                            "disposition": if delivered { "delivered" } else { "dead_letter" },
+                            "by": "host rule: the plugin failed to classify the answer (2xx delivered, else dead letter; never resent)",
+                            "plugin_error": error,
+                        })
+                    }
+                    Observed::Unreachable(_) => json!(null),
+                };
+                match received {
+                    Some(received) => json!({
+                        "request": shown,
+                        "status": received.response.status,
+                        "latency_ms": received.latency.as_millis() as u64,
+                        "body": String::from_utf8_lossy(&received.response.body),
+                        "classified": classified,
+                    }),
+                    None => json!({ "request": shown, "classified": classified }),
+                }
             }
         };
         results.push(result);

@@ -11,6 +11,7 @@ use notify_host::channels::Channels;
 use notify_host::config::ConfigError;
 use notify_host::dedup::DedupStore;
 use notify_host::dlq::DeadLetters;
+use notify_host::health::Health;
 use notify_host::kafka::HostContext;
 use notify_host::metrics::Metrics;
 use notify_host::offsets::OffsetTracker;
@@ -41,7 +42,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
     };
     for c in channels.iter() {
         let info = c.plugin.info();
-        tracing::info!(channel = c.name(), plugin = %info.name, version = %info.version, path = %c.config.plugin_path.display(), "channel ready");
+        tracing::info!(channel = c.name(), plugin = %info.name, version = %info.version, contract = c.plugin.contract_version(), path = %c.config.plugin_path.display(), "channel ready");
     }
     for c in config.channels.values().filter(|c| !c.enabled) {
         tracing::info!(channel = %c.name, "channel disabled in config: requests for it are skipped");
@@ -59,6 +60,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
     admin::set(&readiness.plugins_loaded, true);
+    let health = Arc::new(Health::new(&config, &metrics));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -73,6 +75,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
             dedup: dedup.clone(),
+            health: health.clone(),
         };
         let admin = tokio::spawn(admin::serve(listener, admin_state, async move {
             let _ = admin_stopped.await;
@@ -115,6 +118,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             dedup,
             dlq,
             metrics,
+            health,
             plugin_slots: Arc::new(tokio::sync::Semaphore::new(config.plugins.max_instances as usize)),
         });
         pipeline::run(shared, consumer, tracker, shutdown_signal()).await;

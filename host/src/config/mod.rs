@@ -11,13 +11,15 @@ mod raw;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use interpolate::{interpolate, InterpolationError, ProcessEnv, VarLookup};
-use raw::{RawAuth, RawChannel, RawConfig, RawKafka, RawRetry};
+use raw::{RawAuth, RawChannel, RawCircuit, RawConfig, RawKafka, RawRate, RawRetry};
 use url::Url;
 
+use crate::health::{CircuitPolicy, Rate};
 use crate::retry::RetryPolicy;
 
 /// Plain-text HTTP is only ever allowed to these: nothing leaves the machine.
@@ -131,6 +133,9 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// `earliest` or `latest`: where a group with no committed offset starts.
     pub auto_offset_reset: String,
+    /// librdkafka's `group.instance.id` (static membership), unique per
+    /// running host; `None` for a dynamic member.
+    pub instance_id: Option<String>,
     /// Extra librdkafka properties, passed through verbatim.
     pub client: Vec<(String, String)>,
 }
@@ -178,6 +183,10 @@ pub struct ChannelConfig {
     pub timeout: Duration,
     pub limits: PluginLimits,
     pub retry: RetryPolicy,
+    /// When the channel counts as down, and how it is probed.
+    pub circuit: CircuitPolicy,
+    /// The most sends per second, if limited.
+    pub rate: Option<Rate>,
     /// Non-secret settings handed to the plugin, `base_url` included when set.
     pub settings: Vec<(String, String)>,
 }
@@ -302,6 +311,7 @@ pub const KAFKA_ENV_OVERRIDES: &[(&str, &str)] = &[
     ("KAFKA_TOPIC_APPOINTMENTS_CREATED_DLQ", "kafka.dlq_topic"),
     ("KAFKA_GROUP_ID", "kafka.group_id"),
     ("KAFKA_AUTO_OFFSET_RESET", "kafka.auto_offset_reset"),
+    ("KAFKA_INSTANCE_ID", "kafka.instance_id"),
 ];
 
 /// librdkafka properties the host sets itself: overriding them would break
@@ -369,6 +379,7 @@ fn apply_kafka_overrides(kafka: &mut RawKafka, env: &dyn VarLookup) {
             "kafka.topic" => &mut kafka.topic,
             "kafka.dlq_topic" => &mut kafka.dlq_topic,
             "kafka.group_id" => &mut kafka.group_id,
+            "kafka.instance_id" => &mut kafka.instance_id,
             _ => &mut kafka.auto_offset_reset,
         };
         *slot = Some(value);
@@ -662,8 +673,27 @@ fn validate_kafka(raw: RawKafka, problems: &mut Vec<Problem>) -> KafkaConfig {
             "must differ from kafka.topic",
         ));
     }
+    // Empty (e.g. `${KAFKA_INSTANCE_ID:-}` with the variable unset) means a
+    // dynamic member.
+    let instance_id = raw
+        .instance_id
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    if let Some(id) = &instance_id {
+        if let Err(reason) = check_instance_id(id) {
+            problems.push(Problem::new("kafka.instance_id", reason));
+        }
+    }
     let mut client = Vec::new();
     for (k, v) in raw.client {
+        if k == "group.instance.id" {
+            // One place for it, so the env override and the default apply.
+            problems.push(Problem::new(
+                format!("kafka.client.\"{k}\""),
+                "use kafka.instance_id (or KAFKA_INSTANCE_ID) instead",
+            ));
+            continue;
+        }
         if RESERVED_CLIENT_KEYS.contains(&k.as_str()) {
             problems.push(Problem::new(
                 format!("kafka.client.\"{k}\""),
@@ -695,7 +725,31 @@ fn validate_kafka(raw: RawKafka, problems: &mut Vec<Problem>) -> KafkaConfig {
         dlq_topic,
         group_id,
         auto_offset_reset,
+        instance_id,
         client,
+    }
+}
+
+/// Kafka brokers accept a `group.instance.id` with the characters and length
+/// of a topic name, and refuse the member otherwise (at every start, as
+/// INVALID_REQUEST): checked here so the error names the key.
+fn check_instance_id(id: &str) -> Result<(), String> {
+    // Kafka's limit for topic names, which group instance ids share.
+    const MAX_LEN: usize = 249;
+    if id.len() > MAX_LEN {
+        return Err(format!("at most {MAX_LEN} characters, found {}", id.len()));
+    }
+    if id == "." || id == ".." {
+        return Err(format!("\"{id}\" is not allowed"));
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "\"{id}\" contains {c:?}; use ASCII letters, digits, '.', '_' and '-' only"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -759,7 +813,14 @@ fn validate_retry(name: &str, raw: Option<RawRetry>, problems: &mut Vec<Problem>
             0,
             86_400,
         )),
+        give_up_after: r.give_up_after,
     };
+    if policy.give_up_after.is_some_and(|d| d.is_zero()) {
+        problems.push(Problem::new(
+            key("give_up_after"),
+            "must be longer than 0 (leave it out to never give up on time)",
+        ));
+    }
     if policy.max_backoff < policy.initial_backoff {
         problems.push(Problem::new(
             key("max_backoff_ms"),
@@ -767,6 +828,99 @@ fn validate_retry(name: &str, raw: Option<RawRetry>, problems: &mut Vec<Problem>
         ));
     }
     policy
+}
+
+fn validate_circuit(
+    name: &str,
+    raw: Option<RawCircuit>,
+    problems: &mut Vec<Problem>,
+) -> CircuitPolicy {
+    let d = CircuitPolicy::default();
+    let Some(r) = raw else {
+        return d;
+    };
+    let key = |k: &str| format!("channels.{name}.circuit.{k}");
+    let mut n = |k: &str, v: Option<u64>, default: u32, max: u64| {
+        bounded(problems, &key(k), v, u64::from(default), 1, max) as u32
+    };
+    let consecutive_failures = n(
+        "consecutive_failures",
+        r.consecutive_failures,
+        d.consecutive_failures,
+        10_000,
+    );
+    let window = n("window", r.window, d.window, 10_000);
+    let window_failures = n(
+        "window_failures",
+        r.window_failures,
+        d.window_failures,
+        10_000,
+    );
+    let policy = CircuitPolicy {
+        consecutive_failures,
+        window,
+        window_failures,
+        probe_backoff_initial: Duration::from_millis(bounded(
+            problems,
+            &key("probe_backoff_initial_ms"),
+            r.probe_backoff_initial_ms,
+            d.probe_backoff_initial.as_millis() as u64,
+            1,
+            3_600_000,
+        )),
+        probe_backoff_max: Duration::from_secs(bounded(
+            problems,
+            &key("probe_backoff_max_seconds"),
+            r.probe_backoff_max_seconds,
+            d.probe_backoff_max.as_secs(),
+            1,
+            86_400,
+        )),
+        ..d
+    };
+    if policy.window_failures > policy.window {
+        problems.push(Problem::new(
+            key("window_failures"),
+            format!(
+                "{} is more than the window ({}): the rate breaker could never open",
+                policy.window_failures, policy.window
+            ),
+        ));
+    }
+    if policy.probe_backoff_max < policy.probe_backoff_initial {
+        problems.push(Problem::new(
+            key("probe_backoff_max_seconds"),
+            "must be at least probe_backoff_initial_ms",
+        ));
+    }
+    policy
+}
+
+fn validate_rate(name: &str, r: RawRate, problems: &mut Vec<Problem>) -> Option<Rate> {
+    let key = |k: &str| format!("channels.{name}.rate.{k}");
+    let Some(per_second) = r.per_second else {
+        problems.push(Problem::new(
+            key("per_second"),
+            "required when rate is set: the most sends per second (e.g. 10, or 0.5)",
+        ));
+        return None;
+    };
+    // 1/100 per second (one send every 100 s) to a million: outside that it
+    // is a unit mistake.
+    if !(0.01..=1_000_000.0).contains(&per_second) {
+        problems.push(Problem::new(
+            key("per_second"),
+            format!("{per_second} is out of range (0.01 to 1000000)"),
+        ));
+        return None;
+    }
+    // A burst of one spaces sends evenly; a larger one lets that many go at
+    // once after a quiet spell.
+    let burst = bounded(problems, &key("burst"), r.burst, 1, 1, 1_000_000);
+    Some(Rate {
+        period: Duration::from_secs_f64(1.0 / per_second),
+        burst: NonZeroU32::new(burst as u32).unwrap_or(NonZeroU32::MIN),
+    })
 }
 
 fn mib(n: u64) -> usize {
@@ -933,6 +1087,8 @@ fn validate_channel(
     };
 
     let retry = validate_retry(name, ch.retry, problems);
+    let circuit = validate_circuit(name, ch.circuit, problems);
+    let rate = ch.rate.and_then(|r| validate_rate(name, r, problems));
 
     let mut settings = Vec::new();
     if let Some(url) = &base_url {
@@ -978,6 +1134,8 @@ fn validate_channel(
         timeout,
         limits,
         retry,
+        circuit,
+        rate,
         settings,
     })
 }
@@ -1097,6 +1255,59 @@ settings = { domain = "mg.example.com", retries = 3 }
         ] {
             let text = MINIMAL.replace("https://api.mailgun.net", url);
             assert_eq!(parse(&text, Path::new("."), &env).is_ok(), ok, "{url}");
+        }
+    }
+
+    #[test]
+    fn kafka_instance_id_from_the_file_or_the_environment() {
+        /// (kafka.instance_id in the file, KAFKA_INSTANCE_ID, the id or a problem)
+        type Case = (
+            Option<&'static str>,
+            Option<&'static str>,
+            Result<Option<&'static str>, &'static str>,
+        );
+        let cases: &[Case] = &[
+            (None, None, Ok(None)),
+            (Some(""), None, Ok(None)),
+            (Some("${KAFKA_INSTANCE_ID:-}"), None, Ok(None)),
+            (
+                Some("${KAFKA_INSTANCE_ID:-}"),
+                Some("host-a"),
+                Ok(Some("host-a")),
+            ),
+            (Some(" notify-1 "), None, Ok(Some("notify-1"))),
+            // The variable overrides the file, as the other KAFKA_* do; an
+            // empty one does not.
+            (Some("from-file"), Some("from-env"), Ok(Some("from-env"))),
+            (Some("from-file"), Some(""), Ok(Some("from-file"))),
+            (None, Some("abc123def456"), Ok(Some("abc123def456"))),
+            (Some("has space"), None, Err("contains ' '")),
+            (Some("."), None, Err("is not allowed")),
+        ];
+        for (file, var, want) in cases {
+            let mut text = MINIMAL.to_string();
+            if let Some(v) = file {
+                text = format!("[kafka]\ninstance_id = \"{v}\"\n{text}");
+            }
+            let lookup = |name: &str| match name {
+                "KAFKA_INSTANCE_ID" => var.map(str::to_string),
+                other => env(other),
+            };
+            let got = parse(&text, Path::new("."), &lookup);
+            match (want, got) {
+                (Ok(id), Ok(c)) => {
+                    assert_eq!(c.kafka.instance_id.as_deref(), *id, "{file:?} {var:?}")
+                }
+                (Err(reason), Err(problems)) => {
+                    assert!(
+                        problems
+                            .iter()
+                            .any(|p| p.key == "kafka.instance_id" && p.message.contains(reason)),
+                        "{file:?}: {problems:?}"
+                    );
+                }
+                (want, got) => panic!("{file:?} {var:?}: want {want:?}, got {got:?}"),
+            }
         }
     }
 }

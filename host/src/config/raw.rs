@@ -35,6 +35,8 @@ pub struct RawKafka {
     pub dlq_topic: Option<String>,
     pub group_id: Option<String>,
     pub auto_offset_reset: Option<String>,
+    /// librdkafka's `group.instance.id`; empty for none.
+    pub instance_id: Option<String>,
     /// librdkafka properties passed through verbatim (security.protocol, sasl.*, ssl.*, ...).
     #[serde(default)]
     pub client: BTreeMap<String, toml::Value>,
@@ -82,6 +84,32 @@ pub struct RawRetry {
     pub max_backoff_ms: Option<u64>,
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub max_retry_after_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_duration")]
+    pub give_up_after: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    pub per_second: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub burst: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuit {
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub consecutive_failures: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub window: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub window_failures: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub probe_backoff_initial_ms: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub probe_backoff_max_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +151,8 @@ pub struct RawChannel {
     pub deadline_ms: Option<u64>,
     pub auth: Option<RawAuth>,
     pub retry: Option<RawRetry>,
+    pub rate: Option<RawRate>,
+    pub circuit: Option<RawCircuit>,
     #[serde(default)]
     pub settings: BTreeMap<String, toml::Value>,
 }
@@ -195,6 +225,30 @@ mod lenient {
             .filter(|f: &f64| f.is_finite())
             .map(Some)
             .ok_or_else(|| D::Error::custom(format!("expected a number, found {}", s.describe())))
+    }
+
+    /// A duration as text (`"30m"`, `"2h 30m"`, `"90s"`) or a number of
+    /// seconds.
+    pub fn opt_duration<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        let Some(s) = Option::<Scalar>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let parsed = match &s {
+            Scalar::Int(i) => u64::try_from(*i).ok().map(std::time::Duration::from_secs),
+            Scalar::Float(f) if f.is_finite() && *f >= 0.0 => {
+                std::time::Duration::try_from_secs_f64(*f).ok()
+            }
+            Scalar::Str(v) => humantime::parse_duration(v.trim()).ok(),
+            _ => None,
+        };
+        parsed.map(Some).ok_or_else(|| {
+            D::Error::custom(format!(
+                "expected a duration like \"30m\", \"2h\" or \"90s\", found {}",
+                s.describe()
+            ))
+        })
     }
 
     pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {

@@ -13,6 +13,18 @@
 //!   messages, so librdkafka's bounded prefetch queue fills and its fetching
 //!   stops; if no message could be taken for [`PAUSE_AFTER`], the partitions are paused
 //!   so the consumer can keep polling (and stay in its group) while it waits.
+//! - Work is never admitted beyond those limits: a message that arrives
+//!   when admitting it would pass one (a straggler, or a newly assigned
+//!   partition) is not begun; its partition is paused and sought back to
+//!   it, so it is fetched again once there is room. Nothing is lost, and the
+//!   commit point cannot pass it.
+//! - Rebalances are events the loop reacts to: every newly assigned
+//!   partition gets the wanted pause state explicitly (librdkafka keeps a
+//!   partition's pause across assignments, and knows nothing of the
+//!   limits), and a revoked partition's pause and full flags are forgotten.
+//!   Work of a revoked partition sends nothing after the revocation: its
+//!   token is cancelled in the rebalance callback, before the
+//!   commit-on-revoke.
 //! - A retrying event holds back only its own key and the commit point of its
 //!   partition, never the work on other events.
 //! - On shutdown, fetching stops, in-flight work gets `shutdown_grace` to
@@ -21,20 +33,22 @@
 mod keyed;
 mod worker;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::{interval, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
-pub use worker::{decide, ChannelOutcome, Decision, Observed, Shared};
+pub use worker::{decide, ChannelOutcome, Decision, Facts, Shared};
 
-use crate::kafka::{self, HostConsumer, Tracker};
+use crate::kafka::{self, HostConsumer, Rebalanced, Tracker};
 use crate::offsets::Partition;
 use keyed::KeyedQueue;
 
@@ -54,6 +68,9 @@ struct Job {
     partition: Partition,
     ticket: u64,
     key: Option<String>,
+    /// Cancelled when the partition is revoked: the event's work stops
+    /// before its next send (the partition's next owner redelivers it).
+    revoked: CancellationToken,
 }
 
 struct Done {
@@ -102,7 +119,7 @@ pub async fn run(
         let shared = shared.clone();
         let done_tx = done_tx.clone();
         tasks.spawn(async move {
-            worker::process(shared, job.msg.clone()).await;
+            worker::process(shared, job.msg.clone(), job.revoked.clone()).await;
             let _ = done_tx.send(Done {
                 partition: job.partition,
                 offset: job.msg.offset(),
@@ -118,22 +135,26 @@ pub async fn run(
     // message taken, and whether that has lasted long enough to pause.
     let mut blocked_since: Option<Instant> = None;
     let mut escalated = false;
+    let rebalances = consumer.context().rebalances();
+    let limits = Limits {
+        global: pipeline.max_in_flight,
+        per_partition: pipeline.max_in_flight_per_partition,
+    };
     tokio::pin!(shutdown);
     loop {
-        let global_full = in_flight >= pipeline.max_in_flight;
+        let global_full = in_flight >= limits.global;
         let blocked = global_full || !full_partitions.is_empty();
         if blocked {
             blocked_since.get_or_insert_with(Instant::now);
-            if escalated && global_full {
-                paused.set_global(&consumer, true);
-            }
         } else {
             blocked_since = None;
             escalated = false;
-            paused.set_global(&consumer, false);
         }
+        // Once pausing, the global pause follows the global limit; full
+        // partitions stay paused on their own until they have room.
+        apply(&consumer, paused.set_global(escalated && global_full));
         // While blocked, messages wait in librdkafka's bounded queue; once
-        // paused, polling goes on for rebalances and stragglers.
+        // paused, polling goes on for rebalances (stragglers are refused).
         let take = !blocked || escalated;
         let pause_at = blocked_since.map_or_else(Instant::now, |t| t + PAUSE_AFTER);
         tokio::select! {
@@ -142,11 +163,16 @@ pub async fn run(
             _ = tokio::time::sleep_until(pause_at), if blocked && !escalated => {
                 tracing::debug!(in_flight, full_partitions = full_partitions.len(), "limit held for {PAUSE_AFTER:?}; pausing fetching");
                 escalated = true;
-                if global_full {
-                    paused.set_global(&consumer, true);
-                }
+                apply(&consumer, paused.set_global(global_full));
                 for p in &full_partitions {
-                    paused.set_partition(&consumer, p, true);
+                    apply(&consumer, paused.set_partition(p, true));
+                }
+            }
+            // Before messages: a message of a newly assigned partition must
+            // find its pause state applied.
+            _ = rebalances.arrived() => {
+                for event in rebalances.drain() {
+                    react(&consumer, &mut paused, &mut full_partitions, event);
                 }
             }
             Some(done) = done_rx.recv() => {
@@ -157,32 +183,57 @@ pub async fn run(
                     t.finish(&done.partition, done.offset, done.ticket);
                     t.in_flight_on(&done.partition)
                 };
-                if on_partition < pipeline.max_in_flight_per_partition
+                if on_partition < limits.per_partition
                     && full_partitions.remove(&done.partition)
                 {
-                    paused.set_partition(&consumer, &done.partition, false);
+                    apply(&consumer, paused.set_partition(&done.partition, false));
                 }
                 if let Some(next) = keyed.finish(done.key.as_deref()) {
                     start(next, &mut tasks);
                 }
             }
-            _ = commits.tick() => commit(&consumer, &tracker, &shared, CommitMode::Async),
+            _ = commits.tick() => {
+                commit(&consumer, &tracker, &shared, CommitMode::Async);
+                export_ages(&tracker, &shared);
+            }
             // Reaped so the set does not grow; results arrive through done_rx.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             received = consumer.recv(), if take => match received {
                 Ok(m) => {
+                    // A rebalance served inside this recv comes first.
+                    for event in rebalances.drain() {
+                        react(&consumer, &mut paused, &mut full_partitions, event);
+                    }
+                    let partition = Partition { topic: m.topic().to_string(), partition: m.partition() };
+                    let offset = m.offset();
+                    let on_partition = kafka::lock(&tracker).in_flight_on(&partition);
+                    if let Admission::Refuse(limit) = limits.admission(in_flight, on_partition) {
+                        // Pausing mode from here on, so the pause is lifted
+                        // only when there is room again.
+                        escalated = true;
+                        let changes = match limit {
+                            Limit::Global => paused.set_global(true),
+                            Limit::Partition => {
+                                full_partitions.insert(partition.clone());
+                                paused.set_partition(&partition, true)
+                            }
+                        };
+                        apply(&consumer, changes);
+                        if refuse(&consumer, &partition, offset, limit) {
+                            continue;
+                        }
+                    }
                     let msg = Arc::new(m.detach());
-                    let partition = Partition { topic: msg.topic().to_string(), partition: msg.partition() };
-                    let (ticket, on_partition) = {
+                    let (begun, on_partition) = {
                         let mut t = kafka::lock(&tracker);
-                        let ticket = t.begin(&partition, msg.offset());
-                        (ticket, t.in_flight_on(&partition))
+                        let begun = t.begin(&partition, offset, Instant::now());
+                        (begun, t.in_flight_on(&partition))
                     };
-                    if on_partition >= pipeline.max_in_flight_per_partition
+                    if on_partition >= limits.per_partition
                         && full_partitions.insert(partition.clone())
                         && escalated
                     {
-                        paused.set_partition(&consumer, &partition, true);
+                        apply(&consumer, paused.set_partition(&partition, true));
                     }
                     let key = ordering_key(msg.payload().unwrap_or_default());
                     // A message taken is progress: the clock towards pausing
@@ -191,7 +242,7 @@ pub async fn run(
                     in_flight += 1;
                     shared.metrics.events_consumed.inc();
                     shared.metrics.in_flight.set(in_flight as i64);
-                    let job = Job { msg, partition, ticket, key };
+                    let job = Job { msg, partition, ticket: begun.ticket, key, revoked: begun.revoked };
                     let key = job.key.clone();
                     if let Some(job) = keyed.admit(key.as_deref(), job) {
                         start(job, &mut tasks);
@@ -219,7 +270,7 @@ pub async fn run(
         grace_ms = pipeline.shutdown_grace.as_millis() as u64,
         "stopping: finishing in-flight events"
     );
-    paused.set_global(&consumer, true);
+    apply(&consumer, paused.set_global(true));
     let dropped_waiting = keyed.clear();
     let mut running = in_flight - dropped_waiting;
     let deadline = Instant::now() + pipeline.shutdown_grace;
@@ -257,74 +308,291 @@ fn commit(consumer: &HostConsumer, tracker: &Tracker, shared: &Shared, mode: Com
     }
 }
 
-/// Which fetching is paused: everything (the global limit) or single
-/// partitions (their own limit). Pausing stops fetching; librdkafka refetches
-/// from the application's position on resume, so memory stays bounded while
-/// the consumer keeps polling and stays in its group. Changes are applied
-/// only when the wanted state changes.
-#[derive(Default)]
+/// The in-flight limits a message is admitted under.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    global: usize,
+    per_partition: usize,
+}
+
+/// Which limit a refused message would have passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Global,
+    Partition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Admit,
+    /// Not begun: its partition is paused and sought back to it.
+    Refuse(Limit),
+}
+
+impl Limits {
+    /// Whether one more event, with `in_flight` in flight overall and
+    /// `on_partition` on its partition, stays within the limits.
+    fn admission(&self, in_flight: usize, on_partition: usize) -> Admission {
+        if in_flight >= self.global {
+            Admission::Refuse(Limit::Global)
+        } else if on_partition >= self.per_partition {
+            Admission::Refuse(Limit::Partition)
+        } else {
+            Admission::Admit
+        }
+    }
+}
+
+/// Seeks `partition` back to the refused message at `offset` (its
+/// partition is already paused), so it is fetched again on resume. librdkafka
+/// keeps a paused partition paused through a seek; the seek also drops what
+/// was prefetched after the message. Returns false when the seek failed: the
+/// message must then be admitted after all, since skipping it would let the
+/// commit point pass it.
+fn refuse(consumer: &HostConsumer, partition: &Partition, offset: i64, limit: Limit) -> bool {
+    // A seek is a local operation, answered by librdkafka's own thread in
+    // microseconds; a second means something is badly wrong.
+    const SEEK_TIMEOUT: Duration = Duration::from_secs(1);
+    match consumer.seek(
+        &partition.topic,
+        partition.partition,
+        Offset::Offset(offset),
+        SEEK_TIMEOUT,
+    ) {
+        Ok(()) => {
+            tracing::debug!(topic = %partition.topic, partition = partition.partition, offset, ?limit, "at the in-flight limit: message refused, partition paused and sought back to it");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(topic = %partition.topic, partition = partition.partition, offset, ?limit, error = %e, "cannot seek back to a refused message; admitting it over the limit rather than skipping it");
+            false
+        }
+    }
+}
+
+/// Reacts to one rebalance: newly assigned partitions get the wanted pause
+/// state, revoked ones are forgotten.
+fn react(
+    consumer: &HostConsumer,
+    paused: &mut Pauses,
+    full_partitions: &mut HashSet<Partition>,
+    event: Rebalanced,
+) {
+    match event {
+        Rebalanced::Assigned(partitions) => apply(consumer, paused.assign(&partitions)),
+        Rebalanced::Revoked(partitions) => {
+            for p in &partitions {
+                full_partitions.remove(p);
+            }
+            paused.revoke(&partitions);
+        }
+    }
+}
+
+/// Sets `notify_oldest_unfinished_seconds` for every assigned partition
+/// (revoked ones are removed by the rebalance callback).
+fn export_ages(tracker: &Tracker, shared: &Shared) {
+    let ages = kafka::lock(tracker).oldest_unfinished(Instant::now());
+    for (p, age) in ages {
+        shared
+            .metrics
+            .oldest_unfinished
+            .get_or_create(&crate::metrics::PartitionLabels {
+                topic: p.topic,
+                partition: p.partition.to_string(),
+            })
+            .set(age.as_secs_f64());
+    }
+}
+
+/// One partition to pause (true) or resume (false).
+type Change = (Partition, bool);
+
+/// Which fetching is wanted paused: everything (the global limit) or single
+/// partitions (their own limit), over the partitions assigned now. Pure
+/// bookkeeping: each method returns the changes to [`apply`]. Pausing stops
+/// fetching; librdkafka refetches from the application's position on
+/// resume, so memory stays bounded while the consumer keeps polling and
+/// stays in its group.
+#[derive(Debug, Default)]
 struct Pauses {
     global: bool,
     partitions: HashSet<Partition>,
+    assigned: BTreeSet<Partition>,
 }
 
 impl Pauses {
-    fn set_global(&mut self, consumer: &HostConsumer, pause: bool) {
-        if self.global != pause {
-            self.global = pause;
-            self.apply(consumer);
-        }
+    fn wanted(&self, p: &Partition) -> bool {
+        self.global || self.partitions.contains(p)
     }
 
-    fn set_partition(&mut self, consumer: &HostConsumer, p: &Partition, pause: bool) {
+    /// Every assigned partition without a pause of its own follows.
+    fn set_global(&mut self, pause: bool) -> Vec<Change> {
+        if self.global == pause {
+            return Vec::new();
+        }
+        self.global = pause;
+        self.assigned
+            .iter()
+            .filter(|p| !self.partitions.contains(*p))
+            .map(|p| (p.clone(), pause))
+            .collect()
+    }
+
+    fn set_partition(&mut self, p: &Partition, pause: bool) -> Vec<Change> {
         let changed = if pause {
             self.partitions.insert(p.clone())
         } else {
             self.partitions.remove(p)
         };
-        if changed {
-            self.apply(consumer);
+        // Under the global pause it stays paused either way.
+        if changed && !self.global {
+            vec![(p.clone(), pause)]
+        } else {
+            Vec::new()
         }
     }
 
-    fn apply(&self, consumer: &HostConsumer) {
-        let assignment = match consumer.assignment() {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the assignment to pause/resume");
-                return;
-            }
-        };
-        let mut pause = rdkafka::TopicPartitionList::new();
-        let mut resume = rdkafka::TopicPartitionList::new();
-        for e in assignment.elements() {
-            let p = Partition {
-                topic: e.topic().to_string(),
-                partition: e.partition(),
-            };
-            if self.global || self.partitions.contains(&p) {
-                pause.add_partition(e.topic(), e.partition());
-            } else {
-                resume.add_partition(e.topic(), e.partition());
-            }
+    /// Newly assigned partitions, each set explicitly: librdkafka keeps a
+    /// partition's pause across assignments, so one paused before it moved
+    /// away would come back paused, and a new one arrives unpaused.
+    fn assign(&mut self, partitions: &[Partition]) -> Vec<Change> {
+        for p in partitions {
+            self.assigned.insert(p.clone());
         }
-        for (list, is_pause) in [(&pause, true), (&resume, false)] {
-            if list.count() == 0 {
-                continue;
-            }
-            let result = if is_pause {
-                consumer.pause(list)
-            } else {
-                consumer.resume(list)
+        partitions
+            .iter()
+            .map(|p| (p.clone(), self.wanted(p)))
+            .collect()
+    }
+
+    /// Revoked partitions are forgotten, their own pause with them.
+    fn revoke(&mut self, partitions: &[Partition]) {
+        for p in partitions {
+            self.assigned.remove(p);
+            self.partitions.remove(p);
+        }
+    }
+}
+
+fn apply(consumer: &HostConsumer, changes: Vec<Change>) {
+    if changes.is_empty() {
+        return;
+    }
+    let mut pause = TopicPartitionList::new();
+    let mut resume = TopicPartitionList::new();
+    for (p, is_pause) in &changes {
+        let list = if *is_pause { &mut pause } else { &mut resume };
+        list.add_partition(&p.topic, p.partition);
+    }
+    for (list, is_pause) in [(&pause, true), (&resume, false)] {
+        if list.count() == 0 {
+            continue;
+        }
+        let result = if is_pause {
+            consumer.pause(list)
+        } else {
+            consumer.resume(list)
+        };
+        match result {
+            Ok(()) => tracing::debug!(
+                pause = is_pause,
+                partitions = list.count(),
+                "fetching paused/resumed"
+            ),
+            Err(e) => tracing::warn!(error = %e, pause = is_pause, "pause/resume failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(n: i32) -> Partition {
+        Partition {
+            topic: "t".into(),
+            partition: n,
+        }
+    }
+
+    fn ps(ns: &[i32]) -> Vec<Partition> {
+        ns.iter().map(|n| p(*n)).collect()
+    }
+
+    #[test]
+    fn admission_never_passes_a_limit() {
+        let limits = Limits {
+            global: 16,
+            per_partition: 4,
+        };
+        // (in flight, on the partition, verdict)
+        let cases = [
+            (0, 0, Admission::Admit),
+            (15, 3, Admission::Admit),
+            (16, 0, Admission::Refuse(Limit::Global)),
+            (17, 4, Admission::Refuse(Limit::Global)),
+            (10, 4, Admission::Refuse(Limit::Partition)),
+            (10, 9, Admission::Refuse(Limit::Partition)),
+        ];
+        for (in_flight, on_partition, want) in cases {
+            assert_eq!(
+                limits.admission(in_flight, on_partition),
+                want,
+                "{in_flight} in flight, {on_partition} on the partition"
+            );
+        }
+    }
+
+    /// One step of the pipeline's pause bookkeeping.
+    #[derive(Debug)]
+    enum Step {
+        Assign(&'static [i32]),
+        Revoke(&'static [i32]),
+        Global(bool),
+        Partition(i32, bool),
+    }
+
+    #[test]
+    fn pause_state_survives_rebalances() {
+        use Step::*;
+        // Each step with the changes it must produce: (partition, pause).
+        let steps: &[(Step, &[(i32, bool)])] = &[
+            // A first assignment is set explicitly, unpaused.
+            (Assign(&[0, 1]), &[(0, false), (1, false)]),
+            (Partition(1, true), &[(1, true)]),
+            (Partition(1, true), &[]),
+            (Global(true), &[(0, true)]),
+            // Assigned while everything is paused: arrives paused.
+            (Assign(&[2]), &[(2, true)]),
+            // Revoked while paused: its own pause is forgotten...
+            (Revoke(&[1]), &[]),
+            (Global(false), &[(0, false), (2, false)]),
+            // ...so it comes back unpaused, though librdkafka still has it paused.
+            (Assign(&[1]), &[(1, false)]),
+            (Partition(2, true), &[(2, true)]),
+            // Under the global pause a partition's own flag changes nothing yet.
+            (Global(true), &[(0, true), (1, true)]),
+            (Partition(2, false), &[]),
+            (Partition(0, true), &[]),
+            (Global(false), &[(1, false), (2, false)]),
+            (Partition(0, false), &[(0, false)]),
+            (Revoke(&[0, 1, 2]), &[]),
+            (Global(true), &[]),
+        ];
+        let mut pauses = Pauses::default();
+        for (i, (step, want)) in steps.iter().enumerate() {
+            let got = match step {
+                Assign(ns) => pauses.assign(&ps(ns)),
+                Revoke(ns) => {
+                    pauses.revoke(&ps(ns));
+                    Vec::new()
+                }
+                Global(on) => pauses.set_global(*on),
+                Partition(n, on) => pauses.set_partition(&p(*n), *on),
             };
-            match result {
-                Ok(()) => tracing::debug!(
-                    pause = is_pause,
-                    partitions = list.count(),
-                    "fetching paused/resumed"
-                ),
-                Err(e) => tracing::warn!(error = %e, pause = is_pause, "pause/resume failed"),
-            }
+            let want: Vec<Change> = want.iter().map(|(n, on)| (p(*n), *on)).collect();
+            assert_eq!(got, want, "step {i}: {step:?}");
         }
     }
 }

@@ -1,23 +1,28 @@
 //! Working one event to its end: every requested channel delivered, skipped
 //! (disabled, or already delivered), or dead-lettered.
 //!
-//! The decision for one channel send is taken in one place,
-//! [`decide`], from the plugin's classification or the transport error and
-//! the channel's retry policy; it is tested as a table.
+//! The decision after each send is taken in one place, [`decide`], from what
+//! the attempt observed, whether the channel was healthy, and the channel's
+//! retry policy; it is tested as a table. Every send goes through its
+//! channel's gate (`health`): while the channel is down the send waits there,
+//! uncounted, instead of being retried against a failing provider.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::message::{Headers, Message, OwnedMessage};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::channels::{Attempt, Channels, RenderError};
+use crate::attempt::{self, Hooks, Observed};
+use crate::channels::{Channels, RenderError};
 use crate::config::Config;
 use crate::dedup::DedupStore;
 use crate::dlq::{DeadLetter, DeadLetters, ErrorClass, Source};
 use crate::event::{self, AppointmentEvent};
-use crate::metrics::{Metrics, OutcomeLabels, PluginCallLabels, ProviderLabels, ReasonLabels};
-use crate::plugin::{Disposition, PluginError};
+use crate::health::{ChannelGate, Health};
+use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels};
+use crate::plugin::{Disposition, Purpose};
 use crate::retry::RetryPolicy;
 use crate::transport::{OutboundRequest, Transport};
 
@@ -29,6 +34,7 @@ pub struct Shared {
     pub dedup: DedupStore,
     pub dlq: DeadLetters,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
     /// One permit per pooled plugin instance (`plugins.max_instances`): a
     /// call waits for a slot instead of failing when the pool is full.
     pub plugin_slots: Arc<tokio::sync::Semaphore>,
@@ -46,37 +52,49 @@ pub enum ChannelOutcome {
     /// Requested but disabled in config.
     Disabled,
     DeadLetter(DeadLetter),
+    /// The partition was revoked before this channel was done: nothing more
+    /// was sent, and its next owner works the event again.
+    Revoked,
 }
 
-/// What to do after one failed or answered send.
+/// What to do after one answered or failed send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// This request is done; go on with the next (or finish).
     Delivered { provider_message_id: Option<String> },
-    /// Wait, then send again as attempt `attempt + 1`.
+    /// A counted failure: wait, then send again as attempt `attempt + 1`.
     RetryAfter(Duration),
+    /// The channel is not healthy: the failure does not count; send again
+    /// when the channel's gate lets it out.
+    WaitForChannel,
     /// Give up on the channel for this event.
     DeadLetter { class: ErrorClass, reason: String },
 }
 
-/// What happened on one attempt, as `decide` needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Observed {
-    Classified(Disposition),
-    /// The provider did not answer (timeout, connection refused or reset).
-    Unreachable(String),
-    /// The plugin failed while classifying (trap, deadline, memory).
-    PluginFailed(String),
+/// The facts about a send that `decide` weighs besides what it observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// The event's attempt number for this send (1-based, counted ones only).
+    pub attempt: u32,
+    /// Whether a failure counts against `max_attempts`: the channel was
+    /// healthy before and after it (see `health::circuit`).
+    pub counted: bool,
+    /// Since the channel's first attempt for this event.
+    pub elapsed: Duration,
 }
 
 /// The one place a send's result becomes a decision.
 pub fn decide(
     policy: &RetryPolicy,
-    attempt: u32,
+    facts: Facts,
     observed: Observed,
     jitter: impl FnOnce(u64) -> u64,
 ) -> Decision {
-    let (provider_after, reason, class) = match observed {
+    let attempt = facts.attempt;
+    // A channel-level failure never counts against the event.
+    let counted =
+        facts.counted && !matches!(observed, Observed::Classified(Disposition::ChannelDown(_)));
+    let (provider_after, reason) = match observed {
         Observed::Classified(Disposition::Delivered(d)) => {
             return Decision::Delivered {
                 provider_message_id: d.provider_message_id,
@@ -88,22 +106,52 @@ pub fn decide(
                 reason,
             }
         }
-        Observed::Classified(Disposition::Retry(r)) => (
-            r.after_ms.map(Duration::from_millis),
-            r.reason,
-            ErrorClass::RetriesExhausted,
-        ),
-        Observed::Unreachable(reason) => (None, reason, ErrorClass::RetriesExhausted),
-        Observed::PluginFailed(reason) => (None, reason, ErrorClass::PluginFailed),
+        // The provider answered; the request is never sent again for a
+        // plugin failure after the answer. The host's own rule decides.
+        Observed::Unclassified { status, .. } if (200..300).contains(&status) => {
+            return Decision::Delivered {
+                provider_message_id: None,
+            }
+        }
+        Observed::Unclassified { status, error } => {
+            return Decision::DeadLetter {
+                class: ErrorClass::PluginFailed,
+                reason: format!(
+                    "the provider answered HTTP {status} and the plugin failed to classify it ({error}); not sent again"
+                ),
+            }
+        }
+        Observed::Classified(Disposition::ChannelDown(reason)) => (None, reason),
+        Observed::Classified(Disposition::Retry(r)) => (r.after_ms.map(Duration::from_millis), r.reason),
+        Observed::Unreachable(reason) => (None, reason),
     };
-    match retry_or_give_up(policy, attempt, provider_after, reason, class, jitter) {
+    if let Some(limit) = policy.give_up_after.filter(|l| facts.elapsed >= *l) {
+        return Decision::DeadLetter {
+            class: ErrorClass::RetriesExhausted,
+            reason: format!(
+                "gave up after {} (retry.give_up_after): {reason}",
+                humantime::format_duration(limit)
+            ),
+        };
+    }
+    if !counted {
+        return Decision::WaitForChannel;
+    }
+    match retry_or_give_up(
+        policy,
+        attempt,
+        provider_after,
+        reason,
+        ErrorClass::RetriesExhausted,
+        jitter,
+    ) {
         Ok(wait) => Decision::RetryAfter(wait),
         Err((class, reason)) => Decision::DeadLetter { class, reason },
     }
 }
 
-/// After a transient failure of attempt `attempt`: how long to wait, or why
-/// to give up.
+/// After a counted transient failure of attempt `attempt`: how long to
+/// wait, or why to give up.
 fn retry_or_give_up(
     policy: &RetryPolicy,
     attempt: u32,
@@ -122,7 +170,10 @@ fn retry_or_give_up(
 /// Works one event; returns once every channel is resolved and every dead
 /// letter acknowledged. Never fails: what cannot be done is dead-lettered, and
 /// a dead-letter write is retried until it succeeds.
-pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>) {
+///
+/// Once `revoked` is cancelled (the partition went to another member) no
+/// further send is started: the rest is left for the partition's next owner.
+pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>, revoked: CancellationToken) {
     let payload = msg.payload().unwrap_or_default();
     let max = shared.config.pipeline.max_event_bytes;
     let event = if payload.len() > max {
@@ -183,7 +234,8 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>) {
             let shared = shared.clone();
             let event = event.clone();
             let name = name.to_string();
-            async move { deliver(&shared, &event, &name).await }
+            let revoked = revoked.clone();
+            async move { deliver(&shared, &event, &name, &revoked).await }
         });
         // Channels of one event go out concurrently: e-mail does not wait on SMS.
         for outcome in futures_util::future::join_all(work).await {
@@ -253,9 +305,10 @@ async fn deliver(
     shared: &Arc<Shared>,
     event: &Arc<AppointmentEvent>,
     name: &str,
+    revoked: &CancellationToken,
 ) -> ChannelOutcome {
     let started = Instant::now();
-    let outcome = deliver_inner(shared, event, name).await;
+    let outcome = deliver_inner(shared, event, name, revoked).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let event_id = event.event_id.as_str();
     let word = match &outcome {
@@ -263,6 +316,7 @@ async fn deliver(
         ChannelOutcome::AlreadyDelivered => "duplicate",
         ChannelOutcome::Disabled => "disabled",
         ChannelOutcome::DeadLetter(_) => "dead_letter",
+        ChannelOutcome::Revoked => "revoked",
     };
     shared
         .metrics
@@ -309,14 +363,30 @@ async fn deliver(
         ChannelOutcome::DeadLetter(l) => {
             tracing::warn!(event_id, channel = name, outcome = "dead_letter", class = l.class.as_str(), attempts = l.attempts, provider_status = l.provider_status, reason = %l.reason, elapsed_ms, "channel failed")
         }
+        ChannelOutcome::Revoked => tracing::info!(
+            event_id,
+            channel = name,
+            outcome = "revoked",
+            elapsed_ms,
+            "partition revoked before the channel was done; left for its next owner"
+        ),
     }
     outcome
+}
+
+/// Sleeps for `wait`, or returns `false` at once if `revoked` is cancelled.
+async fn sleep_unless_revoked(wait: Duration, revoked: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = revoked.cancelled() => false,
+    }
 }
 
 async fn deliver_inner(
     shared: &Arc<Shared>,
     event: &Arc<AppointmentEvent>,
     name: &str,
+    revoked: &CancellationToken,
 ) -> ChannelOutcome {
     match shared.config.channels.get(name) {
         None => {
@@ -332,7 +402,7 @@ async fn deliver_inner(
         Some(c) if !c.enabled => return ChannelOutcome::Disabled,
         Some(_) => {}
     }
-    if shared.channels.get(name).is_none() {
+    let (Some(channel), Some(gate)) = (shared.channels.get(name), shared.health.get(name)) else {
         return letter(
             name,
             event,
@@ -341,20 +411,26 @@ async fn deliver_inner(
             0,
             None,
         );
+    };
+    // Sending without knowing could send twice; waiting loses nothing (the
+    // event stays in flight, its offset uncommitted), so a failed lookup is a
+    // transient failure of the host, retried until the store answers.
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match shared.dedup.is_delivered(&event.event_id, name) {
+            Ok(true) => return ChannelOutcome::AlreadyDelivered,
+            Ok(false) => break,
+            Err(e) => {
+                tracing::error!(channel = name, error = %e, retry_in_ms = wait.as_millis() as u64, "dedup lookup failed; not sending until the store answers");
+                if !sleep_unless_revoked(wait, revoked).await {
+                    return ChannelOutcome::Revoked;
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
     }
-    match shared.dedup.is_delivered(&event.event_id, name) {
-        Ok(true) => return ChannelOutcome::AlreadyDelivered,
-        Ok(false) => {}
-        // Sending without knowing could duplicate; failing loses nothing: the
-        // event is retried by redelivery. Treat it as a transient failure.
-        Err(e) => tracing::error!(channel = name, error = %e, "dedup lookup failed"),
-    }
-    let policy = shared
-        .config
-        .channels
-        .get(name)
-        .map(|c| c.retry)
-        .unwrap_or_default();
+    let policy = channel.config.retry;
+    let first_attempt = Instant::now();
 
     let mut attempt = 1;
     let requests = loop {
@@ -376,7 +452,9 @@ async fn deliver_inner(
                             .get_or_create(&Metrics::channel(name))
                             .inc();
                         tracing::warn!(channel = name, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "plugin failed rendering; retrying");
-                        tokio::time::sleep(wait).await;
+                        if !sleep_unless_revoked(wait, revoked).await {
+                            return ChannelOutcome::Revoked;
+                        }
                         attempt += 1;
                     }
                     Err((class, reason)) => {
@@ -410,19 +488,38 @@ async fn deliver_inner(
     let mut provider_message_id = None;
     let mut next = 0;
     while next < requests.len() {
-        let request = requests[next].clone();
-        let (observed, status) = match send(shared, name, request, attempt).await {
-            Ok(Attempt::Answered {
-                received,
-                disposition,
-            }) => (
-                Observed::Classified(disposition),
-                Some(received.response.status),
-            ),
-            Ok(Attempt::Unreachable(e)) => (Observed::Unreachable(e.to_string()), None),
-            Err(e) => (Observed::PluginFailed(e.to_string()), None),
+        let Some(permit) = gate.admit(revoked).await else {
+            return ChannelOutcome::Revoked;
         };
-        match decide(&policy, attempt, observed, |n| fastrand::u64(0..=n)) {
+        // Checked after the wait too: a revoke may have come while the
+        // permit was being handed over.
+        if revoked.is_cancelled() {
+            return ChannelOutcome::Revoked;
+        }
+        let outcome = attempt::attempt(
+            channel,
+            &shared.transport,
+            requests[next].clone(),
+            attempt,
+            Purpose::Confirmation,
+            Hooks {
+                metrics: Some(&shared.metrics),
+                plugin_slots: Some(&shared.plugin_slots),
+            },
+        )
+        .await;
+        let status = outcome.status();
+        let counted = permit.finish(outcome.observed.signal());
+        throttle_on_retry_after(gate, &policy, &outcome.observed, status);
+        if let Observed::Unclassified { status, error } = &outcome.observed {
+            tracing::error!(channel = name, provider_status = status, error = %error, "the plugin could not classify the provider's answer; deciding by the host's rule (2xx delivered, else dead letter), never by resending");
+        }
+        let facts = Facts {
+            attempt,
+            counted,
+            elapsed: first_attempt.elapsed(),
+        };
+        match decide(&policy, facts, outcome.observed, |n| fastrand::u64(0..=n)) {
             Decision::Delivered {
                 provider_message_id: id,
             } => {
@@ -430,6 +527,11 @@ async fn deliver_inner(
                 next += 1;
             }
             Decision::RetryAfter(wait) => {
+                shared
+                    .metrics
+                    .retries
+                    .get_or_create(&Metrics::channel(name))
+                    .inc();
                 tracing::info!(
                     channel = name,
                     attempt,
@@ -437,8 +539,24 @@ async fn deliver_inner(
                     retry_in_ms = wait.as_millis() as u64,
                     "transient failure; retrying"
                 );
-                tokio::time::sleep(wait).await;
+                if !sleep_unless_revoked(wait, revoked).await {
+                    return ChannelOutcome::Revoked;
+                }
                 attempt += 1;
+            }
+            Decision::WaitForChannel => {
+                shared
+                    .metrics
+                    .retries
+                    .get_or_create(&Metrics::channel(name))
+                    .inc();
+                // The channel's gate logs its state once, not every event.
+                tracing::debug!(
+                    channel = name,
+                    attempt,
+                    provider_status = status,
+                    "channel not healthy; waiting for it (not counted as an attempt)"
+                );
             }
             Decision::DeadLetter { class, reason } => {
                 return letter(name, event, class, reason, attempt, status)
@@ -459,6 +577,21 @@ async fn deliver_inner(
     }
 }
 
+/// A provider that answers 429 with a Retry-After throttles the account or
+/// sender, not one message: the whole channel waits that long.
+fn throttle_on_retry_after(
+    gate: &ChannelGate,
+    policy: &RetryPolicy,
+    observed: &Observed,
+    status: Option<u16>,
+) {
+    if let (Some(429), Observed::Classified(Disposition::Retry(r))) = (status, observed) {
+        if let Some(after) = r.after_ms.map(Duration::from_millis) {
+            gate.throttle(after.min(policy.max_retry_after));
+        }
+    }
+}
+
 /// Plugin calls run on this task: a call takes tens of microseconds, and
 /// a slow one yields at every epoch tick, so it cannot stall other events.
 async fn render(
@@ -474,94 +607,7 @@ async fn render(
     let _slot = shared.plugin_slots.acquire().await;
     let started = Instant::now();
     let result = ch.render(event).await;
-    observe_call(shared, name, "render", started);
-    result
-}
-
-fn observe_call(shared: &Shared, name: &str, call: &str, started: Instant) {
-    shared
-        .metrics
-        .plugin_call
-        .get_or_create(&PluginCallLabels {
-            channel: name.to_string(),
-            call: call.to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-}
-
-async fn send(
-    shared: &Arc<Shared>,
-    name: &str,
-    request: OutboundRequest,
-    attempt: u32,
-) -> Result<Attempt, PluginError> {
-    let labels = |class: &str| ProviderLabels {
-        channel: name.to_string(),
-        status_class: class.to_string(),
-    };
-    let received = match shared.transport.send(request).await {
-        Ok(r) => r,
-        Err(e) => {
-            shared
-                .metrics
-                .provider_requests
-                .get_or_create(&labels("error"))
-                .inc();
-            return Ok(Attempt::Unreachable(e));
-        }
-    };
-    let class = format!("{}xx", received.response.status / 100);
-    shared
-        .metrics
-        .provider_requests
-        .get_or_create(&labels(&class))
-        .inc();
-    shared
-        .metrics
-        .provider_latency
-        .get_or_create(&Metrics::channel(name))
-        .observe(received.latency.as_secs_f64());
-    // The provider has answered: a failed classify must not lead to a
-    // second send (a duplicate if it was accepted), so classify is retried
-    // on the same answer first.
-    let mut tries = 0;
-    let disposition = loop {
-        tries += 1;
-        match classify(shared, name, &received.response, attempt).await {
-            Ok(d) => break d,
-            Err(e) if tries < CLASSIFY_TRIES => {
-                tracing::warn!(channel = name, error = %e, "classify failed; trying again on the same answer");
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    Ok(Attempt::Answered {
-        received,
-        disposition,
-    })
-}
-
-/// How often classify is tried on one provider answer.
-const CLASSIFY_TRIES: u32 = 3;
-
-async fn classify(
-    shared: &Arc<Shared>,
-    name: &str,
-    response: &crate::plugin::HttpResponse,
-    attempt: u32,
-) -> Result<Disposition, PluginError> {
-    let Some(ch) = shared.channels.get(name) else {
-        return Err(PluginError::Trap {
-            plugin: name.to_string(),
-            call: "classify",
-            message: "channel not loaded".into(),
-        });
-    };
-    let _slot = shared.plugin_slots.acquire().await;
-    let started = Instant::now();
-    let result = ch.classify(response, attempt).await;
-    observe_call(shared, name, "classify", started);
+    attempt::observe_call(&shared.metrics, name, "render", started);
     result
 }
 
@@ -574,6 +620,7 @@ mod tests {
     fn decisions() {
         let p = RetryPolicy {
             max_attempts: 3,
+            give_up_after: Some(Duration::from_secs(3600)),
             ..RetryPolicy::default()
         };
         let retry = |after: Option<u64>| {
@@ -582,42 +629,46 @@ mod tests {
                 reason: "busy".into(),
             }))
         };
+        let healthy = |attempt: u32| Facts {
+            attempt,
+            counted: true,
+            elapsed: Duration::from_secs(1),
+        };
+        let down = Facts {
+            attempt: 3,
+            counted: false,
+            elapsed: Duration::from_secs(600),
+        };
+        let too_long = Facts {
+            attempt: 1,
+            counted: false,
+            elapsed: Duration::from_secs(3600),
+        };
+        let delivered = |id: Option<&str>| Decision::Delivered {
+            provider_message_id: id.map(String::from),
+        };
         let max = |n: u64| n;
-        let cases: Vec<(u32, Observed, Decision)> = vec![
+        let cases: Vec<(Facts, Observed, Decision)> = vec![
             (
-                1,
+                healthy(1),
                 Observed::Classified(Disposition::Delivered(Delivered {
                     provider_message_id: Some("m".into()),
                 })),
-                Decision::Delivered {
-                    provider_message_id: Some("m".into()),
-                },
+                delivered(Some("m")),
             ),
             (
-                1,
+                healthy(1),
                 Observed::Classified(Disposition::Permanent("bad address".into())),
                 Decision::DeadLetter {
                     class: ErrorClass::Permanent,
                     reason: "bad address".into(),
                 },
             ),
+            (healthy(1), retry(None), Decision::RetryAfter(Duration::from_millis(500))),
+            (healthy(2), retry(None), Decision::RetryAfter(Duration::from_millis(1000))),
+            (healthy(1), retry(Some(7000)), Decision::RetryAfter(Duration::from_millis(7000))),
             (
-                1,
-                retry(None),
-                Decision::RetryAfter(Duration::from_millis(500)),
-            ),
-            (
-                2,
-                retry(None),
-                Decision::RetryAfter(Duration::from_millis(1000)),
-            ),
-            (
-                1,
-                retry(Some(7000)),
-                Decision::RetryAfter(Duration::from_millis(7000)),
-            ),
-            (
-                3,
+                healthy(3),
                 retry(None),
                 Decision::DeadLetter {
                     class: ErrorClass::RetriesExhausted,
@@ -625,33 +676,82 @@ mod tests {
                 },
             ),
             (
-                1,
+                healthy(1),
                 Observed::Unreachable("timeout".into()),
                 Decision::RetryAfter(Duration::from_millis(500)),
             ),
             (
-                3,
+                healthy(3),
                 Observed::Unreachable("timeout".into()),
                 Decision::DeadLetter {
                     class: ErrorClass::RetriesExhausted,
                     reason: "gave up after 3 attempts: timeout".into(),
                 },
             ),
+            // The channel is down: attempts past the limit are not counted,
+            // nothing is dead-lettered, however long it lasts.
+            (down, retry(None), Decision::WaitForChannel),
+            (down, Observed::Unreachable("timeout".into()), Decision::WaitForChannel),
             (
-                3,
-                Observed::PluginFailed("trap".into()),
+                healthy(1),
+                Observed::Classified(Disposition::ChannelDown("HTTP 401".into())),
+                Decision::WaitForChannel,
+            ),
+            // ... unless the user set a time bound.
+            (
+                too_long,
+                Observed::Classified(Disposition::ChannelDown("HTTP 401".into())),
+                Decision::DeadLetter {
+                    class: ErrorClass::RetriesExhausted,
+                    reason: "gave up after 1h (retry.give_up_after): HTTP 401".into(),
+                },
+            ),
+            // An answered request is never sent again: the host's rule.
+            (
+                healthy(1),
+                Observed::Unclassified {
+                    status: 200,
+                    error: "trap".into(),
+                },
+                delivered(None),
+            ),
+            (
+                down,
+                Observed::Unclassified {
+                    status: 503,
+                    error: "trap".into(),
+                },
                 Decision::DeadLetter {
                     class: ErrorClass::PluginFailed,
-                    reason: "gave up after 3 attempts: trap".into(),
+                    reason: "the provider answered HTTP 503 and the plugin failed to classify it (trap); not sent again".into(),
                 },
             ),
         ];
-        for (attempt, observed, want) in cases {
+        for (facts, observed, want) in cases {
             assert_eq!(
-                decide(&p, attempt, observed.clone(), max),
+                decide(&p, facts, observed.clone(), max),
                 want,
-                "attempt {attempt}, {observed:?}"
+                "{facts:?}, {observed:?}"
             );
         }
+    }
+
+    #[test]
+    fn without_a_time_bound_a_channel_may_be_down_for_days() {
+        let p = RetryPolicy::default();
+        let facts = Facts {
+            attempt: 1,
+            counted: false,
+            elapsed: Duration::from_secs(7 * 86_400),
+        };
+        assert_eq!(
+            decide(
+                &p,
+                facts,
+                Observed::Unreachable("connection refused".into()),
+                |n| n
+            ),
+            Decision::WaitForChannel
+        );
     }
 }

@@ -1,12 +1,16 @@
-//! One loaded channel plugin and the four calls of its world.
+//! One loaded channel plugin and the four calls of its world, whichever
+//! released version of the contract it was built for.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use super::bindings::{notify::channel::types as wit, Channel, ChannelPre};
+use super::bindings::v0_2::notify::channel::types as wit;
+use super::bindings::{v0_1, v0_2};
+use super::compat;
 use super::error::{LoadError, PluginError};
 use super::runtime::root_message;
 use super::sandbox::Sandbox;
@@ -17,12 +21,60 @@ use crate::redact;
 /// for a panic message, not enough to flood a dead-letter record.
 const STDERR_TAIL_BYTES: usize = 512;
 
+/// A component linked and type-checked against one contract version.
+pub(crate) enum ContractPre {
+    V0_2(v0_2::ChannelPre<Sandbox>),
+    V0_1(v0_1::ChannelPre<Sandbox>),
+}
+
+/// One fresh instance, of the version its [`ContractPre`] was.
+enum Instance {
+    V0_2(v0_2::Channel),
+    V0_1(v0_1::Channel),
+}
+
+impl ContractPre {
+    /// Type-checks the component's exports against each supported version,
+    /// newest first. On failure, gives each version's complaint, in that
+    /// order: the caller explains them to the plugin's author.
+    pub(crate) fn new(
+        pre: InstancePre<Sandbox>,
+    ) -> Result<ContractPre, Vec<(&'static str, String)>> {
+        let v0_2 = match v0_2::ChannelPre::new(pre.clone()) {
+            Ok(p) => return Ok(ContractPre::V0_2(p)),
+            Err(e) => root_message(&e),
+        };
+        let v0_1 = match v0_1::ChannelPre::new(pre) {
+            Ok(p) => return Ok(ContractPre::V0_1(p)),
+            Err(e) => root_message(&e),
+        };
+        Err(vec![(v0_2::VERSION, v0_2), (v0_1::VERSION, v0_1)])
+    }
+
+    fn version(&self) -> &'static str {
+        match self {
+            ContractPre::V0_2(_) => v0_2::VERSION,
+            ContractPre::V0_1(_) => v0_1::VERSION,
+        }
+    }
+
+    async fn instantiate(&self, store: &mut Store<Sandbox>) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            ContractPre::V0_2(p) => Instance::V0_2(p.instantiate_async(store).await?),
+            ContractPre::V0_1(p) => Instance::V0_1(p.instantiate_async(store).await?),
+        })
+    }
+}
+
 /// A compiled, linked plugin, ready to be instantiated once per call.
+///
+/// Callers speak the current contract (0.2.0) whatever the plugin was built
+/// for; a 0.1.0 plugin's calls go through [`compat`].
 pub struct ChannelPlugin {
     channel: String,
     path: PathBuf,
     engine: Engine,
-    pre: ChannelPre<Sandbox>,
+    pre: ContractPre,
     limits: PluginLimits,
     info: wit::PluginInfo,
 }
@@ -34,6 +86,7 @@ impl std::fmt::Debug for ChannelPlugin {
             .field("path", &self.path)
             .field("name", &self.info.name)
             .field("version", &self.info.version)
+            .field("contract", &self.pre.version())
             .finish()
     }
 }
@@ -43,7 +96,7 @@ impl ChannelPlugin {
         channel: &str,
         path: &Path,
         engine: Engine,
-        pre: ChannelPre<Sandbox>,
+        pre: ContractPre,
         limits: PluginLimits,
     ) -> Result<Self, LoadError> {
         let mut plugin = ChannelPlugin {
@@ -59,11 +112,13 @@ impl ChannelPlugin {
                 known_settings: Vec::new(),
             },
         };
-        plugin.info = futures_executor::block_on(
-            plugin.call("describe", async |c: &Channel, s: &mut Store<Sandbox>| {
-                c.call_describe(s).await
-            }),
-        )
+        plugin.info = futures_executor::block_on(plugin.call(
+            "describe",
+            async |i: &Instance, s: &mut Store<Sandbox>| match i {
+                Instance::V0_2(c) => c.call_describe(s).await,
+                Instance::V0_1(c) => c.call_describe(s).await.map(compat::plugin_info),
+            },
+        ))
         .map_err(|source| LoadError::Describe {
             channel: channel.to_string(),
             path: path.to_path_buf(),
@@ -90,6 +145,12 @@ impl ChannelPlugin {
         &self.limits
     }
 
+    /// The version of the `notify:channel` contract the plugin was built
+    /// for: `"0.2.0"` or `"0.1.0"`.
+    pub fn contract_version(&self) -> &'static str {
+        self.pre.version()
+    }
+
     /// Lets the plugin vet its settings; `Ok(Err(problems))` lists each one.
     pub fn check_settings(
         &self,
@@ -97,11 +158,18 @@ impl ChannelPlugin {
     ) -> Result<Result<(), Vec<String>>, PluginError> {
         futures_executor::block_on(self.call(
             "check-settings",
-            async |c: &Channel, s: &mut Store<Sandbox>| c.call_check_settings(s, settings).await,
+            async |i: &Instance, s: &mut Store<Sandbox>| match i {
+                Instance::V0_2(c) => c.call_check_settings(s, settings).await,
+                Instance::V0_1(c) => c.call_check_settings(s, &compat::settings(settings)).await,
+            },
         ))
     }
 
-    /// Renders an event; `Ok(Err(reason))` is the plugin rejecting it.
+    /// Renders an event as the message `message`; `Ok(Err(reason))` is the
+    /// plugin rejecting it.
+    ///
+    /// A 0.1.0 plugin is not told about `message`: it renders its one text,
+    /// the confirmation, which is the only purpose the host produces yet.
     ///
     /// The plugin runs on the calling task and yields to the executor at
     /// every epoch tick, so a slow plugin shares its thread instead of
@@ -109,25 +177,51 @@ impl ChannelPlugin {
     pub async fn render(
         &self,
         event: &wit::Event,
+        message: &wit::Message,
         settings: &[wit::Setting],
     ) -> Result<Result<Vec<wit::HttpRequest>, String>, PluginError> {
-        self.call("render", async |c: &Channel, s: &mut Store<Sandbox>| {
-            c.call_render(s, event, settings).await
-        })
+        self.call(
+            "render",
+            async |i: &Instance, s: &mut Store<Sandbox>| match i {
+                Instance::V0_2(c) => c.call_render(s, event, message, settings).await,
+                Instance::V0_1(c) => {
+                    let rendered = c
+                        .call_render(s, &compat::event(event), &compat::settings(settings))
+                        .await?;
+                    Ok(rendered.map(compat::requests))
+                }
+            },
+        )
         .await
     }
 
     /// Classifies a provider response (see [`ChannelPlugin::render`] on how
-    /// it runs).
+    /// it runs). A 0.1.0 plugin's verdict is translated by the host's rule
+    /// for old plugins: a `permanent` HTTP 401 is `channel-down` (see
+    /// wit/README.md).
     pub async fn classify(
         &self,
         response: &wit::HttpResponse,
         settings: &[wit::Setting],
         context: wit::CallContext,
     ) -> Result<wit::Disposition, PluginError> {
-        self.call("classify", async |c: &Channel, s: &mut Store<Sandbox>| {
-            c.call_classify(s, response, settings, context).await
-        })
+        self.call(
+            "classify",
+            async |i: &Instance, s: &mut Store<Sandbox>| match i {
+                Instance::V0_2(c) => c.call_classify(s, response, settings, context).await,
+                Instance::V0_1(c) => {
+                    let verdict = c
+                        .call_classify(
+                            s,
+                            &compat::response(response),
+                            &compat::settings(settings),
+                            compat::context(&context),
+                        )
+                        .await?;
+                    Ok(compat::disposition(response.status, verdict))
+                }
+            },
+        )
         .await
     }
 
@@ -136,7 +230,7 @@ impl ChannelPlugin {
     async fn call<R>(
         &self,
         call: &'static str,
-        f: impl AsyncFnOnce(&Channel, &mut Store<Sandbox>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&Instance, &mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let mut store = Store::new(&self.engine, Sandbox::new(&self.limits));
         store.limiter(|s| &mut s.limiter);
@@ -154,7 +248,7 @@ impl ChannelPlugin {
         });
 
         let mut instantiated = false;
-        let result = match self.pre.instantiate_async(&mut store).await {
+        let result = match self.pre.instantiate(&mut store).await {
             Ok(instance) => {
                 instantiated = true;
                 f(&instance, &mut store).await

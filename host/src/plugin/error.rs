@@ -19,6 +19,9 @@ pub enum LoadError {
         path: PathBuf,
         reason: String,
     },
+    /// A component, but of no contract version this host loads. `reason`
+    /// names the versions the host supports and what did not fit (a missing
+    /// or mistyped export, an unknown import), for the plugin's author.
     #[error("channel `{channel}`: {} does not fit the notify:channel world: {reason}", path.display())]
     WrongWorld {
         channel: String,

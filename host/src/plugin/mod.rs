@@ -1,6 +1,13 @@
 //! The plugin runtime: loads channel plugins (WebAssembly components of the
 //! `notify:channel` world in `wit/`) and calls them in a sandbox.
 //!
+//! Contract versions: the host loads every released version of
+//! `notify:channel` side by side (today 0.2.0 and 0.1.0, see wit/README.md).
+//! Its own types are the newest version's, re-exported here; a plugin built
+//! for an older version is called through a translation (`compat`), so no
+//! caller ever sees which version a plugin speaks except through
+//! [`ChannelPlugin::contract_version`].
+//!
 //! Invariants:
 //! - One [`wasmtime::Engine`] and one linker for the process; each plugin is
 //!   compiled and linked once, at load (`InstancePre`).
@@ -15,14 +22,28 @@
 
 mod bindings;
 mod channel;
+mod compat;
 mod error;
 mod runtime;
 mod sandbox;
 
-pub use bindings::notify::channel::types::{
+pub use bindings::v0_2::notify::channel::types::{
     Appointment, CallContext, Delivered, Disposition, Event, Header, HttpRequest, HttpResponse,
-    PluginInfo, RetryLater, Setting,
+    Message, PluginInfo, Purpose, RetryLater, Setting,
 };
+pub use bindings::SUPPORTED_VERSIONS;
 pub use channel::ChannelPlugin;
 pub use error::{LoadError, PluginError};
 pub use runtime::PluginRuntime;
+
+impl Message {
+    /// The confirmation of a booking: the message every
+    /// `appointments.created` event asks for, with no time limit.
+    pub fn confirmation() -> Message {
+        Message {
+            purpose: Purpose::Confirmation,
+            reminder: None,
+            useful_until: None,
+        }
+    }
+}

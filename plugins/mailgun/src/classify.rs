@@ -1,7 +1,13 @@
 //! Mailgun's answer becomes a disposition, per Mailgun's documented status
-//! codes: 200 queued; 400 bad request, 401 bad key, 403 not allowed, 413 too
-//! large (all final); 404 also while a new domain propagates; 429 rate
-//! limited; 408 and 5xx transient.
+//! codes: 200 queued; 400 bad request and 413 too large (final for the
+//! event); 401 bad API key and 403 account or domain not allowed to send
+//! (the whole channel is down); 404 also while a new domain propagates; 429
+//! rate limited; 408 and 5xx transient.
+//!
+//! Channel-down versus permanent: a failure about the API key, the account
+//! or the sending domain would fail every event the same way, so the host
+//! holds the channel rather than dead-letter them all; a failure about this
+//! event's recipient or content is the event's alone.
 
 use plugin_common::{body_snippet, json_str, provider_message_id, retry_after, settings_of};
 use serde_json::Value;
@@ -23,6 +29,12 @@ pub fn classify(
     let status = response.status;
     let json = serde_json::from_slice::<Value>(&response.body).ok();
     let detail = detail(json.as_ref(), &response.body);
+    // Read in full, not the quoted snippet, so a long message cannot hide
+    // the words that decide.
+    let text = match json_str(json.as_ref(), "message") {
+        Some(message) => message.to_ascii_lowercase(),
+        None => String::from_utf8_lossy(&response.body).to_ascii_lowercase(),
+    };
     // Mailgun's own answers are JSON objects; a bare `404` or `"nope"` is
     // valid JSON too, but not one of them.
     let mailgun_json = json.as_ref().is_some_and(Value::is_object);
@@ -34,7 +46,22 @@ pub fn classify(
         }),
         429 => retry(reason("rate limited (HTTP 429)", &detail)),
         408 | 500..=599 => retry(reason(&format!("HTTP {status}"), &detail)),
-        400 | 401 | 403 | 413 => Disposition::Permanent(reason(&format!("HTTP {status}"), &detail)),
+        // The host attaches the API key; Mailgun refused it.
+        401 => Disposition::ChannelDown(reason("HTTP 401 (API key refused)", &detail)),
+        // A sandbox or free-plan domain may send only to authorized
+        // recipients: that is about this recipient, and others get through.
+        400 | 403 if about_recipient(&text) => {
+            Disposition::Permanent(reason(&format!("HTTP {status}"), &detail))
+        }
+        // 403: the account or domain may not send (disabled, unverified,
+        // over a sending limit). Mailgun words a domain refusal "Domain X is
+        // not allowed to send: ..." (its documented 429 says so for a rate
+        // limit); on a 400 that phrase means the same.
+        403 => Disposition::ChannelDown(reason("HTTP 403 (account or domain may not send)", &detail)),
+        400 if domain_refused(&text) => {
+            Disposition::ChannelDown(reason("HTTP 400 (domain may not send)", &detail))
+        }
+        400 | 413 => Disposition::Permanent(reason(&format!("HTTP {status}"), &detail)),
         // A JSON 404 is Mailgun's own answer about the domain, which may be
         // too new to be seen everywhere yet; a non-JSON 404 is a wrong URL.
         404 if mailgun_json && context.attempt < not_found_retries => retry(reason(
@@ -51,6 +78,17 @@ pub fn classify(
         404 => Disposition::Permanent(reason("HTTP 404, not from the Mailgun API (check base_url)", &detail)),
         _ => Disposition::Permanent(reason(&format!("unexpected HTTP {status}"), &detail)),
     }
+}
+
+/// Mailgun's refusal of the sending domain as a whole.
+fn domain_refused(text: &str) -> bool {
+    text.contains("not allowed to send")
+}
+
+/// Mailgun's refusal of one recipient of a sandbox or free-plan domain
+/// ("... add the address to authorized recipients in Account Settings").
+fn about_recipient(text: &str) -> bool {
+    text.contains("authorized recipient")
 }
 
 /// Mailgun's `message` when the body is its JSON error, else a quote of the
@@ -73,7 +111,7 @@ fn reason(what: &str, detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::settings;
+    use crate::test_support::{context, settings};
     use crate::Header;
 
     /// Response headers in a table row.
@@ -86,6 +124,7 @@ mod tests {
         Delivered(Option<&'static str>),
         Retry(Option<u64>, &'static str),
         Permanent(&'static str),
+        ChannelDown(&'static str),
     }
 
     fn run(
@@ -106,11 +145,7 @@ mod tests {
                 .collect(),
             body: body.as_bytes().to_vec(),
         };
-        let context = CallContext {
-            attempt,
-            now_unix_ms: NOW_MS,
-        };
-        classify(&response, &settings(extra), &context)
+        classify(&response, &settings(extra), &context(attempt, NOW_MS))
     }
 
     fn matches(got: &Disposition, want: &Want) -> bool {
@@ -123,7 +158,8 @@ mod tests {
                     && r.reason.starts_with("mailgun: ")
                     && r.reason.contains(needle)
             }
-            (Disposition::Permanent(reason), Want::Permanent(needle)) => {
+            (Disposition::Permanent(reason), Want::Permanent(needle))
+            | (Disposition::ChannelDown(reason), Want::ChannelDown(needle)) => {
                 reason.starts_with("mailgun: ") && reason.contains(needle)
             }
             _ => false,
@@ -207,14 +243,59 @@ mod tests {
                 &[],
                 "Forbidden",
                 1,
-                Want::Permanent("HTTP 401: Forbidden"),
+                Want::ChannelDown("HTTP 401 (API key refused): Forbidden"),
+            ),
+            (
+                401,
+                json_ct,
+                r#"{"message":"Invalid private key"}"#,
+                4,
+                Want::ChannelDown("HTTP 401 (API key refused): Invalid private key"),
             ),
             (
                 403,
                 &[],
                 r#"{"message":"Domain not allowed"}"#,
                 1,
-                Want::Permanent("HTTP 403: Domain not allowed"),
+                Want::ChannelDown("HTTP 403 (account or domain may not send): Domain not allowed"),
+            ),
+            (
+                403,
+                json_ct,
+                r#"{"message":"Domain mg.example.com is not allowed to send: The domain is unverified and requires DNS configuration."}"#,
+                1,
+                Want::ChannelDown("HTTP 403 (account or domain may not send): Domain mg.example.com is not allowed"),
+            ),
+            (403, &[], "", 1, Want::ChannelDown("HTTP 403")),
+            (
+                400,
+                json_ct,
+                r#"{"message":"Domain mg.example.com is not allowed to send: account disabled"}"#,
+                1,
+                Want::ChannelDown("HTTP 400 (domain may not send): Domain mg.example.com"),
+            ),
+            // A sandbox/free domain's unauthorized recipient is the event's.
+            (
+                403,
+                json_ct,
+                r#"{"message":"Domain sandbox1.mailgun.org is not allowed to send: Free accounts are for test purposes only. Please upgrade or add the address to Authorized Recipients in Account Settings."}"#,
+                1,
+                Want::Permanent("HTTP 403: Domain sandbox1.mailgun.org"),
+            ),
+            (
+                400,
+                json_ct,
+                r#"{"message":"Sandbox subdomains are for test purposes only. Please add your own domain or add the address to authorized recipients in Account Settings."}"#,
+                1,
+                Want::Permanent("HTTP 400: Sandbox subdomains"),
+            ),
+            // A rate limit worded as a refusal is still a rate limit.
+            (
+                429,
+                json_ct,
+                r#"{"message":"Domain example.com is not allowed to send: account-requests-per-sec limit exceeded, try again after 120 seconds"}"#,
+                1,
+                Want::Retry(None, "rate limited (HTTP 429)"),
             ),
             (
                 413,
@@ -307,14 +388,27 @@ mod tests {
     }
 
     #[test]
+    fn the_deciding_words_count_past_the_quoted_snippet() {
+        // The reason quotes a snippet; the decision reads the whole message.
+        let padding = "x".repeat(2 * plugin_common::SNIPPET_MAX_CHARS);
+        let body = format!(
+            r#"{{"message":"Domain d is not allowed to send: {padding} add the address to authorized recipients"}}"#
+        );
+        assert!(matches!(
+            run(403, &[], &body, 1, &[]),
+            Disposition::Permanent(_)
+        ));
+    }
+
+    #[test]
     fn long_and_broken_bodies_are_quoted_briefly() {
         let page = format!("<html>{}</html>", "x".repeat(5000));
-        let Disposition::Permanent(reason) = run(401, &[], &page, 1, &[]) else {
+        let Disposition::Permanent(reason) = run(400, &[], &page, 1, &[]) else {
             panic!("permanent expected")
         };
         assert!(
             reason.chars().count()
-                <= "mailgun: HTTP 401: ".len() + plugin_common::SNIPPET_MAX_CHARS,
+                <= "mailgun: HTTP 400: ".len() + plugin_common::SNIPPET_MAX_CHARS,
             "{reason}"
         );
         assert!(reason.ends_with('…'));
@@ -324,12 +418,8 @@ mod tests {
             headers: vec![],
             body: b"bad \xf0\x9f".to_vec(),
         };
-        let context = CallContext {
-            attempt: 1,
-            now_unix_ms: 0,
-        };
         assert_eq!(
-            classify(&response, &[], &context),
+            classify(&response, &[], &context(1, 0)),
             Disposition::Permanent("mailgun: HTTP 400: bad \u{fffd}".to_string())
         );
     }

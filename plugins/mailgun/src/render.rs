@@ -3,11 +3,30 @@
 use plugin_common::{encode_path_segment, invalid_settings, join_url, settings_of, Escape};
 
 use crate::config::MailgunConfig;
-use crate::{multipart, Event, Header, HttpRequest, Setting};
+use crate::{multipart, Event, Header, HttpRequest, Message, Purpose, Setting};
 
-pub fn render(event: &Event, settings: &[Setting]) -> Result<Vec<HttpRequest>, String> {
+/// Renders `message` for `event`.
+///
+/// Every purpose gets the confirmation texts for now (the host sends only
+/// confirmations yet). When reminders arrive, this is where the message
+/// picks its texts: for `Purpose::Reminder`, templates named after
+/// `message.reminder` (e.g. settings `reminder_subject_template` and
+/// `reminder_text_template`, or per-reminder ones) would replace
+/// `config.subject` / `config.text` / `config.html` before `render_with`.
+/// `message.useful_until` needs nothing here: the host does not send past it.
+pub fn render(
+    event: &Event,
+    message: &Message,
+    settings: &[Setting],
+) -> Result<Vec<HttpRequest>, String> {
     let config = MailgunConfig::from_settings(&settings_of(settings)).map_err(invalid_settings)?;
-    render_with(event, &config).map(|request| vec![request])
+    // Exhaustive on purpose: a purpose added by a later contract stops the
+    // build here, where its text must be chosen.
+    match message.purpose {
+        Purpose::Confirmation | Purpose::Reminder | Purpose::Cancellation | Purpose::Reschedule => {
+            render_with(event, &config).map(|request| vec![request])
+        }
+    }
 }
 
 pub fn render_with(event: &Event, config: &MailgunConfig) -> Result<HttpRequest, String> {
@@ -84,7 +103,7 @@ fn recipient(email: Option<&str>) -> Result<&str, String> {
 mod tests {
     use super::*;
     use crate::multipart::tests::parse;
-    use crate::test_support::{sample_event, settings};
+    use crate::test_support::{confirmation, sample_event, settings};
 
     const MINIMAL: &[(&str, &str)] = &[
         ("domain", "mg.example.com"),
@@ -95,7 +114,7 @@ mod tests {
         event: &Event,
         pairs: &[(&str, &str)],
     ) -> Result<(HttpRequest, Vec<(String, String)>), String> {
-        let mut requests = render(event, &settings(pairs))?;
+        let mut requests = render(event, &confirmation(), &settings(pairs))?;
         assert_eq!(requests.len(), 1);
         let request = requests.remove(0);
         let content_type = request
@@ -220,8 +239,11 @@ mod tests {
 
     #[test]
     fn rendering_is_deterministic() {
-        let a = render(&sample_event(), &settings(MINIMAL));
-        assert_eq!(a, render(&sample_event(), &settings(MINIMAL)));
+        let a = render(&sample_event(), &confirmation(), &settings(MINIMAL));
+        assert_eq!(
+            a,
+            render(&sample_event(), &confirmation(), &settings(MINIMAL))
+        );
     }
 
     #[test]
@@ -243,7 +265,7 @@ mod tests {
         let with_email = |email: Option<&str>| {
             let mut event = sample_event();
             event.appointment.email = email.map(str::to_string);
-            render(&event, &settings(MINIMAL)).map(|_| ())
+            render(&event, &confirmation(), &settings(MINIMAL)).map(|_| ())
         };
         assert_eq!(
             with_email(None),
@@ -269,20 +291,25 @@ mod tests {
         let mut no_time = sample_event();
         no_time.appointment.time = None;
         assert_eq!(
-            render(&no_time, &settings(MINIMAL)).map(|_| ()),
+            render(&no_time, &confirmation(), &settings(MINIMAL)).map(|_| ()),
             Err("appointment.time is missing but setting `text_template` uses {time}".to_string())
         );
         let mut no_time_needed = MINIMAL.to_vec();
         no_time_needed.push(("text_template", "Appointment {appointment_id} is booked."));
-        assert!(render(&no_time, &settings(&no_time_needed)).is_ok());
+        assert!(render(&no_time, &confirmation(), &settings(&no_time_needed)).is_ok());
 
         let mut bad_time = sample_event();
         bad_time.appointment.time = Some("soon".to_string());
-        assert!(render(&bad_time, &settings(MINIMAL))
+        assert!(render(&bad_time, &confirmation(), &settings(MINIMAL))
             .expect_err("an error")
             .starts_with("appointment.time `soon`"));
 
-        let err = render(&sample_event(), &settings(&[("domain", "x")])).expect_err("an error");
+        let err = render(
+            &sample_event(),
+            &confirmation(),
+            &settings(&[("domain", "x")]),
+        )
+        .expect_err("an error");
         assert_eq!(err, "invalid settings: setting `from` is required");
     }
 }

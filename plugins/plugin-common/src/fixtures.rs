@@ -1,7 +1,8 @@
 //! Test values built from the WIT types, which only a plugin crate can name
 //! (see [`crate::channel_plugin`]); hence a macro.
 
-/// Defines `settings(pairs)` and `sample_event()` for a plugin's unit tests.
+/// Defines `settings(pairs)`, `sample_event()`, `confirmation()` and
+/// `context(attempt, now_unix_ms)` for a plugin's unit tests.
 /// Invoke it in a `#[cfg(test)]` module that sees the WIT types defined by
 /// [`channel_plugin!`](crate::channel_plugin), e.g. after `use super::*`.
 #[macro_export]
@@ -32,6 +33,24 @@ macro_rules! channel_test_fixtures {
                     phone_e164: Some("+15555550123".to_string()),
                 },
                 raw_json: "{}".to_string(),
+            }
+        }
+
+        /// The message the host asks for on `appointments.created`.
+        pub fn confirmation() -> Message {
+            Message {
+                purpose: Purpose::Confirmation,
+                reminder: None,
+                useful_until: None,
+            }
+        }
+
+        /// The call context of attempt `attempt` of a confirmation.
+        pub fn context(attempt: u32, now_unix_ms: u64) -> CallContext {
+            CallContext {
+                attempt,
+                now_unix_ms,
+                purpose: Purpose::Confirmation,
             }
         }
     };

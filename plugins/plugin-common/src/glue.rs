@@ -15,17 +15,20 @@
 /// ```
 ///
 /// At the crate root it defines:
-/// - the WIT types (`Event`, `Setting`, `HttpRequest`, ...), public;
+/// - the WIT types of `notify:channel@0.2.0` (`Event`, `Message`, `Purpose`,
+///   `Setting`, `HttpRequest`, ...), public;
 /// - the unit struct `plugin`, exported as the component; its functions call
-///   the crate's own `check_settings`, `render` and `classify`, which take
-///   their arguments by reference and must be in scope there;
+///   the crate's own `check_settings`, `render(event, message, settings)` and
+///   `classify`, which take their arguments by reference and must be in scope
+///   there;
 /// - `pub fn describe()`, from the other three arguments;
 /// - [`NamedValue`](crate::NamedValue) for `Setting` and `Header`, and
 ///   `Event::template_values`, so the helpers of this crate can read them.
 ///
 /// The crate must depend on `wit-bindgen` and sit two levels below the
 /// workspace root (`plugins/NAME`): wit-bindgen finds the WIT files relative
-/// to the invoking crate's manifest.
+/// to the invoking crate's manifest. It reads only the `*.wit` files directly
+/// in `wit/` (the current version); the frozen `wit/0.1.0/` is not seen.
 #[macro_export]
 macro_rules! channel_plugin {
     (
@@ -36,7 +39,7 @@ macro_rules! channel_plugin {
     ) => {
         pub use bindings::notify::channel::types::{
             Appointment, CallContext, Delivered, Disposition, Event, Header, HttpRequest,
-            HttpResponse, PluginInfo, RetryLater, Setting,
+            HttpResponse, Message, PluginInfo, Purpose, RetryLater, Setting,
         };
 
         // The generated glue moves values across the component boundary with
@@ -66,8 +69,12 @@ macro_rules! channel_plugin {
                 check_settings(&settings)
             }
 
-            fn render(event: Event, settings: Vec<Setting>) -> Result<Vec<HttpRequest>, String> {
-                render(&event, &settings)
+            fn render(
+                event: Event,
+                message: Message,
+                settings: Vec<Setting>,
+            ) -> Result<Vec<HttpRequest>, String> {
+                render(&event, &message, &settings)
             }
 
             fn classify(

@@ -1,6 +1,14 @@
 //! Twilio's answer becomes a disposition. Twilio reports errors as JSON
 //! `{code, message, more_info, status}`; its numeric `code` says more than
 //! the HTTP status (error 20429, "Too Many Requests", can arrive as a 400).
+//!
+//! A failure is `channel-down` when it is about the account, its credentials
+//! or the configured sender: every other event would fail the same way, and
+//! the host (which owns the credentials) holds the channel until it works
+//! again. It is `permanent` when it is about this event's recipient or text.
+//! A code whose documented causes include the destination stays
+//! `permanent`: calling it channel-level would hold every other recipient's
+//! messages because of one.
 
 use plugin_common::{body_snippet, provider_message_id, retry_after};
 use serde_json::Value;
@@ -9,6 +17,33 @@ use crate::{CallContext, Delivered, Disposition, HttpResponse, RetryLater, Setti
 
 /// Twilio's error code for "Too Many Requests".
 const TOO_MANY_REQUESTS: u64 = 20429;
+
+/// Twilio error codes that mean the channel cannot send at all, whatever the
+/// recipient, with what each means.
+///
+/// Deliberately not here (they stay `permanent`, about one event): 21211
+/// invalid 'To' number; 21408 permission to send to the destination's region
+/// not enabled; 21608 'To' not verified (trial accounts); 21610 recipient
+/// unsubscribed; 21612 this To/From pair cannot be connected; 21614 'To' is
+/// not a mobile number; 21617 body too long; 21659 'From' is not a Twilio
+/// number *or a short code's country does not match the destination's*,
+/// which for a short-code sender is per destination.
+const CHANNEL_LEVEL_CODES: &[(u64, &str)] = &[
+    // Authentication error: the Account SID or auth token was refused.
+    (20003, "credentials refused"),
+    // Account not active: suspended or closed.
+    (20005, "account not active"),
+    // The resource is not accessible with test account credentials.
+    (20008, "test credentials cannot send"),
+    // Invalid 'From' number (caller ID): the configured sender.
+    (21212, "invalid From number"),
+    // The 'From' number is not a valid, message-capable Twilio number of
+    // this account (a voice-only number, someone else's number).
+    (21606, "From number cannot send messages"),
+    // Account suspended. A delivery-status code (status callbacks), mapped
+    // in case Twilio ever answers a send with it.
+    (30002, "account suspended"),
+];
 
 pub fn classify(
     response: &HttpResponse,
@@ -23,6 +58,14 @@ pub fn classify(
     if status == 429 || error.code == Some(TOO_MANY_REQUESTS) {
         return retry(error.reason(status, &response.body));
     }
+    if status >= 400 {
+        if let Some(what) = error.code.and_then(channel_level) {
+            return Disposition::ChannelDown(format!(
+                "{} ({what})",
+                error.reason(status, &response.body)
+            ));
+        }
+    }
     match status {
         200 | 201 => Disposition::Delivered(Delivered {
             provider_message_id: provider_message_id(json.as_ref(), "sid"),
@@ -31,12 +74,22 @@ pub fn classify(
             provider_message_id: None,
         }),
         408 | 500..=599 => retry(error.reason(status, &response.body)),
-        // Everything else is final: 400 carries Twilio's error code (21211
-        // bad number, 21610 unsubscribed, 21408 region not enabled, 21617
-        // body too long, ...), 401/403 a credential or permission problem,
-        // 404 a wrong account or base URL.
+        // The host's credentials were refused (401), or the account may not
+        // do this (403): no event can fix either.
+        401 | 403 => Disposition::ChannelDown(error.reason(status, &response.body)),
+        // Everything else is final for the event: 400 carries Twilio's error
+        // code (21211 bad number, 21610 unsubscribed, 21408 region not
+        // enabled, 21617 body too long, ...), 404 a wrong account or base URL.
         _ => Disposition::Permanent(error.reason(status, &response.body)),
     }
+}
+
+/// What a channel-level error code means, if `code` is one.
+fn channel_level(code: u64) -> Option<&'static str> {
+    CHANNEL_LEVEL_CODES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, what)| *what)
 }
 
 /// The parts of Twilio's JSON error body a reason quotes.
@@ -101,6 +154,7 @@ impl TwilioError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::context;
     use crate::Header;
 
     /// Response headers in a table row.
@@ -111,6 +165,7 @@ mod tests {
         Delivered(Option<&'static str>),
         Retry(Option<u64>, &'static str),
         Permanent(&'static str),
+        ChannelDown(&'static str),
     }
 
     fn run(status: u16, headers: &[(&str, &str)], body: &str) -> Disposition {
@@ -125,11 +180,7 @@ mod tests {
                 .collect(),
             body: body.as_bytes().to_vec(),
         };
-        let context = CallContext {
-            attempt: 1,
-            now_unix_ms: 784_111_777_000 - 4_000,
-        };
-        classify(&response, &[], &context)
+        classify(&response, &[], &context(1, 784_111_777_000 - 4_000))
     }
 
     fn twilio_error(code: u32, message: &str) -> String {
@@ -151,6 +202,20 @@ mod tests {
             "The concatenated message body exceeds the 1600 character limit",
         );
         let e20429 = r#"{"code":20429,"message":"Too Many Requests","status":400}"#;
+        let e21212 = twilio_error(21212, "Invalid From Number (caller ID)");
+        let e21606 = twilio_error(
+            21606,
+            "The From phone number provided is not a valid message-capable Twilio phone number",
+        );
+        let e30002 = twilio_error(30002, "Account suspended");
+        let e21659 = twilio_error(
+            21659,
+            "From is not a Twilio phone number or Short Code country mismatch",
+        );
+        let e21608 = twilio_error(
+            21608,
+            "The To phone number provided is not yet verified for this account",
+        );
         let sid = r#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued"}"#;
         let cases: Vec<(u16, Headers, &str, Want)> = vec![
             (201, &[], sid, Want::Delivered(Some("SM0123456789abcdef0123456789abcdef"))),
@@ -181,8 +246,19 @@ mod tests {
             (400, &[], &e21617, Want::Permanent("twilio: error 21617: The concatenated message body")),
             (400, &[], "<html>Bad Request</html>", Want::Permanent("twilio: HTTP 400: <html>Bad Request</html>")),
             (400, &[], "", Want::Permanent("twilio: HTTP 400")),
-            (401, &[], r#"{"code":20003,"message":"Authenticate"}"#, Want::Permanent("twilio: HTTP 401, error 20003: Authenticate")),
-            (403, &[], "", Want::Permanent("twilio: HTTP 403")),
+            // Channel-level: the account, its credentials or the sender.
+            (401, &[], r#"{"code":20003,"message":"Authenticate"}"#, Want::ChannelDown("twilio: HTTP 401, error 20003: Authenticate (credentials refused)")),
+            (401, &[], "", Want::ChannelDown("twilio: HTTP 401")),
+            (403, &[], "", Want::ChannelDown("twilio: HTTP 403")),
+            (403, &[], r#"{"code":20005,"message":"Account not active"}"#, Want::ChannelDown("twilio: HTTP 403, error 20005: Account not active (account not active)")),
+            (401, &[], r#"{"code":20005,"message":"Account not active"}"#, Want::ChannelDown("twilio: HTTP 401, error 20005")),
+            (403, &[], r#"{"code":20008,"message":"Resource not accessible with Test Account Credentials"}"#, Want::ChannelDown("twilio: HTTP 403, error 20008: Resource not accessible with Test Account Credentials (test credentials cannot send)")),
+            (400, &[], &e21212, Want::ChannelDown("twilio: error 21212: Invalid From Number (caller ID) (see https://www.twilio.com/docs/errors/21212) (invalid From number)")),
+            (400, &[], &e21606, Want::ChannelDown("twilio: error 21606: The From phone number provided is not a valid message-capable Twilio phone number (see https://www.twilio.com/docs/errors/21606) (From number cannot send messages)")),
+            (400, &[], &e30002, Want::ChannelDown("twilio: error 30002: Account suspended")),
+            // Per destination: stays with the event.
+            (400, &[], &e21659, Want::Permanent("twilio: error 21659: ")),
+            (400, &[], &e21608, Want::Permanent("twilio: error 21608: ")),
             (
                 404,
                 &[],
@@ -203,7 +279,8 @@ mod tests {
                         && r.reason.starts_with("twilio: ")
                         && r.reason.contains(prefix)
                 }
-                (Disposition::Permanent(reason), Want::Permanent(prefix)) => {
+                (Disposition::Permanent(reason), Want::Permanent(prefix))
+                | (Disposition::ChannelDown(reason), Want::ChannelDown(prefix)) => {
                     reason.starts_with(prefix)
                 }
                 _ => false,
@@ -213,11 +290,35 @@ mod tests {
     }
 
     #[test]
+    fn every_channel_level_code_is_channel_down() {
+        for (code, what) in CHANNEL_LEVEL_CODES {
+            let body = format!(r#"{{"code":{code},"message":"m"}}"#);
+            for status in [400, 401, 403, 404] {
+                let got = run(status, &[], &body);
+                let Disposition::ChannelDown(reason) = &got else {
+                    panic!("{status} {code}: got {got:?}")
+                };
+                assert!(reason.contains(&format!("error {code}: m")), "{reason}");
+                assert!(reason.ends_with(&format!("({what})")), "{reason}");
+            }
+        }
+    }
+
+    #[test]
     fn exact_reasons() {
         assert_eq!(
             run(403, &[], ""),
-            Disposition::Permanent("twilio: HTTP 403".to_string())
+            Disposition::ChannelDown("twilio: HTTP 403".to_string())
         );
+        assert_eq!(
+            run(400, &[], r#"{"code":"20003"}"#),
+            Disposition::ChannelDown("twilio: error 20003 (credentials refused)".to_string())
+        );
+        // A success body is never read for error codes.
+        assert!(matches!(
+            run(201, &[], r#"{"sid":"SM1","code":20003}"#),
+            Disposition::Delivered(_)
+        ));
         assert_eq!(
             run(
                 400,

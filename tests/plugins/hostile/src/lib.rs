@@ -1,18 +1,30 @@
 //! A channel plugin that misbehaves on purpose, for the host's containment
 //! tests. Setting `behavior` picks what `render` does:
 //!
-//! | behavior       | render                                                     |
-//! |----------------|------------------------------------------------------------|
-//! | `ok` (default) | one POST to `{base_url}/hook` with the event id as body    |
-//! | `loop`         | spins forever                                              |
-//! | `hog`          | allocates 1 MiB chunks and keeps them until memory runs out |
-//! | `trap`         | panics (so does `classify`)                                |
-//! | `stdout-flood` | writes 8 MiB to stdout, then renders as `ok`               |
-//! | `socket`       | connects to setting `target`; refused → rejection          |
-//! | `read-file`    | reads setting `path`; refused → rejection                  |
-//! | `read-env`     | reads the environment; empty → rejection                   |
-//! | `foreign-host` | POSTs the appointment e-mail to `evil.example.com`         |
-//! | `set-auth`     | sets its own `Authorization` header                        |
+//! | behavior             | render                                                     |
+//! |----------------------|------------------------------------------------------------|
+//! | `ok` (default)       | one POST to `{base_url}/hook` with the event id as body    |
+//! | `loop`               | spins forever                                              |
+//! | `hog`                | allocates 1 MiB chunks and keeps them until memory runs out |
+//! | `trap`               | panics (so does `classify`)                                |
+//! | `classify-trap`      | renders as `ok`; `classify` panics                         |
+//! | `classify-by-status` | renders as `ok`; `classify` as below, by status only       |
+//! | `poison`             | panics on the event whose id is setting `poison_event_id`, renders the others as `ok` |
+//! | `stdout-flood`       | writes 8 MiB to stdout, then renders as `ok`               |
+//! | `socket`             | connects to setting `target`; refused → rejection          |
+//! | `read-file`          | reads setting `path`; refused → rejection                  |
+//! | `read-env`           | reads the environment; empty → rejection                   |
+//! | `foreign-host`       | POSTs the appointment e-mail to `evil.example.com`         |
+//! | `set-auth`           | sets its own `Authorization` header                        |
+//!
+//! `classify` answers `delivered` for 2xx and `permanent` for anything else
+//! (a 401 too: the host's rule for 0.1.0 plugins turns that one into
+//! `channel-down`); with `classify-by-status` it answers `retry` (no
+//! `after`, whatever `Retry-After` says) for 429 and 5xx instead.
+//!
+//! The plugin is built for the frozen `notify:channel@0.1.0` contract
+//! (`wit/0.1.0/`), so the suite proves that plugins built for an old
+//! version keep loading and working next to current ones.
 //!
 //! A sandbox escape that works does not fail here: it renders a request
 //! carrying what it got (`CONNECTED`, the file, the environment), and the test
@@ -25,7 +37,7 @@ use std::io::Write as _;
 
 use bindings::notify::channel::types::{
     CallContext, Delivered, Disposition, Event, Header, HttpRequest, HttpResponse, PluginInfo,
-    Setting,
+    RetryLater, Setting,
 };
 
 // The generated glue moves values across the component boundary with raw
@@ -34,7 +46,8 @@ use bindings::notify::channel::types::{
 // canonical ABI's shape, not a design to lint.
 #[allow(unsafe_code, clippy::too_many_arguments)]
 mod bindings {
-    wit_bindgen::generate!({ world: "channel", path: "../../../wit" });
+    // Deliberately the frozen 0.1.0 contract, not the current one.
+    wit_bindgen::generate!({ world: "channel", path: "../../../wit/0.1.0" });
 
     use super::Hostile;
     export!(Hostile);
@@ -45,6 +58,8 @@ const BEHAVIORS: &[&str] = &[
     "loop",
     "hog",
     "trap",
+    "classify-trap",
+    "classify-by-status",
     "stdout-flood",
     "socket",
     "read-file",
@@ -112,7 +127,7 @@ impl bindings::Guest for Hostile {
             .trim_end_matches('/');
         let hook = format!("{base}/hook");
         match setting(&settings, "behavior").unwrap_or("ok") {
-            "ok" => {
+            "ok" | "classify-trap" | "classify-by-status" => {
                 // A plugin's own output goes to the host log, under its name,
                 // with personal data masked there.
                 println!(
@@ -201,13 +216,20 @@ impl bindings::Guest for Hostile {
         settings: Vec<Setting>,
         _context: CallContext,
     ) -> Disposition {
-        if setting(&settings, "behavior") == Some("trap") {
-            panic!("hostile plugin: deliberate trap");
+        let behavior = setting(&settings, "behavior");
+        if matches!(behavior, Some("trap" | "classify-trap")) {
+            panic!("hostile plugin: deliberate trap in classify");
         }
         match response.status {
             200..=299 => Disposition::Delivered(Delivered {
                 provider_message_id: None,
             }),
+            status @ (429 | 500..=599) if behavior == Some("classify-by-status") => {
+                Disposition::Retry(RetryLater {
+                    after_ms: None,
+                    reason: format!("hostile: HTTP {status}"),
+                })
+            }
             status => Disposition::Permanent(format!("hostile: HTTP {status}")),
         }
     }

@@ -1,0 +1,239 @@
+//! One attempt of one request: send it once, have the plugin classify the
+//! answer, and report what was observed. The pipeline and
+//! `notify-host plugin send` both go through [`attempt`]: one code path.
+//!
+//! Invariant: once the provider has answered, nothing here sends the request
+//! again. A classify that fails is retried on the same answer
+//! ([`CLASSIFY_TRIES`] times); if it still fails the answer is reported as
+//! [`Observed::Unclassified`], and the caller decides by the host's own rule
+//! (a 2xx is delivered, anything else is dead-lettered), never by resending:
+//! a resend of an accepted request is a duplicate message to a patient.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+
+use crate::channels::Channel;
+use crate::health::Signal;
+use crate::metrics::{Metrics, PluginCallLabels, ProviderLabels};
+use crate::plugin::{CallContext, Disposition, HttpResponse, PluginError, Purpose};
+use crate::transport::{OutboundRequest, Received, Transport};
+
+/// How often classify is tried on one provider answer: a trap from a
+/// deadline overrun on a busy host usually passes on the next try.
+pub const CLASSIFY_TRIES: u32 = 3;
+
+/// What one attempt showed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    /// The provider answered and the plugin classified the answer.
+    Classified(Disposition),
+    /// The provider did not answer (timeout, connection refused or reset).
+    Unreachable(String),
+    /// The provider answered with `status`, and the plugin failed on every
+    /// try to classify it.
+    Unclassified { status: u16, error: String },
+}
+
+impl Observed {
+    /// What the attempt says about the channel's provider.
+    pub fn signal(&self) -> Signal {
+        match self {
+            Observed::Classified(Disposition::Delivered(_) | Disposition::Permanent(_)) => {
+                Signal::Success
+            }
+            Observed::Classified(Disposition::Retry(r)) => Signal::Transient(r.reason.clone()),
+            Observed::Classified(Disposition::ChannelDown(reason)) => {
+                Signal::ChannelDown(reason.clone())
+            }
+            Observed::Unreachable(reason) => Signal::Transient(reason.clone()),
+            Observed::Unclassified { status, .. } if (200..300).contains(status) => Signal::Success,
+            Observed::Unclassified { .. } => Signal::Neutral,
+        }
+    }
+}
+
+/// The attempt's observation and, when the provider answered, its answer.
+#[derive(Debug)]
+pub struct Outcome {
+    pub observed: Observed,
+    pub received: Option<Received>,
+}
+
+impl Outcome {
+    pub fn status(&self) -> Option<u16> {
+        self.received.as_ref().map(|r| r.response.status)
+    }
+}
+
+/// What the pipeline adds around an attempt; the CLI passes
+/// `Hooks::default()`.
+#[derive(Default, Clone, Copy)]
+pub struct Hooks<'a> {
+    pub metrics: Option<&'a Metrics>,
+    /// One permit per pooled plugin instance: a classify waits for a slot
+    /// instead of failing when the pool is full.
+    pub plugin_slots: Option<&'a Semaphore>,
+}
+
+/// Sends `request` once and classifies the answer (`attempt` is the event's
+/// attempt number the plugin sees).
+pub async fn attempt(
+    channel: &Channel,
+    transport: &Transport,
+    request: OutboundRequest,
+    attempt: u32,
+    purpose: Purpose,
+    hooks: Hooks<'_>,
+) -> Outcome {
+    let name = channel.name();
+    let received = transport.send(request).await;
+    if let Some(m) = hooks.metrics {
+        let class = match &received {
+            Ok(r) => format!("{}xx", r.response.status / 100),
+            Err(_) => "error".to_string(),
+        };
+        m.provider_requests
+            .get_or_create(&ProviderLabels {
+                channel: name.to_string(),
+                status_class: class,
+            })
+            .inc();
+        if let Ok(r) = &received {
+            m.provider_latency
+                .get_or_create(&Metrics::channel(name))
+                .observe(r.latency.as_secs_f64());
+        }
+    }
+    let received = match received {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome {
+                observed: Observed::Unreachable(e.to_string()),
+                received: None,
+            }
+        }
+    };
+    let mut tries = 0;
+    let observed = loop {
+        tries += 1;
+        match classify(channel, &received.response, attempt, purpose, hooks).await {
+            Ok(d) => break Observed::Classified(d),
+            Err(e) if tries < CLASSIFY_TRIES => {
+                tracing::warn!(channel = name, error = %e, "classify failed; trying again on the same answer");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(tries))).await;
+            }
+            Err(e) => {
+                break Observed::Unclassified {
+                    status: received.response.status,
+                    error: e.to_string(),
+                }
+            }
+        }
+    };
+    Outcome {
+        observed,
+        received: Some(received),
+    }
+}
+
+async fn classify(
+    channel: &Channel,
+    response: &HttpResponse,
+    attempt: u32,
+    purpose: Purpose,
+    hooks: Hooks<'_>,
+) -> Result<Disposition, PluginError> {
+    let _slot = match hooks.plugin_slots {
+        Some(s) => s.acquire().await.ok(),
+        None => None,
+    };
+    let started = Instant::now();
+    let now_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let result = channel
+        .plugin
+        .classify(
+            response,
+            channel.settings(),
+            CallContext {
+                attempt,
+                now_unix_ms,
+                purpose,
+            },
+        )
+        .await;
+    if let Some(m) = hooks.metrics {
+        observe_call(m, channel.name(), "classify", started);
+    }
+    result
+}
+
+/// Records one plugin call's duration.
+pub fn observe_call(metrics: &Metrics, channel: &str, call: &str, started: Instant) {
+    metrics
+        .plugin_call
+        .get_or_create(&PluginCallLabels {
+            channel: channel.to_string(),
+            call: call.to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::{Delivered, RetryLater};
+
+    #[test]
+    fn what_an_attempt_says_about_the_provider() {
+        let retry = Disposition::Retry(RetryLater {
+            after_ms: None,
+            reason: "HTTP 503".into(),
+        });
+        let table: Vec<(Observed, Signal)> = vec![
+            (
+                Observed::Classified(Disposition::Delivered(Delivered {
+                    provider_message_id: None,
+                })),
+                Signal::Success,
+            ),
+            // The provider judged the event: the channel works.
+            (
+                Observed::Classified(Disposition::Permanent("bad number".into())),
+                Signal::Success,
+            ),
+            (
+                Observed::Classified(retry),
+                Signal::Transient("HTTP 503".into()),
+            ),
+            (
+                Observed::Classified(Disposition::ChannelDown("HTTP 401".into())),
+                Signal::ChannelDown("HTTP 401".into()),
+            ),
+            (
+                Observed::Unreachable("timeout".into()),
+                Signal::Transient("timeout".into()),
+            ),
+            (
+                Observed::Unclassified {
+                    status: 202,
+                    error: "trap".into(),
+                },
+                Signal::Success,
+            ),
+            (
+                Observed::Unclassified {
+                    status: 503,
+                    error: "trap".into(),
+                },
+                Signal::Neutral,
+            ),
+        ];
+        for (observed, want) in table {
+            assert_eq!(observed.signal(), want, "{observed:?}");
+        }
+    }
+}

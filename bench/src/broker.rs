@@ -223,6 +223,7 @@ pub async fn publish(
         });
     }
     let mut acked_at = vec![start; count as usize];
+    let mut offsets = vec![-1; count as usize];
     let mut end_offset = -1;
     while let Some(joined) = acks.join_next().await {
         let (index, at, result) = joined.context("ack task")?;
@@ -233,23 +234,27 @@ pub async fn publish(
             bail!("event {index} went to partition {}", delivery.partition);
         }
         acked_at[index as usize] = at;
+        offsets[index as usize] = delivery.offset;
         end_offset = end_offset.max(delivery.offset + 1);
     }
     Ok(Published {
         sent_at,
         acked_at,
+        offsets,
         end_offset,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
 
 /// What publishing took: per event (by index) when it was handed to the
-/// producer and when the broker acknowledged it, and the offset after the last
-/// event (what the group's committed offset reaches when all are done;
-/// tansu's high watermark is unreliable after batched produces).
+/// producer, when the broker acknowledged it and at which offset, and the
+/// offset after the last event (what the group's committed offset reaches
+/// when all are done; tansu's high watermark is unreliable after batched
+/// produces).
 pub struct Published {
     pub sent_at: Vec<Instant>,
     pub acked_at: Vec<Instant>,
+    pub offsets: Vec<i64>,
     pub end_offset: i64,
     pub seconds: f64,
 }

@@ -1,5 +1,6 @@
 //! The real `notify-host` binary as a child process: building it, its
-//! config, starting, readiness, and stopping it the way production does.
+//! config, starting, readiness, reading its `/metrics`, and stopping it the
+//! way production does.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -264,6 +265,26 @@ impl Host {
         }
     }
 
+    /// The host's `/metrics` in the classic Prometheus text format (what it
+    /// serves to a client that does not ask for OpenMetrics).
+    pub async fn metrics(&self, client: &reqwest::Client, timeout: Duration) -> Result<String> {
+        let url = format!("{}/metrics", self.admin_url);
+        let response = client
+            .get(&url)
+            .timeout(timeout)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("GET {url}: {status}");
+        }
+        response
+            .text()
+            .await
+            .with_context(|| format!("GET {url}: body"))
+    }
+
     /// SIGTERM and wait, as an orchestrator stops it; returns the exit status.
     pub fn stop(&mut self) -> Result<String> {
         if let Some(mut w) = self.watchdog.take() {
@@ -280,5 +301,62 @@ impl Drop for Host {
             sys::kill_and_reap(&mut w);
         }
         sys::kill_and_reap(&mut self.child);
+    }
+}
+
+/// Every series of metric `name` in a Prometheus text exposition, as (label
+/// set, value); the label set is the text between the braces, empty when
+/// there are none.
+pub fn metric_series<'t>(text: &'t str, name: &str) -> Vec<(&'t str, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => {
+                    let (labels, value) = r.rsplit_once('}')?;
+                    (labels, value)
+                }
+                // Another metric whose name starts with `name`.
+                None if !rest.starts_with(' ') => return None,
+                None => ("", rest),
+            };
+            // The value is the first field after the name; a timestamp may
+            // follow it.
+            let value = value.split_whitespace().next()?.parse().ok()?;
+            Some((labels, value))
+        })
+        .collect()
+}
+
+/// The sum of every series of metric `name`, None when it has none (the
+/// host registers a labelled family's series only when first used).
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let series = metric_series(text, name);
+    (!series.is_empty()).then(|| series.iter().map(|(_, v)| v).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_read_by_exact_name() {
+        let text = "# HELP notify_in_flight Events being worked on\n\
+                    # TYPE notify_in_flight gauge\n\
+                    notify_in_flight 512\n\
+                    notify_in_flight_extra 7\n\
+                    notify_dlq_events_total{reason=\"permanent\"} 2\n\
+                    notify_dlq_events_total{reason=\"retries_exhausted\"} 3 1700000000\n";
+        assert_eq!(metric_sum(text, "notify_in_flight"), Some(512.0));
+        assert_eq!(metric_sum(text, "notify_dlq_events_total"), Some(5.0));
+        assert_eq!(
+            metric_series(text, "notify_dlq_events_total"),
+            vec![
+                ("reason=\"permanent\"", 2.0),
+                ("reason=\"retries_exhausted\"", 3.0)
+            ]
+        );
+        assert_eq!(metric_sum(text, "notify_events_consumed_total"), None);
     }
 }

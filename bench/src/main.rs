@@ -1,4 +1,5 @@
-//! notify-bench: end-to-end throughput and latency of the real notify-host.
+//! notify-bench: end-to-end throughput, latency and provider-outage
+//! behaviour of the real notify-host.
 //!
 //! One process holds a Mailgun/Twilio stand-in (fixed latency) and the
 //! publisher; it starts a tansu broker and the release `notify-host` binary
@@ -14,7 +15,22 @@
 //! 4. latency: the host running, events published at an offered rate; the
 //!    time from produce to the provider receiving the request is the latency
 //!    the host adds (the stand-in records a request before its latency
-//!    sleep).
+//!    sleep);
+//! 5. outage (issue 10; not in the default `--runs`): the host running with
+//!    the default config (circuit probes back off 1 s doubling to 60 s),
+//!    events offered at `--outage-rate` (100/s) throughout: a few seconds
+//!    healthy, then both providers answer every request 503 (Mailgun- and
+//!    Twilio-shaped JSON errors) for `--outage-seconds` (600), then they
+//!    come back and offering goes on for `--outage-tail-seconds`; the run
+//!    ends when every event is committed. It reports dead letters (target
+//!    0, from the host's `notify_dlq_events_total`), the requests sent into
+//!    the outage per channel (target ≤ 1/s per channel), the host's peak
+//!    in-flight and whether its intake stopped (`/metrics`, sampled each
+//!    second), the time from recovery to the commit of everything published
+//!    before it, and that drain's events/s as a share of the throughput
+//!    run's (target ≥ 80 %; run `--runs throughput,outage` for it). The
+//!    stall timeout is suspended from the outage's start until 60 s (the
+//!    longest probe wait) after its end, since nothing moves by design.
 //!
 //! Reading the numbers: every process shares one machine, so the rows with
 //! each process's CPU (host, broker, this process) and the machine's busy
@@ -41,12 +57,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use crate::runs::{Bench, RunSpec};
+use crate::runs::{Bench, OutagePlan, RunSpec};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "notify-bench",
-    about = "End-to-end throughput and latency of notify-host against a provider stand-in and a tansu broker"
+    about = "End-to-end throughput, latency and provider-outage behaviour of notify-host against a provider stand-in and a tansu broker"
 )]
 struct Args {
     /// Events in the throughput run [default: 50000; --quick: 2000]
@@ -58,8 +74,8 @@ struct Args {
     /// The stand-in's fixed answer latency, in ms
     #[arg(long, default_value_t = 50)]
     latency_ms: u64,
-    /// pipeline.max_in_flight for the throughput and latency runs [default:
-    /// the host's default, 512]
+    /// pipeline.max_in_flight for the throughput, latency and outage runs
+    /// [default: the host's default, 512]
     #[arg(long)]
     max_in_flight: Option<u64>,
     /// Events in the sequential run (max_in_flight = 1) [default: 500; --quick: 200]
@@ -71,6 +87,21 @@ struct Args {
     /// Duration of the latency run's publishing, s [default: 10; --quick: 2]
     #[arg(long)]
     latency_seconds: Option<f64>,
+    /// Offered rate of the outage run, events/s (before, during and after the
+    /// outage)
+    #[arg(long, default_value_t = 100.0)]
+    outage_rate: f64,
+    /// Healthy offering before the outage run's providers go down, s
+    /// [default: 5; --quick: 2]
+    #[arg(long)]
+    outage_warmup_seconds: Option<f64>,
+    /// How long both providers answer 503 in the outage run, s [default:
+    /// 600; --quick: 20]
+    #[arg(long)]
+    outage_seconds: Option<f64>,
+    /// Offering after the providers are back, s [default: 10; --quick: 3]
+    #[arg(long)]
+    outage_tail_seconds: Option<f64>,
     /// Duration of the stand-in capacity measurement, s [default: 3; --quick: 1]
     #[arg(long)]
     capacity_seconds: Option<f64>,
@@ -94,13 +125,15 @@ struct Args {
     #[arg(long, env = "NOTIFY_TANSU")]
     tansu: Option<PathBuf>,
     /// Fail a run when neither the committed offset nor the provider request
-    /// count moves for this long, s
+    /// count moves for this long, s (not counted in the outage run from the
+    /// outage's start until 60 s after its end)
     #[arg(long, default_value_t = 60)]
     stall_timeout_seconds: u64,
     /// Small sizes for a smoke run (explicit size flags still win)
     #[arg(long)]
     quick: bool,
-    /// Which runs, in this order
+    /// Which runs, in this order (outage is not in the default: it takes
+    /// over ten minutes)
     #[arg(
         long,
         value_enum,
@@ -124,6 +157,9 @@ enum Run {
     Sequential,
     /// --offered-rate events/s for --latency-seconds, host already running
     Latency,
+    /// --outage-rate events/s while both providers are down for
+    /// --outage-seconds, then the drain after recovery
+    Outage,
 }
 
 /// Sizes after --quick and the explicit flags.
@@ -132,6 +168,9 @@ struct Sizes {
     sequential_events: u64,
     latency_seconds: f64,
     capacity_seconds: f64,
+    outage_warmup_seconds: f64,
+    outage_seconds: f64,
+    outage_tail_seconds: f64,
 }
 
 impl Args {
@@ -144,6 +183,13 @@ impl Args {
             sequential_events: pick(self.sequential_events.map(|v| v as f64), 500.0, 200.0) as u64,
             latency_seconds: pick(self.latency_seconds, 10.0, 2.0),
             capacity_seconds: pick(self.capacity_seconds, 3.0, 1.0),
+            // A few seconds of delivery first, so the outage meets a host
+            // with sends in flight, as a real one would.
+            outage_warmup_seconds: pick(self.outage_warmup_seconds, 5.0, 2.0),
+            // Issue 10's outage: ten minutes, long enough for the probe
+            // backoff to reach its 60 s cap and stay there.
+            outage_seconds: pick(self.outage_seconds, 600.0, 20.0),
+            outage_tail_seconds: pick(self.outage_tail_seconds, 10.0, 3.0),
         }
     }
 
@@ -186,6 +232,13 @@ fn run(args: &Args) -> Result<()> {
     }
     if !(args.offered_rate > 0.0 && sizes.latency_seconds > 0.0 && sizes.capacity_seconds > 0.0) {
         bail!("--offered-rate, --latency-seconds and --capacity-seconds must be positive");
+    }
+    if !(args.outage_rate > 0.0
+        && sizes.outage_seconds > 0.0
+        && sizes.outage_warmup_seconds >= 0.0
+        && sizes.outage_tail_seconds >= 0.0)
+    {
+        bail!("--outage-rate and --outage-seconds must be positive, --outage-warmup-seconds and --outage-tail-seconds not negative");
     }
     let root = workspace_root()?;
 
@@ -254,19 +307,36 @@ fn run(args: &Args) -> Result<()> {
                 events: sizes.events,
                 max_in_flight: args.max_in_flight,
                 offered_rate: None,
+                outage: None,
             },
             Run::Sequential => RunSpec {
                 label: "sequential",
                 events: sizes.sequential_events,
                 max_in_flight: Some(1),
                 offered_rate: None,
+                outage: None,
             },
             Run::Latency => RunSpec {
                 label: "latency",
                 events: ((args.offered_rate * sizes.latency_seconds).round() as u64).max(1),
                 max_in_flight: args.max_in_flight,
                 offered_rate: Some(args.offered_rate),
+                outage: None,
             },
+            Run::Outage => {
+                let plan = OutagePlan {
+                    warmup: Duration::from_secs_f64(sizes.outage_warmup_seconds),
+                    down_for: Duration::from_secs_f64(sizes.outage_seconds),
+                    tail: Duration::from_secs_f64(sizes.outage_tail_seconds),
+                };
+                RunSpec {
+                    label: "outage",
+                    events: ((args.outage_rate * plan.total().as_secs_f64()).round() as u64).max(1),
+                    max_in_flight: args.max_in_flight,
+                    offered_rate: Some(args.outage_rate),
+                    outage: Some(plan),
+                }
+            }
         };
         results.push(bench.run(&spec)?);
     }

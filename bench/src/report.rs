@@ -4,13 +4,20 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::runs::{Cores, Percentiles, RunResult};
+use crate::runs::{ByChannel, Cores, OutageResult, Percentiles, RunResult};
 use crate::standin::Capacity;
 
 /// The issue's targets, checked in the summary.
 const TARGET_EVENTS_PER_SECOND: f64 = 5_000.0;
 const TARGET_P99_MS: f64 = 25.0;
 const TARGET_OFFERED_RATE: f64 = 1_000.0;
+/// Issue 10: requests into an outage, per second per channel.
+const TARGET_OUTAGE_REQUESTS_PER_SECOND: f64 = 1.0;
+/// Issue 10: the drain after an outage as a share of normal throughput.
+const TARGET_DRAIN_SHARE: f64 = 0.8;
+/// Issue 10's outage is at this offered rate.
+const TARGET_OUTAGE_RATE: f64 = 100.0;
+const NO_NORMAL_RATE: &str = "n/a (run with --runs throughput,outage)";
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -24,7 +31,12 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(latency_ms: u64, keys: u64, capacity: Capacity, runs: Vec<RunResult>) -> Summary {
+    pub fn new(
+        latency_ms: u64,
+        keys: u64,
+        capacity: Capacity,
+        mut runs: Vec<RunResult>,
+    ) -> Summary {
         let rate = |label: &str| {
             runs.iter()
                 .find(|r| r.label == label)
@@ -34,6 +46,13 @@ impl Summary {
             (Some(c), Some(s)) if s > 0.0 => Some(c / s),
             _ => None,
         };
+        // The normal throughput an outage's drain is held against: the
+        // backlog run of the same invocation, same machine and host.
+        let normal = rate("throughput").filter(|r| *r > 0.0);
+        for o in runs.iter_mut().filter_map(|r| r.outage.as_mut()) {
+            o.normal_events_per_second = normal;
+            o.drain_share_of_normal = normal.zip(o.drain_events_per_second).map(|(n, d)| d / n);
+        }
         Summary {
             provider_latency_ms: latency_ms,
             keys,
@@ -118,23 +137,108 @@ impl Summary {
                 cores(r.bench_cores)
             }),
             ("machine busy cores avg/max", |r, _| cores(r.machine_cores)),
+            ("dead letters", |r, _| {
+                r.dead_letters
+                    .map_or("unknown".to_string(), |n| n.to_string())
+            }),
             ("host exit", |r, _| r.host_exit.clone()),
         ];
-        let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
-        let cells: Vec<Vec<String>> = rows
+        type OutageCell = fn(&OutageResult) -> String;
+        let outage_rows: &[(&str, OutageCell)] = &[
+            ("outage: warm-up/down/tail (s)", |o| {
+                format!(
+                    "{:.0}/{:.1}/{:.0}",
+                    o.warmup_seconds, o.outage_seconds, o.tail_seconds
+                )
+            }),
+            ("  events offered (while down)", |o| {
+                format!("{} ({})", o.events_offered, o.events_offered_during_outage)
+            }),
+            ("  requests while down email/sms", |o| {
+                by_channel(o.requests_during_outage, |n| n.to_string())
+            }),
+            ("  per second email/sms", |o| {
+                by_channel(o.requests_per_second_during_outage, |x| format!("{x:.3}"))
+            }),
+            ("  busiest second email/sms", |o| {
+                by_channel(o.busiest_outage_second, |n| n.to_string())
+            }),
+            ("  peak in flight/limit", |o| {
+                format!(
+                    "{}/{}",
+                    o.peak_in_flight
+                        .map_or("unknown".to_string(), |n| n.to_string()),
+                    o.in_flight_limit
+                )
+            }),
+            ("  intake stopped", |o| {
+                match o.intake_stopped_after_seconds {
+                    Some(s) => format!("after {s:.0} s"),
+                    None => "no".to_string(),
+                }
+            }),
+            ("  consumed/offered at recovery", |o| {
+                format!(
+                    "{}/{}",
+                    o.consumed_at_recovery
+                        .map_or("unknown".to_string(), |n| n.to_string()),
+                    o.offered_at_recovery
+                )
+            }),
+            ("  recovery → first accepted (s)", |o| {
+                seconds(o.recovery_to_first_accepted_seconds)
+            }),
+            ("  backlog at recovery (events)", |o| {
+                o.backlog_events.to_string()
+            }),
+            ("  recovery → drained (s)", |o| {
+                seconds(o.recovery_to_drained_seconds)
+            }),
+            ("  drain rate (events/s)", |o| {
+                o.drain_events_per_second
+                    .map_or("-".to_string(), |x| format!("{x:.0}"))
+            }),
+            ("  drain ÷ throughput run", |o| {
+                match (o.drain_share_of_normal, o.normal_events_per_second) {
+                    (Some(share), Some(n)) => format!("{:.1}% of {n:.0}", 100.0 * share),
+                    (None, Some(_)) => "-".to_string(),
+                    _ => NO_NORMAL_RATE.to_string(),
+                }
+            }),
+        ];
+        let mut lines: Vec<(&str, Vec<String>)> = rows
             .iter()
-            .map(|(_, f)| {
-                self.runs
+            .map(|(label, f)| {
+                let row = self
+                    .runs
                     .iter()
                     .map(|r| f(r, cap.requests_per_second))
-                    .collect()
+                    .collect();
+                (*label, row)
             })
             .collect();
+        // Outage rows only when an outage ran, so the other reports keep
+        // their shape.
+        if self.runs.iter().any(|r| r.outage.is_some()) {
+            lines.extend(outage_rows.iter().map(|(label, f)| {
+                let row = self
+                    .runs
+                    .iter()
+                    .map(|r| r.outage.as_ref().map_or("-".to_string(), f))
+                    .collect();
+                (*label, row)
+            }));
+        }
+        let label_width = lines
+            .iter()
+            .map(|(l, _)| l.chars().count())
+            .max()
+            .unwrap_or(0);
         let widths: Vec<usize> = (0..self.runs.len())
             .map(|i| {
-                cells
+                lines
                     .iter()
-                    .map(|row| row[i].len())
+                    .map(|(_, row)| row[i].chars().count())
                     .chain(std::iter::once(self.runs[i].label.len()))
                     .max()
                     .unwrap_or(0)
@@ -145,7 +249,7 @@ impl Summary {
             let _ = write!(out, "  {:>w$}", r.label);
         }
         let _ = writeln!(out);
-        for ((label, _), row) in rows.iter().zip(&cells) {
+        for (label, row) in &lines {
             let _ = write!(out, "{label:label_width$}");
             for (cell, w) in row.iter().zip(&widths) {
                 let _ = write!(out, "  {cell:>w$}");
@@ -200,8 +304,94 @@ impl Summary {
                 l.latency_from_send_ms.p99
             );
         }
+        for r in &self.runs {
+            if let Some(o) = &r.outage {
+                outage_verdicts(&mut out, r, o);
+            }
+        }
         out
     }
+}
+
+/// Issue 10's targets for one outage run.
+fn outage_verdicts(out: &mut String, r: &RunResult, o: &OutageResult) {
+    let note = if (o.offered_rate - TARGET_OUTAGE_RATE).abs() > f64::EPSILON
+        || o.outage_seconds < 599.0
+    {
+        format!(
+            " (a {:.0} s outage at {:.0} events/s; the target is for 600 s at {TARGET_OUTAGE_RATE:.0})",
+            o.outage_seconds, o.offered_rate
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(out, "outage run{note}:");
+    match r.dead_letters {
+        Some(n) => {
+            let reasons = if r.dead_letter_reasons.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = r
+                    .dead_letter_reasons
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
+                format!(": {}", list.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "  target 0 dead letters: {} ({n}{reasons})",
+                verdict(n == 0)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  target 0 dead letters: unknown (the host's /metrics could not be read)"
+            );
+        }
+    }
+    let rates = o.requests_per_second_during_outage;
+    let _ = writeln!(
+        out,
+        "  target ≤ {TARGET_OUTAGE_REQUESTS_PER_SECOND:.0} request/s per channel while down: {} (email {:.3}/s, sms {:.3}/s: {} and {} requests in {:.0} s)",
+        verdict(rates.email <= TARGET_OUTAGE_REQUESTS_PER_SECOND && rates.sms <= TARGET_OUTAGE_REQUESTS_PER_SECOND),
+        rates.email,
+        rates.sms,
+        o.requests_during_outage.email,
+        o.requests_during_outage.sms,
+        o.outage_seconds
+    );
+    let _ = writeln!(
+        out,
+        "  recovery to backlog drained: {} s ({} events; the first accepted request {} s after recovery)",
+        seconds(o.recovery_to_drained_seconds),
+        o.backlog_events,
+        seconds(o.recovery_to_first_accepted_seconds)
+    );
+    let drain = match (o.drain_share_of_normal, o.normal_events_per_second) {
+        (Some(share), Some(normal)) => format!(
+            "{} ({:.0} events/s, {:.1}% of the throughput run's {normal:.0})",
+            verdict(share >= TARGET_DRAIN_SHARE),
+            o.drain_events_per_second.unwrap_or(0.0),
+            100.0 * share
+        ),
+        (None, Some(_)) => "NOT met (the backlog was not seen to drain)".to_string(),
+        _ => NO_NORMAL_RATE.to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "  target drain ≥ {:.0}% of normal throughput: {drain}",
+        100.0 * TARGET_DRAIN_SHARE
+    );
+}
+
+fn by_channel<T: Copy>(v: ByChannel<T>, f: fn(T) -> String) -> String {
+    format!("{}/{}", f(v.email), f(v.sms))
+}
+
+fn seconds(s: Option<f64>) -> String {
+    s.map_or("-".to_string(), |s| format!("{s:.1}"))
 }
 
 fn pair(p: &Percentiles) -> String {

@@ -1,7 +1,13 @@
 //! One measured run: fresh topics and group, events published, a host
 //! started with the run's config, and the wait until every event's offset is
 //! committed; then the numbers.
+//!
+//! An outage run is a paced run during which the stand-in's providers go
+//! down and come back (see [`OutagePlan`]); the wait then also samples the
+//! host's `/metrics` and keeps the committed offset's history, from which
+//! the drain after recovery is read.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,9 +18,23 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{self, Broker, OffsetReader, Published};
 use crate::events::EventRef;
-use crate::host::{Host, HostConfig};
-use crate::standin::{Channel, Received, StandIn};
+use crate::host::{self, Host, HostConfig};
+use crate::standin::{Channel, OutageSwitch, Received, StandIn};
 use crate::sys;
+
+/// The host's default `pipeline.max_in_flight` (host/src/config): the limit
+/// a run without `--max-in-flight` expects intake to stop at.
+const HOST_DEFAULT_MAX_IN_FLIGHT: u64 = 512;
+
+/// The host's default `circuits.probe_backoff_max`: after the providers come
+/// back, the next probe may be this far off, and until it goes out nothing
+/// moves; the stall clock must not count that wait.
+const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// How long the host's consumed count must stand still during an outage to
+/// say its intake stopped: three 1-second samples, at an offered rate that
+/// brings new events every few milliseconds.
+const INTAKE_QUIET: Duration = Duration::from_secs(3);
 
 /// What every run shares.
 pub struct Bench<'a> {
@@ -42,6 +62,86 @@ pub struct RunSpec {
     /// drains as fast as it can). Some: start the host, wait until it is
     /// ready, then publish at this many events per second.
     pub offered_rate: Option<f64>,
+    /// Some: an outage run (needs an offered rate).
+    pub outage: Option<OutagePlan>,
+}
+
+/// The phases of an outage run, all at the run's offered rate.
+#[derive(Debug, Clone, Copy)]
+pub struct OutagePlan {
+    /// Healthy providers first, so the host is delivering when they fail.
+    pub warmup: Duration,
+    /// Both providers answer every request 503 for this long.
+    pub down_for: Duration,
+    /// Offering goes on this long after they are back.
+    pub tail: Duration,
+}
+
+impl OutagePlan {
+    pub fn total(&self) -> Duration {
+        self.warmup + self.down_for + self.tail
+    }
+}
+
+/// A value for each channel.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ByChannel<T> {
+    pub email: T,
+    pub sms: T,
+}
+
+impl<T> ByChannel<T> {
+    fn get_mut(&mut self, channel: Channel) -> &mut T {
+        match channel {
+            Channel::Email => &mut self.email,
+            Channel::Sms => &mut self.sms,
+        }
+    }
+}
+
+/// The outage run's numbers (issue 10's benchmark).
+#[derive(Debug, Clone, Serialize)]
+pub struct OutageResult {
+    pub offered_rate: f64,
+    pub warmup_seconds: f64,
+    /// From the providers going down to their coming back, as it happened.
+    pub outage_seconds: f64,
+    pub tail_seconds: f64,
+    pub events_offered: u64,
+    /// Handed to the producer while the providers were down.
+    pub events_offered_during_outage: u64,
+    /// Requests that reached the stand-in while it was down (each answered
+    /// 503).
+    pub requests_during_outage: ByChannel<u64>,
+    pub requests_per_second_during_outage: ByChannel<f64>,
+    /// The most requests of one channel within one second of the outage
+    /// (seconds counted from its start).
+    pub busiest_outage_second: ByChannel<u64>,
+    /// The highest `notify_in_flight` sampled (about once a second).
+    pub peak_in_flight: Option<u64>,
+    pub in_flight_limit: u64,
+    /// Seconds into the outage after which the host read no more events
+    /// (`notify_events_consumed_total` stood still until recovery); None
+    /// when it kept reading.
+    pub intake_stopped_after_seconds: Option<f64>,
+    /// The host's consumed count sampled last before recovery.
+    pub consumed_at_recovery: Option<u64>,
+    /// Events handed to the producer before recovery.
+    pub offered_at_recovery: u64,
+    /// `/metrics` reads that failed while sampling.
+    pub metric_scrape_failures: u64,
+    /// From recovery to the first request the stand-in accepted: the wait
+    /// for the host's next probe.
+    pub recovery_to_first_accepted_seconds: Option<f64>,
+    /// Events published before recovery and not yet committed at recovery.
+    pub backlog_events: u64,
+    /// From recovery to the commit of every event published before it.
+    pub recovery_to_drained_seconds: Option<f64>,
+    /// `backlog_events` over `recovery_to_drained_seconds`.
+    pub drain_events_per_second: Option<f64>,
+    /// The throughput run's events/s, when it ran in the same invocation.
+    pub normal_events_per_second: Option<f64>,
+    pub drain_share_of_normal: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,6 +176,8 @@ pub struct RunResult {
     /// Received − handed to the producer, every request (ms).
     pub latency_from_send_ms: Percentiles,
     pub requests_expected: u64,
+    /// Every request, those refused during an outage included; duplicates
+    /// and missing count only accepted ones.
     pub requests_received: u64,
     pub duplicates: u64,
     pub missing: u64,
@@ -96,6 +198,12 @@ pub struct RunResult {
     /// Busy cores of the whole machine.
     pub machine_cores: Cores,
     pub host_exit: String,
+    /// `notify_dlq_events_total` read from the host's /metrics at the end;
+    /// None when it could not be read.
+    pub dead_letters: Option<u64>,
+    /// The same by reason (the metric's label), when there are any.
+    pub dead_letter_reasons: BTreeMap<String, u64>,
+    pub outage: Option<OutageResult>,
 }
 
 /// CPU counters at one moment.
@@ -191,7 +299,10 @@ impl Bench<'_> {
             self.keys,
             spec.offered_rate,
         );
-        let (mut host, mut publishing) = match spec.offered_rate {
+        if spec.outage.is_some() && spec.offered_rate.is_none() {
+            bail!("[{}] an outage run needs an offered rate", spec.label);
+        }
+        let (mut host, mut publishing, outage) = match spec.offered_rate {
             None => {
                 eprintln!(
                     "notify-bench: [{}] publishing {} events",
@@ -205,7 +316,7 @@ impl Bench<'_> {
                     spec.events as f64 / published.seconds
                 );
                 let host = Host::start(self.host_bin, &config_path, &log, admin_port)?;
-                (host, Publishing::Done(published))
+                (host, Publishing::Done(published), None)
             }
             Some(rate) => {
                 let mut host = Host::start(self.host_bin, &config_path, &log, admin_port)?;
@@ -216,23 +327,36 @@ impl Bench<'_> {
                     host.started.elapsed().as_secs_f64(),
                     spec.events
                 );
+                // The publisher paces from its own start, a moment after
+                // this; the outage phases are timed from here.
+                let start = Instant::now();
                 // On the runtime, so the main thread samples CPU and reads
                 // offsets while the events go out.
-                (host, Publishing::Running(self.rt.spawn(publish)))
+                let publishing = Publishing::Running(self.rt.spawn(publish));
+                let outage = spec.outage.map(|plan| {
+                    OutageRun::start(self.rt, self.standin.outage_switch(), start, plan)
+                });
+                (host, publishing, outage)
             }
         };
 
         let reader = self.broker.offset_reader(&group, &topic)?;
-        let waited = self.wait_committed(spec, &mut host, &reader, &mut publishing)?;
+        let waited =
+            self.wait_committed(spec, &mut host, &reader, &mut publishing, outage.as_ref())?;
         let Publishing::Done(published) = publishing else {
             bail!("[{}] finished before publishing did", spec.label);
         };
+        let outage = match outage {
+            Some(o) => Some(o.finish(self.rt)?),
+            None => None,
+        };
+        let metrics = self.final_metrics(&host);
         // Read before SIGTERM: once the process is gone so is /proc/PID.
         let peak_rss_kib = sys::peak_rss_kib(host.pid)?;
         let host_ticks = sys::cpu_ticks(Some(host.pid))?;
         let host_exit = host.stop()?;
         let received = self.standin.take();
-        Ok(self.analyse(
+        let mut result = self.analyse(
             spec,
             run,
             &published,
@@ -241,7 +365,43 @@ impl Bench<'_> {
             peak_rss_kib,
             host_ticks,
             host_exit,
-        ))
+        );
+        if let Some(text) = &metrics {
+            let reasons: BTreeMap<String, u64> =
+                host::metric_series(text, "notify_dlq_events_total")
+                    .into_iter()
+                    .map(|(labels, v)| (label_value(labels, "reason"), v as u64))
+                    .collect();
+            // No series yet: the host registers one at its first dead letter.
+            result.dead_letters = Some(reasons.values().sum());
+            result.dead_letter_reasons = reasons;
+        }
+        if let (Some(times), Some(rate)) = (outage, spec.offered_rate) {
+            let limit = spec.max_in_flight.unwrap_or(HOST_DEFAULT_MAX_IN_FLIGHT);
+            result.outage = Some(outage_result(
+                rate, &times, limit, &published, &received, &waited,
+            ));
+        }
+        Ok(result)
+    }
+
+    /// The host's /metrics once everything is committed, with a few tries: a
+    /// host that just drained a backlog may be slow to answer, and losing
+    /// the dead-letter count of a long run to one timeout would be a pity.
+    fn final_metrics(&self, host: &Host) -> Option<String> {
+        let client = reqwest::Client::new();
+        for attempt in 1..=3 {
+            match self
+                .rt
+                .block_on(host.metrics(&client, Duration::from_secs(5)))
+            {
+                Ok(text) => return Some(text),
+                Err(e) => {
+                    eprintln!("notify-bench: reading the host's metrics ({attempt}/3): {e:#}")
+                }
+            }
+        }
+        None
     }
 
     /// Polls the committed offset until publishing is done and the offset
@@ -254,6 +414,7 @@ impl Bench<'_> {
         host: &mut Host,
         reader: &OffsetReader,
         publishing: &mut Publishing,
+        outage: Option<&OutageRun>,
     ) -> Result<Waited> {
         let mut first: Option<CpuSnapshot> = None;
         let mut last_sample: Option<CpuSnapshot> = None;
@@ -262,6 +423,13 @@ impl Bench<'_> {
         let mut requests = self.standin.count();
         let mut progress_at = Instant::now();
         let mut report_at = Instant::now() + Duration::from_secs(5);
+        let mut commits = vec![(Instant::now(), 0i64)];
+        // Only an outage run reads /metrics as it goes: the other runs
+        // measure the host without the extra requests.
+        let client = reqwest::Client::new();
+        let mut samples = Vec::new();
+        let mut sample_at = Instant::now();
+        let mut scrape_failures = 0u64;
         loop {
             host.check_running()?;
             let now_requests = self.standin.count();
@@ -282,6 +450,23 @@ impl Bench<'_> {
                 Publishing::Running(_) => i64::MAX,
             };
             let now_committed = reader.committed()?.unwrap_or(0);
+            if now_committed != committed {
+                commits.push((Instant::now(), now_committed));
+            }
+            if outage.is_some() && Instant::now() >= sample_at {
+                sample_at = Instant::now() + Duration::from_secs(1);
+                match self
+                    .rt
+                    .block_on(host.metrics(&client, Duration::from_secs(1)))
+                {
+                    Ok(text) => samples.push(MetricSample {
+                        at: Instant::now(),
+                        in_flight: host::metric_sum(&text, "notify_in_flight"),
+                        consumed: host::metric_sum(&text, "notify_events_consumed_total"),
+                    }),
+                    Err(_) => scrape_failures += 1,
+                }
+            }
             if now_committed >= target {
                 let done = CpuSnapshot::take(host.pid, self.broker.pid)?;
                 let first = first.context("every event committed but no provider request seen")?;
@@ -292,6 +477,9 @@ impl Bench<'_> {
                 };
                 return Ok(Waited {
                     done_at: done.at,
+                    commits,
+                    samples,
+                    scrape_failures,
                     host_window_ticks: done.host.saturating_sub(first.host),
                     host: cores(0),
                     broker: cores(1),
@@ -302,6 +490,10 @@ impl Bench<'_> {
             if now_committed != committed || now_requests != requests {
                 committed = now_committed;
                 requests = now_requests;
+                progress_at = Instant::now();
+            } else if outage.is_some_and(|o| o.by_design_still(Instant::now())) {
+                // Nothing moves during an outage, by design: the stall clock
+                // starts when the host may be expected to move again.
                 progress_at = Instant::now();
             } else if progress_at.elapsed() > self.stall_timeout {
                 bail!(
@@ -326,8 +518,10 @@ impl Bench<'_> {
                     Publishing::Done(p) => p.end_offset.to_string(),
                     Publishing::Running(_) => "(publishing)".to_string(),
                 };
+                let phase =
+                    outage.map_or(String::new(), |o| format!(" ({})", o.phase(Instant::now())));
                 eprintln!(
-                    "notify-bench: [{}] committed {committed}/{target}, provider requests {requests}",
+                    "notify-bench: [{}] committed {committed}/{target}, provider requests {requests}{phase}",
                     spec.label
                 );
                 report_at += Duration::from_secs(5);
@@ -354,7 +548,7 @@ impl Bench<'_> {
         let mut from_ack = Vec::with_capacity(2 * n);
         let mut from_send = Vec::with_capacity(2 * n);
         let mut foreign = 0u64;
-        for r in received {
+        for r in received.iter().filter(|r| !r.refused) {
             let index = match r.event {
                 Some(EventRef { run: tag, index }) if tag == run && (index as usize) < n => {
                     index as usize
@@ -438,8 +632,239 @@ impl Bench<'_> {
             bench_cores: waited.bench,
             machine_cores: waited.machine,
             host_exit,
+            dead_letters: None,
+            dead_letter_reasons: BTreeMap::new(),
+            outage: None,
         }
     }
+}
+
+/// The task that takes the providers down and brings them back on the
+/// plan's schedule. Dropped before it finished (a run that failed), it
+/// brings them back, so a later run does not start into an outage.
+struct OutageRun {
+    plan: OutagePlan,
+    /// When the switch is due to flip; the task sleeps until these.
+    down_due: Instant,
+    up_due: Instant,
+    switch: OutageSwitch,
+    task: Option<JoinHandle<OutageTimes>>,
+}
+
+/// When the providers actually went down and came back.
+#[derive(Debug, Clone, Copy)]
+struct OutageTimes {
+    plan: OutagePlan,
+    down_at: Instant,
+    up_at: Instant,
+}
+
+impl OutageRun {
+    fn start(rt: &Runtime, switch: OutageSwitch, start: Instant, plan: OutagePlan) -> OutageRun {
+        let down_due = start + plan.warmup;
+        let up_due = down_due + plan.down_for;
+        let task_switch = switch.clone();
+        let task = rt.spawn(async move {
+            tokio::time::sleep_until(down_due.into()).await;
+            task_switch.set_down(true);
+            let down_at = Instant::now();
+            eprintln!(
+                "notify-bench: [outage] providers down for {:.0} s",
+                plan.down_for.as_secs_f64()
+            );
+            tokio::time::sleep_until(up_due.into()).await;
+            task_switch.set_down(false);
+            let up_at = Instant::now();
+            eprintln!("notify-bench: [outage] providers back");
+            OutageTimes {
+                plan,
+                down_at,
+                up_at,
+            }
+        });
+        OutageRun {
+            plan,
+            down_due,
+            up_due,
+            switch,
+            task: Some(task),
+        }
+    }
+
+    /// Whether nothing needs to move now: from the outage's start until the
+    /// longest probe wait after its end.
+    fn by_design_still(&self, now: Instant) -> bool {
+        now >= self.down_due && now < self.up_due + PROBE_BACKOFF_MAX
+    }
+
+    fn phase(&self, now: Instant) -> String {
+        if now < self.down_due {
+            "warm-up".to_string()
+        } else if now < self.up_due {
+            format!(
+                "providers down, {:.0} of {:.0} s",
+                now.duration_since(self.down_due).as_secs_f64(),
+                self.plan.down_for.as_secs_f64()
+            )
+        } else {
+            format!(
+                "providers back for {:.0} s",
+                now.duration_since(self.up_due).as_secs_f64()
+            )
+        }
+    }
+
+    /// The times, once the providers are back (the run ends after that).
+    fn finish(mut self, rt: &Runtime) -> Result<OutageTimes> {
+        let task = self
+            .task
+            .take()
+            .context("outage switch task already taken")?;
+        rt.block_on(task).context("outage switch task")
+    }
+}
+
+impl Drop for OutageRun {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.switch.set_down(false);
+    }
+}
+
+/// The numbers of an outage run, from the stand-in's records, the
+/// publisher's offsets, the committed offset's history and the host's
+/// sampled metrics.
+fn outage_result(
+    rate: f64,
+    times: &OutageTimes,
+    in_flight_limit: u64,
+    published: &Published,
+    received: &[Received],
+    waited: &Waited,
+) -> OutageResult {
+    let OutageTimes {
+        plan,
+        down_at,
+        up_at,
+    } = *times;
+    let outage_seconds = up_at.duration_since(down_at).as_secs_f64();
+
+    let mut requests = ByChannel::<u64>::default();
+    let seconds = outage_seconds.ceil() as usize + 1;
+    let mut by_second = ByChannel {
+        email: vec![0u64; seconds],
+        sms: vec![0u64; seconds],
+    };
+    for r in received.iter().filter(|r| r.refused) {
+        *requests.get_mut(r.channel) += 1;
+        let second = (r.at.saturating_duration_since(down_at).as_secs() as usize).min(seconds - 1);
+        by_second.get_mut(r.channel)[second] += 1;
+    }
+    let busiest = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
+
+    let offered_at = |t: Instant| published.sent_at.iter().filter(|&&s| s < t).count() as u64;
+    let offered_at_recovery = offered_at(up_at);
+    // The offset after the last event published before recovery: once the
+    // committed offset reaches it, the outage's backlog is drained.
+    let backlog_end = published
+        .sent_at
+        .iter()
+        .zip(&published.offsets)
+        .filter(|(sent, _)| **sent < up_at)
+        .map(|(_, offset)| offset + 1)
+        .max()
+        .unwrap_or(0);
+    let committed_at = |t: Instant| {
+        waited
+            .commits
+            .iter()
+            .take_while(|(at, _)| *at <= t)
+            .last()
+            .map_or(0, |(_, c)| *c)
+    };
+    let committed_at_recovery = committed_at(up_at);
+    let drained_at = waited
+        .commits
+        .iter()
+        .find(|(_, c)| *c >= backlog_end)
+        .map(|(at, _)| *at);
+    let backlog_events = (backlog_end - committed_at_recovery).max(0) as u64;
+    let recovery_to_drained = drained_at.map(|d| d.saturating_duration_since(up_at).as_secs_f64());
+    let first_accepted = received
+        .iter()
+        .filter(|r| !r.refused && r.at >= up_at)
+        .map(|r| r.at)
+        .min();
+
+    let peak_in_flight = waited
+        .samples
+        .iter()
+        .filter_map(|s| s.in_flight)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+        .map(|v| v as u64);
+    let during: Vec<(Instant, f64)> = waited
+        .samples
+        .iter()
+        .filter(|s| s.at >= down_at && s.at <= up_at)
+        .filter_map(|s| Some((s.at, s.consumed?)))
+        .collect();
+    // The first sample after the last growth bounds when intake stopped.
+    let last_growth = during
+        .windows(2)
+        .rev()
+        .find(|w| w[1].1 > w[0].1)
+        .map(|w| w[1].0)
+        .or_else(|| during.first().map(|s| s.0));
+    let intake_stopped_after_seconds = last_growth
+        .filter(|t| up_at.saturating_duration_since(*t) >= INTAKE_QUIET)
+        .map(|t| t.saturating_duration_since(down_at).as_secs_f64());
+
+    OutageResult {
+        offered_rate: rate,
+        warmup_seconds: plan.warmup.as_secs_f64(),
+        outage_seconds,
+        tail_seconds: plan.tail.as_secs_f64(),
+        events_offered: published.sent_at.len() as u64,
+        events_offered_during_outage: offered_at_recovery - offered_at(down_at),
+        requests_during_outage: requests,
+        requests_per_second_during_outage: ByChannel {
+            email: per_second(requests.email as f64, outage_seconds),
+            sms: per_second(requests.sms as f64, outage_seconds),
+        },
+        busiest_outage_second: ByChannel {
+            email: busiest(&by_second.email),
+            sms: busiest(&by_second.sms),
+        },
+        peak_in_flight,
+        in_flight_limit,
+        intake_stopped_after_seconds,
+        consumed_at_recovery: during.last().map(|s| s.1 as u64),
+        offered_at_recovery,
+        metric_scrape_failures: waited.scrape_failures,
+        recovery_to_first_accepted_seconds: first_accepted
+            .map(|f| f.duration_since(up_at).as_secs_f64()),
+        backlog_events,
+        recovery_to_drained_seconds: recovery_to_drained,
+        drain_events_per_second: recovery_to_drained
+            .filter(|s| *s > 0.0)
+            .map(|s| backlog_events as f64 / s),
+        normal_events_per_second: None,
+        drain_share_of_normal: None,
+    }
+}
+
+/// The value of `key` in a Prometheus label set (`reason="permanent"`), or
+/// the whole set when it has no such label.
+fn label_value(labels: &str, key: &str) -> String {
+    labels
+        .split(',')
+        .find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| labels.to_string())
 }
 
 /// The events of a run: being published (paced run), or out.
@@ -448,8 +873,20 @@ enum Publishing {
     Done(Published),
 }
 
+/// The host's /metrics at one moment (outage runs).
+struct MetricSample {
+    at: Instant,
+    in_flight: Option<f64>,
+    consumed: Option<f64>,
+}
+
 struct Waited {
     done_at: Instant,
+    /// The committed offset each time it was seen to change, from 0 at the
+    /// start of the wait.
+    commits: Vec<(Instant, i64)>,
+    samples: Vec<MetricSample>,
+    scrape_failures: u64,
     host_window_ticks: u64,
     host: Cores,
     broker: Cores,
@@ -503,5 +940,110 @@ mod tests {
         let one = percentiles(vec![7.0]);
         assert_eq!((one.p50, one.p99), (7.0, 7.0));
         assert!(percentiles(vec![]).p50.is_nan());
+    }
+
+    #[test]
+    fn outage_numbers_come_from_the_records() {
+        let base = Instant::now();
+        let t = |s: f64| base + Duration::from_secs_f64(s);
+        let plan = OutagePlan {
+            warmup: Duration::from_secs(1),
+            down_for: Duration::from_secs(10),
+            tail: Duration::from_secs(2),
+        };
+        // Down at 1 s, back at 11.05 s (off the 0.1 s grid of the sends).
+        let times = OutageTimes {
+            plan,
+            down_at: t(1.0),
+            up_at: t(11.05),
+        };
+        // 130 events at 10/s, event i at offset i.
+        let sent_at: Vec<Instant> = (0..130).map(|i| t(f64::from(i) * 0.1)).collect();
+        let published = Published {
+            acked_at: sent_at.clone(),
+            sent_at,
+            offsets: (0..130).collect(),
+            end_offset: 130,
+            seconds: 13.0,
+        };
+        let request = |at: f64, channel: Channel, refused: bool| Received {
+            at: t(at),
+            channel,
+            event: None,
+            refused,
+        };
+        let received = vec![
+            request(0.5, Channel::Email, false),
+            request(1.05, Channel::Email, true),
+            request(1.1, Channel::Email, true),
+            request(1.05, Channel::Sms, true),
+            request(2.0, Channel::Email, true),
+            request(3.0, Channel::Sms, true),
+            request(9.0, Channel::Email, true),
+            request(12.0, Channel::Email, false),
+            request(12.1, Channel::Sms, false),
+        ];
+        // Consumed grows until 4 s, then stands still until recovery.
+        let samples = (1..=11)
+            .map(|s| MetricSample {
+                at: t(f64::from(s)),
+                in_flight: Some(f64::from(s.min(4)) * 10.0),
+                consumed: Some(f64::from(s.min(4)) * 10.0),
+            })
+            .collect();
+        let waited = Waited {
+            done_at: t(15.0),
+            commits: vec![
+                (t(0.0), 0),
+                (t(1.0), 10),
+                (t(12.5), 50),
+                (t(14.0), 111),
+                (t(15.0), 130),
+            ],
+            samples,
+            scrape_failures: 0,
+            host_window_ticks: 0,
+            host: Cores::default(),
+            broker: Cores::default(),
+            bench: Cores::default(),
+            machine: Cores::default(),
+        };
+        let o = outage_result(10.0, &times, 512, &published, &received, &waited);
+        assert_eq!(
+            (o.requests_during_outage.email, o.requests_during_outage.sms),
+            (4, 2)
+        );
+        assert_eq!(
+            (o.busiest_outage_second.email, o.busiest_outage_second.sms),
+            (2, 1)
+        );
+        assert!((o.requests_per_second_during_outage.email - 4.0 / 10.05).abs() < 1e-9);
+        assert_eq!(
+            (
+                o.events_offered,
+                o.events_offered_during_outage,
+                o.offered_at_recovery
+            ),
+            (130, 101, 111)
+        );
+        // Offsets 0..=110 were sent before recovery; 10 were committed then.
+        assert_eq!(o.backlog_events, 101);
+        let drained = o.recovery_to_drained_seconds.unwrap_or(f64::NAN);
+        assert!((drained - 2.95).abs() < 1e-6, "{drained}");
+        let rate = o.drain_events_per_second.unwrap_or(f64::NAN);
+        assert!((rate - 101.0 / 2.95).abs() < 1e-3, "{rate}");
+        let first = o.recovery_to_first_accepted_seconds.unwrap_or(f64::NAN);
+        assert!((first - 0.95).abs() < 1e-6, "{first}");
+        assert_eq!(o.peak_in_flight, Some(40));
+        assert_eq!(o.consumed_at_recovery, Some(40));
+        let stopped = o.intake_stopped_after_seconds.unwrap_or(f64::NAN);
+        assert!((stopped - 3.0).abs() < 1e-6, "{stopped}");
+    }
+
+    #[test]
+    fn label_values() {
+        assert_eq!(label_value("reason=\"permanent\"", "reason"), "permanent");
+        assert_eq!(label_value("a=\"1\",reason=\"x\"", "reason"), "x");
+        assert_eq!(label_value("a=\"1\"", "reason"), "a=\"1\"");
     }
 }

@@ -1,9 +1,15 @@
 //! The provider stand-in: one HTTP server on 127.0.0.1 answering
 //! Mailgun-shaped and Twilio-shaped sends after a fixed latency, recording
 //! when each request arrived and which event it was for.
+//!
+//! An [`OutageSwitch`] takes both providers down: while it is on, every
+//! request is answered 503 with the provider's JSON error body (after the
+//! same latency: a load balancer's refusal is still a round trip), and is
+//! recorded as refused, so the requests a host sends into an outage can be
+//! counted per channel.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -44,12 +50,16 @@ pub struct Received {
     pub channel: Channel,
     /// None when the body did not carry an event id the bench issued.
     pub event: Option<EventRef>,
+    /// Answered 503 because the providers were down when it arrived.
+    pub refused: bool,
 }
 
 struct Shared {
     latency: Duration,
     received: Mutex<Vec<Received>>,
     next_id: AtomicU64,
+    /// Both providers down: see [`OutageSwitch`].
+    down: AtomicBool,
 }
 
 impl Shared {
@@ -61,9 +71,32 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn record(&self, channel: Channel, event: Option<EventRef>) {
+    /// Records the request and says whether it is refused: decided at
+    /// arrival, so a request that reached the provider before it went down
+    /// is answered as it would have been.
+    fn record(&self, channel: Channel, event: Option<EventRef>) -> bool {
         let at = Instant::now();
-        self.received().push(Received { at, channel, event });
+        let refused = self.down.load(Ordering::SeqCst);
+        self.received().push(Received {
+            at,
+            channel,
+            event,
+            refused,
+        });
+        refused
+    }
+}
+
+/// Takes both providers down and brings them back; a handle that a task on
+/// the runtime can own while the bench's main thread watches the host.
+#[derive(Clone)]
+pub struct OutageSwitch {
+    shared: Arc<Shared>,
+}
+
+impl OutageSwitch {
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
     }
 }
 
@@ -82,6 +115,7 @@ impl StandIn {
             latency,
             received: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            down: AtomicBool::new(false),
         });
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -125,6 +159,12 @@ impl StandIn {
     pub fn take(&self) -> Vec<Received> {
         std::mem::take(&mut *self.shared.received())
     }
+
+    pub fn outage_switch(&self) -> OutageSwitch {
+        OutageSwitch {
+            shared: self.shared.clone(),
+        }
+    }
 }
 
 impl Drop for StandIn {
@@ -134,8 +174,13 @@ impl Drop for StandIn {
 }
 
 async fn mailgun(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    shared.record(Channel::Email, mailgun_event(&body));
+    let refused = shared.record(Channel::Email, mailgun_event(&body));
     tokio::time::sleep(shared.latency).await;
+    if refused {
+        // Mailgun's error shape: a JSON object with `message`.
+        let body = serde_json::json!({ "message": "Service Unavailable (notify-bench outage)" });
+        return json(StatusCode::SERVICE_UNAVAILABLE, body);
+    }
     let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let body = serde_json::json!({
         "id": format!("<20260213170000.{n:016x}@mg.example.com>"),
@@ -145,8 +190,19 @@ async fn mailgun(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn twilio(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    shared.record(Channel::Sms, twilio_event(&body));
+    let refused = shared.record(Channel::Sms, twilio_event(&body));
     tokio::time::sleep(shared.latency).await;
+    if refused {
+        // Twilio's error shape; 20500 is its "internal server error", not
+        // one of the codes that mean the account cannot send.
+        let body = serde_json::json!({
+            "code": 20500,
+            "message": "Internal Server Error (notify-bench outage)",
+            "more_info": "https://www.twilio.com/docs/errors/20500",
+            "status": 503,
+        });
+        return json(StatusCode::SERVICE_UNAVAILABLE, body);
+    }
     let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let body = serde_json::json!({ "sid": format!("SM{n:032x}"), "status": "queued" });
     json(StatusCode::CREATED, body)
@@ -317,5 +373,54 @@ mod tests {
             .finish();
         assert_eq!(twilio_event(twilio.as_bytes()), Some(id));
         assert_eq!(twilio_event(b"Body=hello"), None);
+    }
+
+    #[test]
+    fn an_outage_refuses_both_channels_with_their_error_shapes() -> Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let standin = StandIn::start(&rt, Duration::ZERO)?;
+        let switch = standin.outage_switch();
+        let base = standin.url();
+        let post = |path: &str| {
+            let url = format!("{base}{path}");
+            rt.block_on(async move {
+                let r = reqwest::Client::new().post(url).body("x").send().await?;
+                let status = r.status().as_u16();
+                let body: serde_json::Value = serde_json::from_slice(&r.bytes().await?)?;
+                anyhow::Ok((status, body))
+            })
+        };
+        let mailgun = "/v3/mg.example.com/messages";
+        let twilio = "/2010-04-01/Accounts/AC0123/Messages.json";
+
+        switch.set_down(true);
+        let (status, body) = post(mailgun)?;
+        assert_eq!(status, 503);
+        assert!(body["message"].is_string(), "{body}");
+        let (status, body) = post(twilio)?;
+        assert_eq!(status, 503);
+        assert_eq!(body["code"], 20500, "{body}");
+        switch.set_down(false);
+        assert_eq!(post(mailgun)?.0, 200);
+        assert_eq!(post(twilio)?.0, 201);
+
+        let refused: Vec<(Channel, bool)> = standin
+            .take()
+            .iter()
+            .map(|r| (r.channel, r.refused))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (Channel::Email, true),
+                (Channel::Sms, true),
+                (Channel::Email, false),
+                (Channel::Sms, false)
+            ]
+        );
+        Ok(())
     }
 }

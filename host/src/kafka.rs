@@ -266,11 +266,39 @@ impl ConsumerContext for ConsumerCallbacks {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            // Harmless for correctness: the next commit carries the same or a
-            // later offset.
-            tracing::warn!(error = %e, partitions = offsets.count(), "offset commit failed");
+        // Whole request or single partitions: a commit sent during a
+        // rebalance is refused (illegal generation) and must be sent again,
+        // or a partition with no further progress would stay committed behind
+        // what is done until its next revoke.
+        let failed: Vec<(Partition, i64)> = offsets
+            .elements()
+            .iter()
+            .filter(|e| result.is_err() || e.error().is_err())
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((
+                    Partition {
+                        topic: e.topic().to_string(),
+                        partition: e.partition(),
+                    },
+                    o,
+                )),
+                _ => None,
+            })
+            .collect();
+        if failed.is_empty() {
+            return;
         }
+        {
+            let mut tracker = lock(&self.host.tracker);
+            for (p, offset) in &failed {
+                tracker.commit_failed(p, *offset);
+            }
+        }
+        let error = match &result {
+            Err(e) => e.to_string(),
+            Ok(()) => "refused for some partitions".to_string(),
+        };
+        tracing::warn!(%error, partitions = failed.len(), "offset commit failed; sent again with the next commit");
     }
 }
 

@@ -142,6 +142,16 @@ impl OffsetTracker {
         out
     }
 
+    /// A commit of `offset` for `p` failed: unless a later one was sent
+    /// since, [`Self::take_commits`] offers the partition again.
+    pub fn commit_failed(&mut self, p: &Partition, offset: i64) {
+        if let Some(state) = self.partitions.get_mut(p) {
+            if state.committed == Some(offset) {
+                state.committed = None;
+            }
+        }
+    }
+
     /// Every partition's committable offset, whether or not it moved (for
     /// the final, synchronous commit at shutdown).
     pub fn all_commits(&self) -> Vec<(Partition, i64)> {
@@ -235,6 +245,28 @@ mod tests {
         assert_eq!(t.take_commits(), vec![]);
         t.finish(&p0(), 0, ticket);
         assert_eq!(t.take_commits(), vec![(p0(), 1)]);
+        assert_eq!(t.take_commits(), vec![]);
+    }
+
+    #[test]
+    fn a_failed_commit_is_sent_again_unless_a_later_one_was() {
+        let mut t = OffsetTracker::new();
+        let ticket = t.begin(&p0(), 0, now()).ticket;
+        t.finish(&p0(), 0, ticket);
+        assert_eq!(t.take_commits(), vec![(p0(), 1)]);
+        // Refused during a rebalance: offered again though nothing moved.
+        t.commit_failed(&p0(), 1);
+        assert_eq!(t.take_commits(), vec![(p0(), 1)]);
+        assert_eq!(t.take_commits(), vec![]);
+        // A failure reported after a later commit was sent changes nothing.
+        let ticket = t.begin(&p0(), 1, now()).ticket;
+        t.finish(&p0(), 1, ticket);
+        assert_eq!(t.take_commits(), vec![(p0(), 2)]);
+        t.commit_failed(&p0(), 1);
+        assert_eq!(t.take_commits(), vec![]);
+        // Nor does one for a partition no longer assigned.
+        t.revoke(&p0());
+        t.commit_failed(&p0(), 2);
         assert_eq!(t.take_commits(), vec![]);
     }
 

@@ -374,15 +374,6 @@ pub fn committed_on(group: &str, topic: &str, partition: i32) -> Option<i64> {
     }
 }
 
-/// One past the last offset of a partition (its high watermark).
-pub fn end_offset(topic: &str, partition: i32) -> i64 {
-    let consumer: BaseConsumer = client(&bootstrap()).create().expect("client");
-    let (_, high) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .expect("watermarks");
-    high
-}
-
 /// Publishes each payload to its partition, all at once (as
 /// [`publish_batched`]).
 pub fn publish_to_partitions(topic: &str, records: &[(i32, Vec<u8>)]) {
@@ -410,10 +401,10 @@ pub fn publish_to_partitions(topic: &str, records: &[(i32, Vec<u8>)]) {
     });
 }
 
-/// A metric's value from the host's /metrics (the first series whose line
+/// A metric's value from a host's /metrics URL (the first series whose line
 /// starts with `series`, e.g. `notify_in_flight `), if the host answers.
-pub fn metric(config: &Path, series: &str) -> Option<f64> {
-    let (status, body) = http_get(&format!("{}/metrics", admin_url(config)))?;
+pub fn metric(metrics_url: &str, series: &str) -> Option<f64> {
+    let (status, body) = http_get(metrics_url)?;
     if status != 200 {
         return None;
     }

@@ -7,6 +7,7 @@ mod classify;
 mod cli;
 mod config_golden;
 mod container;
+mod contract;
 mod fuzz;
 mod harness;
 mod hostile;

@@ -330,10 +330,11 @@ fn provider_errors_through_send_are_classified() {
         "{reason}"
     );
 
+    // The API key is the host's: a refused key is the channel's problem.
     let (out, _) = send("email", Reply::new(401, "Forbidden"));
     assert_eq!(
         json_stdout(&out)["results"][0]["classified"]["disposition"],
-        "permanent"
+        "channel-down"
     );
     let (out, _) = send(
         "email",

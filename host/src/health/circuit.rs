@@ -461,7 +461,7 @@ mod tests {
             let (counted, tr) = c.finish(false, signal, start, top);
             // The 10th failure of the last 20 outcomes opens it.
             assert_eq!(tr.is_some(), failures == 10 && failure, "outcome {i}");
-            assert_eq!(counted, !tr.is_some(), "outcome {i}");
+            assert_eq!(counted, tr.is_none(), "outcome {i}");
             if tr.is_some() {
                 assert_eq!(i, 11, "4 + 1 + 4 + 1 + 2 outcomes");
                 break;

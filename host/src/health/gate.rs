@@ -255,16 +255,16 @@ impl ChannelGate {
                     .inc();
                 tracing::warn!(channel, reason = %reason, "channel circuit opened: holding its sends (nothing is dead-lettered or committed past them) and probing until the provider recovers");
             }
-            Some(Transition::ProbeFailed { reason, retry_in }) => {
+            Some(Transition::ProbeFailed { reason, retry_in })
                 if inner
                     .last_down_log
-                    .is_none_or(|t| now - t >= STILL_DOWN_LOG_EVERY)
-                {
-                    inner.last_down_log = Some(now);
-                    let down_for_s = inner.circuit.opened_at().map(|t| (now - t).as_secs());
-                    tracing::warn!(channel, reason = %reason, down_for_s, waiting = inner.waiting, next_probe_ms = retry_in.as_millis() as u64, "channel still down");
-                }
+                    .is_none_or(|t| now - t >= STILL_DOWN_LOG_EVERY) =>
+            {
+                inner.last_down_log = Some(now);
+                let down_for_s = inner.circuit.opened_at().map(|t| (now - t).as_secs());
+                tracing::warn!(channel, reason = %reason, down_for_s, waiting = inner.waiting, next_probe_ms = retry_in.as_millis() as u64, "channel still down");
             }
+            Some(Transition::ProbeFailed { .. }) => {}
             Some(Transition::Closed { down_for, probes }) => {
                 inner.last_down_log = None;
                 tracing::info!(

@@ -219,6 +219,9 @@ pub async fn run(
                             }
                         };
                         apply(&consumer, changes);
+                        // Paused whatever the bookkeeping says: a message came,
+                        // so librdkafka is fetching it.
+                        apply(&consumer, vec![(partition.clone(), true)]);
                         if refuse(&consumer, &partition, offset, limit) {
                             continue;
                         }

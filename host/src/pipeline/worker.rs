@@ -374,6 +374,31 @@ async fn deliver(
     outcome
 }
 
+/// Whether the dedup store has the delivery; `None` if the partition was
+/// revoked first. Sending without knowing could send twice, and waiting loses
+/// nothing (the event stays in flight, its offset uncommitted), so a failed
+/// lookup is a transient failure of the host, retried with backoff until the
+/// store answers: never taken as "not delivered".
+async fn delivered_before<E: std::fmt::Display>(
+    mut lookup: impl FnMut() -> Result<bool, E>,
+    channel: &str,
+    revoked: &CancellationToken,
+) -> Option<bool> {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match lookup() {
+            Ok(delivered) => return Some(delivered),
+            Err(e) => {
+                tracing::error!(channel, error = %e, retry_in_ms = wait.as_millis() as u64, "dedup lookup failed; not sending until the store answers");
+                if !sleep_unless_revoked(wait, revoked).await {
+                    return None;
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// Sleeps for `wait`, or returns `false` at once if `revoked` is cancelled.
 async fn sleep_unless_revoked(wait: Duration, revoked: &CancellationToken) -> bool {
     tokio::select! {
@@ -412,22 +437,16 @@ async fn deliver_inner(
             None,
         );
     };
-    // Sending without knowing could send twice; waiting loses nothing (the
-    // event stays in flight, its offset uncommitted), so a failed lookup is a
-    // transient failure of the host, retried until the store answers.
-    let mut wait = Duration::from_millis(100);
-    loop {
-        match shared.dedup.is_delivered(&event.event_id, name) {
-            Ok(true) => return ChannelOutcome::AlreadyDelivered,
-            Ok(false) => break,
-            Err(e) => {
-                tracing::error!(channel = name, error = %e, retry_in_ms = wait.as_millis() as u64, "dedup lookup failed; not sending until the store answers");
-                if !sleep_unless_revoked(wait, revoked).await {
-                    return ChannelOutcome::Revoked;
-                }
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-        }
+    match delivered_before(
+        || shared.dedup.is_delivered(&event.event_id, name),
+        name,
+        revoked,
+    )
+    .await
+    {
+        Some(true) => return ChannelOutcome::AlreadyDelivered,
+        Some(false) => {}
+        None => return ChannelOutcome::Revoked,
     }
     let policy = channel.config.retry;
     let first_attempt = Instant::now();
@@ -734,6 +753,41 @@ mod tests {
                 "{facts:?}, {observed:?}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_dedup_lookup_is_retried_with_backoff_never_taken_as_not_delivered() {
+        let started = tokio::time::Instant::now();
+        let mut calls = Vec::new();
+        let answer = delivered_before(
+            || {
+                calls.push(started.elapsed());
+                if calls.len() <= 4 {
+                    Err("disk I/O error")
+                } else {
+                    Ok(true)
+                }
+            },
+            "email",
+            &CancellationToken::new(),
+        )
+        .await;
+        // Four failures, then the store answers "delivered": not sent.
+        assert_eq!(answer, Some(true));
+        let ms: Vec<u128> = calls.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [0, 100, 300, 700, 1500], "backoff doubles from 100 ms");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revoke_ends_a_dedup_store_outage_wait() {
+        let revoked = CancellationToken::new();
+        let cancel = revoked.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cancel.cancel();
+        });
+        let answer = delivered_before(|| Err::<bool, _>("gone"), "sms", &revoked).await;
+        assert_eq!(answer, None);
     }
 
     #[test]

@@ -276,6 +276,9 @@ pub(crate) fn root_message(e: &wasmtime::Error) -> String {
 mod tests {
     use super::*;
 
+    /// (the component's contract imports, each version's complaint, the reason)
+    type Case<'a> = (&'a [String], &'a [(&'static str, String)], &'a str);
+
     #[test]
     fn a_refusal_names_the_supported_versions_and_the_mismatch() {
         let same = [
@@ -290,7 +293,7 @@ mod tests {
             ),
         ];
         let imports_v2 = ["notify:channel/types@0.2.0".to_string()];
-        let cases: [(&[String], &[(&str, String)], &str); 3] = [
+        let cases: [Case; 3] = [
             (
                 &[],
                 &same,

@@ -441,3 +441,60 @@ fn a_retry_after_on_429_slows_the_whole_channel() {
         );
     }
 }
+
+#[test]
+fn plugin_send_never_resends_an_answered_request_either() {
+    let w = Workdir::new();
+    let accepting = StandIn::start(vec![Reply::new(200, "{}")]);
+    let failing = StandIn::start(vec![Reply::new(503, "{}")]);
+    let mut text = String::new();
+    for (name, stand_in) in [("accepting", &accepting), ("failing", &failing)] {
+        text.push_str(&format!(
+            "[channels.{name}]\nplugin = {:?}\nbase_url = \"{}\"\nsettings = {{ behavior = \"classify-trap\" }}\n",
+            hostile_wasm(),
+            stand_in.url()
+        ));
+    }
+    let config = w.write("config.toml", &text);
+    let event = w.write(
+        "event.json",
+        r#"{"event_id":"cli-1","notify":{"accepting":true},"appointment":{"appointment_id":"a-1"}}"#,
+    );
+    let send = |channel: &str| {
+        notify_host(
+            &[
+                "plugin",
+                "send",
+                "--config",
+                &config.to_string_lossy(),
+                "--channel",
+                channel,
+                "--event",
+                &event.to_string_lossy(),
+            ],
+            &[],
+            w.path(),
+        )
+    };
+    let out = send("accepting");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json = json_stdout(&out);
+    assert_eq!(
+        json["results"][0]["classified"]["host_decision"], "delivered",
+        "{json}"
+    );
+    assert_eq!(accepting.received().len(), 1);
+
+    let out = send("failing");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let json = json_stdout(&out);
+    assert_eq!(
+        json["results"][0]["classified"]["host_decision"], "dead_letter",
+        "{json}"
+    );
+    assert_eq!(
+        failing.received().len(),
+        1,
+        "one request, whatever classify did"
+    );
+}

@@ -280,8 +280,8 @@ fn send(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
                         let delivered = (200..300).contains(status);
                         all_delivered &= delivered;
                         json!({
-                            "disposition": if delivered { "delivered" } else { "dead_letter" },
-                            "by": "host rule: the plugin failed to classify the answer (2xx delivered, else dead letter; never resent)",
+                            "host_decision": if delivered { "delivered" } else { "dead_letter" },
+                            "why": "the plugin failed to classify the answer: a 2xx counts as delivered, anything else is dead-lettered (plugin_failed); an answered request is never resent",
                             "plugin_error": error,
                         })
                     }

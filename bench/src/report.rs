@@ -185,8 +185,8 @@ impl Summary {
                     o.offered_at_recovery
                 )
             }),
-            ("  recovery → first accepted (s)", |o| {
-                seconds(o.recovery_to_first_accepted_seconds)
+            ("  recovery → first accepted email/sms (s)", |o| {
+                by_channel(o.recovery_to_first_accepted_seconds, seconds)
             }),
             ("  backlog at recovery (events)", |o| {
                 o.backlog_events.to_string()
@@ -364,10 +364,11 @@ fn outage_verdicts(out: &mut String, r: &RunResult, o: &OutageResult) {
     );
     let _ = writeln!(
         out,
-        "  recovery to backlog drained: {} s ({} events; the first accepted request {} s after recovery)",
+        "  recovery to backlog drained: {} s ({} events; the first accepted request {} s after recovery for email, {} s for sms: each channel's next probe)",
         seconds(o.recovery_to_drained_seconds),
         o.backlog_events,
-        seconds(o.recovery_to_first_accepted_seconds)
+        seconds(o.recovery_to_first_accepted_seconds.email),
+        seconds(o.recovery_to_first_accepted_seconds.sms)
     );
     let drain = match (o.drain_share_of_normal, o.normal_events_per_second) {
         (Some(share), Some(normal)) => format!(

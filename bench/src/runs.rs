@@ -130,9 +130,11 @@ pub struct OutageResult {
     pub offered_at_recovery: u64,
     /// `/metrics` reads that failed while sampling.
     pub metric_scrape_failures: u64,
-    /// From recovery to the first request the stand-in accepted: the wait
-    /// for the host's next probe.
-    pub recovery_to_first_accepted_seconds: Option<f64>,
+    /// From recovery to the first request the stand-in accepted, per
+    /// channel: the wait for that channel's next probe. Each channel has its
+    /// own circuit, and an event asking for both is done only when both
+    /// have closed, so the later of the two holds the drain.
+    pub recovery_to_first_accepted_seconds: ByChannel<Option<f64>>,
     /// Events published before recovery and not yet committed at recovery.
     pub backlog_events: u64,
     /// From recovery to the commit of every event published before it.
@@ -792,11 +794,14 @@ fn outage_result(
         .map(|(at, _)| *at);
     let backlog_events = (backlog_end - committed_at_recovery).max(0) as u64;
     let recovery_to_drained = drained_at.map(|d| d.saturating_duration_since(up_at).as_secs_f64());
-    let first_accepted = received
-        .iter()
-        .filter(|r| !r.refused && r.at >= up_at)
-        .map(|r| r.at)
-        .min();
+    let first_accepted = |channel: Channel| {
+        received
+            .iter()
+            .filter(|r| r.channel == channel && !r.refused && r.at >= up_at)
+            .map(|r| r.at)
+            .min()
+            .map(|f| f.duration_since(up_at).as_secs_f64())
+    };
 
     let peak_in_flight = waited
         .samples
@@ -843,8 +848,10 @@ fn outage_result(
         consumed_at_recovery: during.last().map(|s| s.1 as u64),
         offered_at_recovery,
         metric_scrape_failures: waited.scrape_failures,
-        recovery_to_first_accepted_seconds: first_accepted
-            .map(|f| f.duration_since(up_at).as_secs_f64()),
+        recovery_to_first_accepted_seconds: ByChannel {
+            email: first_accepted(Channel::Email),
+            sms: first_accepted(Channel::Sms),
+        },
         backlog_events,
         recovery_to_drained_seconds: recovery_to_drained,
         drain_events_per_second: recovery_to_drained
@@ -1032,8 +1039,11 @@ mod tests {
         assert!((drained - 2.95).abs() < 1e-6, "{drained}");
         let rate = o.drain_events_per_second.unwrap_or(f64::NAN);
         assert!((rate - 101.0 / 2.95).abs() < 1e-3, "{rate}");
-        let first = o.recovery_to_first_accepted_seconds.unwrap_or(f64::NAN);
-        assert!((first - 0.95).abs() < 1e-6, "{first}");
+        let first = o.recovery_to_first_accepted_seconds;
+        let email = first.email.unwrap_or(f64::NAN);
+        let sms = first.sms.unwrap_or(f64::NAN);
+        assert!((email - 0.95).abs() < 1e-6, "{email}");
+        assert!((sms - 1.05).abs() < 1e-6, "{sms}");
         assert_eq!(o.peak_in_flight, Some(40));
         assert_eq!(o.consumed_at_recovery, Some(40));
         let stopped = o.intake_stopped_after_seconds.unwrap_or(f64::NAN);

@@ -302,6 +302,19 @@ async fn answer(
     response
 }
 
+/// The event id of a request to the Mailgun stand-in (its `v:event_id`
+/// multipart field).
+pub fn mailgun_event_id(r: &Recorded) -> Option<String> {
+    let ct = r.header("content-type")?;
+    if !ct.starts_with("multipart/") {
+        return None;
+    }
+    parse_multipart(&ct, &r.body)
+        .into_iter()
+        .find(|(k, _)| k == "v:event_id")
+        .map(|(_, v)| v)
+}
+
 /// Splits a multipart/form-data body into (name, value) pairs.
 pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<(String, String)> {
     let boundary = content_type

@@ -620,3 +620,23 @@ pub fn publish_with_headers(topic: &str, payload: &[u8], headers: &[(&str, &str)
         ))
         .unwrap_or_else(|(e, _)| panic!("publish: {e}"));
 }
+
+/// An `appointments.created` event asking for e-mail and/or SMS, with its
+/// own appointment id (so events do not wait on each other's key).
+pub fn event(id: &str, email: bool, sms: bool) -> Vec<u8> {
+    serde_json::json!({
+        "event_id": id,
+        "event_type": "appointments.created",
+        "occurred_at": "2026-02-13T17:00:00Z",
+        "notify": { "email": email, "sms": sms },
+        "appointment": {
+            "appointment_id": format!("appt-{id}"),
+            "user_id": 7,
+            "time": "2026-02-20T15:00:00Z",
+            "email": "user@example.com",
+            "phone_e164": "+15555550123"
+        }
+    })
+    .to_string()
+    .into_bytes()
+}

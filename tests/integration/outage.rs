@@ -9,27 +9,12 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 use crate::kafka_harness::*;
+use crate::pipeline::{setup, Setup};
 
 const MAILGUN_OK: &str = r#"{"id":"<m@mg>","message":"Queued. Thank you."}"#;
 const TWILIO_OK: &str = r#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued"}"#;
 const TWILIO_AUTH_FAILED: &str = r#"{"code":20003,"message":"Authenticate","more_info":"https://www.twilio.com/docs/errors/20003","status":401}"#;
 const WAIT: Duration = Duration::from_secs(60);
-
-fn event(id: &str, email: bool, sms: bool) -> Vec<u8> {
-    serde_json::json!({
-        "event_id": id,
-        "event_type": "appointments.created",
-        "notify": { "email": email, "sms": sms },
-        "appointment": {
-            "appointment_id": format!("appt-{id}"),
-            "time": "2026-02-20T15:00:00Z",
-            "email": "user@example.com",
-            "phone_e164": "+15555550123"
-        }
-    })
-    .to_string()
-    .into_bytes()
-}
 
 /// The event id of a request: Mailgun's `v:event_id` field, or the end of
 /// the Twilio body (see `config`).
@@ -61,63 +46,27 @@ fn sends_since(s: &StandIn, since: Instant) -> HashMap<String, usize> {
     count
 }
 
-struct Setup {
-    t: Topics,
-    mailgun: StandIn,
-    twilio: StandIn,
-    w: Workdir,
-}
-
-fn setup(name: &str, mailgun: Vec<Reply>, twilio: Vec<Reply>) -> Setup {
-    let t = unique(name);
-    create_topics(&t);
-    Setup {
-        t,
-        mailgun: StandIn::start(mailgun),
-        twilio: StandIn::start(twilio),
-        w: Workdir::new(),
-    }
-}
-
-impl Setup {
-    /// The suite's config with probes capped at 2 s (so a test's outage is
-    /// seconds, not minutes) and the event id at the end of every SMS.
-    fn config(&self, pipeline: &str, channel_extra: &str) -> std::path::PathBuf {
-        let config = host_config(
-            &self.w,
-            &self.t,
-            &self.mailgun.url(),
-            &self.twilio.url(),
-            pipeline,
+/// The suite's config with probes capped at 2 s (so a test's outage is
+/// seconds, not minutes) and the event id at the end of every SMS.
+fn outage_config(s: &Setup, pipeline: &str, channel_extra: &str) -> std::path::PathBuf {
+    let config = s.config(pipeline);
+    let retry = "retry = { max_attempts = 4, initial_backoff_ms = 50, max_backoff_ms = 200 }";
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(
+            retry,
+            &format!("{retry}\ncircuit = {{ probe_backoff_initial_ms = 500, probe_backoff_max_seconds = 2 }}\n{channel_extra}"),
+        )
+        .replace(
+            "settings = { account_sid",
+            "settings = { body_template = \"Appointment {appointment_id} #{event_id}\", account_sid",
         );
-        let retry = "retry = { max_attempts = 4, initial_backoff_ms = 50, max_backoff_ms = 200 }";
-        let text = std::fs::read_to_string(&config)
-            .expect("config")
-            .replace(
-                retry,
-                &format!("{retry}\ncircuit = {{ probe_backoff_initial_ms = 500, probe_backoff_max_seconds = 2 }}\n{channel_extra}"),
-            )
-            .replace(
-                "settings = { account_sid",
-                "settings = { body_template = \"Appointment {appointment_id} #{event_id}\", account_sid",
-            );
-        std::fs::write(&config, text).expect("config");
-        config
-    }
+    std::fs::write(&config, text).expect("config");
+    config
+}
 
-    fn committed(&self) -> Option<i64> {
-        committed(&self.t.group, &self.t.topic)
-    }
-
-    fn wait_committed(&self, offset: i64) {
-        wait_for(&format!("offset {offset} committed"), WAIT, || {
-            self.committed() == Some(offset)
-        });
-    }
-
-    fn dead_letters(&self) -> Vec<Letter> {
-        read_topic(&self.t.dlq, 1, Duration::from_secs(2))
-    }
+fn dead_letters(s: &Setup) -> Vec<Letter> {
+    read_topic(&s.t.dlq, 1, Duration::from_secs(2))
 }
 
 fn metric(text: &str, line_start: &str) -> Option<f64> {
@@ -135,7 +84,7 @@ fn an_outage_longer_than_the_retry_schedule_dead_letters_nothing_and_sends_every
         vec![Reply::new(503, r#"{"message":"down"}"#)],
         vec![Reply::new(503, r#"{"code":20500,"message":"down"}"#)],
     );
-    let config = s.config("", "");
+    let config = outage_config(&s, "", "");
     let admin = admin_url(&config);
     let mut host = Host::start(&config);
     let payloads: Vec<Vec<u8>> = (0..n)
@@ -175,7 +124,7 @@ fn an_outage_longer_than_the_retry_schedule_dead_letters_nothing_and_sends_every
         s.committed()
     );
     assert!(
-        s.dead_letters().is_empty(),
+        dead_letters(&s).is_empty(),
         "an outage dead-letters nothing"
     );
     // Probes only: capped at 2 s apart, so at most about one a second.
@@ -213,7 +162,7 @@ fn an_outage_longer_than_the_retry_schedule_dead_letters_nothing_and_sends_every
             "{name}: once each: {sent:?}"
         );
     }
-    assert!(s.dead_letters().is_empty());
+    assert!(dead_letters(&s).is_empty());
     assert!(host.terminate().success());
     // One line when each circuit opened and one when it closed, not one per event.
     for ch in ["email", "sms"] {
@@ -239,7 +188,7 @@ fn a_rejected_credential_holds_the_channel_until_it_is_accepted_again() {
         vec![Reply::new(200, MAILGUN_OK)],
         vec![Reply::new(401, TWILIO_AUTH_FAILED)],
     );
-    let host = Host::start(&s.config("", ""));
+    let host = Host::start(&outage_config(&s, "", ""));
     let payloads: Vec<Vec<u8>> = (0..n)
         .map(|i| event(&format!("c-{i}"), false, true))
         .collect();
@@ -266,7 +215,7 @@ fn a_rejected_credential_holds_the_channel_until_it_is_accepted_again() {
     assert_eq!(sent.len(), n as usize, "{sent:?}");
     assert!(sent.values().all(|c| *c == 1), "{sent:?}");
     assert!(
-        s.dead_letters().is_empty(),
+        dead_letters(&s).is_empty(),
         "a rejected credential dead-letters nothing"
     );
     assert!(
@@ -285,7 +234,7 @@ fn email_keeps_flowing_while_sms_is_down_and_nothing_of_either_is_lost() {
         vec![Reply::new(200, MAILGUN_OK)],
         vec![Reply::new(503, r#"{"code":20500,"message":"down"}"#)],
     );
-    let config = s.config("max_in_flight = 8\nmax_in_flight_per_partition = 8", "");
+    let config = outage_config(&s, "max_in_flight = 8\nmax_in_flight_per_partition = 8", "");
     let _host = Host::start(&config);
     // Four events want both channels: their SMS waits, holding 4 of 8 slots.
     let both: Vec<Vec<u8>> = (0..4)
@@ -321,7 +270,7 @@ fn email_keeps_flowing_while_sms_is_down_and_nothing_of_either_is_lost() {
         "the first event's SMS holds the commit point: {:?}",
         s.committed()
     );
-    assert!(s.dead_letters().is_empty());
+    assert!(dead_letters(&s).is_empty());
 
     let recovered = Instant::now();
     s.twilio.set_script(vec![Reply::new(201, TWILIO_OK)]);
@@ -337,7 +286,7 @@ fn email_keeps_flowing_while_sms_is_down_and_nothing_of_either_is_lost() {
     let mail = sends_since(&s.mailgun, Instant::now() - Duration::from_secs(600));
     assert_eq!(mail.len(), 25, "every e-mail, the late one included");
     assert!(mail.values().all(|c| *c == 1), "no e-mail twice: {mail:?}");
-    assert!(s.dead_letters().is_empty());
+    assert!(dead_letters(&s).is_empty());
 }
 
 #[test]
@@ -345,7 +294,7 @@ fn a_plugin_that_traps_on_classify_never_causes_a_second_request() {
     let s = setup("classify-trap", vec![], vec![]);
     let accepting = StandIn::start(vec![Reply::new(200, "{}")]);
     let failing = StandIn::start(vec![Reply::new(500, "{}")]);
-    let config = s.config("", "");
+    let config = outage_config(&s, "", "");
     let mut text = std::fs::read_to_string(&config).expect("config");
     for (name, stand_in) in [("accepting", &accepting), ("failing", &failing)] {
         text.push_str(&format!(
@@ -378,7 +327,7 @@ fn a_plugin_that_traps_on_classify_never_causes_a_second_request() {
     );
     // The 2xx counts as delivered by the host's rule; the 500 is a dead
     // letter, since nobody could say whether it may be retried.
-    let letters = s.dead_letters();
+    let letters = dead_letters(&s);
     assert_eq!(letters.len(), 1, "one dead letter");
     assert_eq!(letters[0].header("notify.channel"), Some("failing"));
     assert_eq!(
@@ -392,7 +341,7 @@ fn a_configured_rate_limit_holds_the_send_rate() {
     let n = 61;
     let per_second = 20.0;
     let s = setup("rate", vec![Reply::new(200, MAILGUN_OK)], vec![]);
-    let config = s.config("", "rate = { per_second = 20 }");
+    let config = outage_config(&s, "", "rate = { per_second = 20 }");
     let _host = Host::start(&config);
     let payloads: Vec<Vec<u8>> = (0..n)
         .map(|i| event(&format!("r-{i}"), true, false))
@@ -421,7 +370,7 @@ fn a_retry_after_on_429_slows_the_whole_channel() {
         ],
         vec![],
     );
-    let _host = Host::start(&s.config("", ""));
+    let _host = Host::start(&outage_config(&s, "", ""));
     publish(&s.t.topic, &[event("t-0", true, false)]);
     wait_for("the 429", WAIT, || !s.mailgun.received().is_empty());
     let throttled_at = s.mailgun.received()[0].at;

@@ -10,46 +10,19 @@ const MAILGUN_OK: &str = r#"{"id":"<m@mg>","message":"Queued. Thank you."}"#;
 const TWILIO_OK: &str = r#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued"}"#;
 const WAIT: Duration = Duration::from_secs(60);
 
-fn event(id: &str, email: bool, sms: bool) -> Vec<u8> {
-    serde_json::json!({
-        "event_id": id,
-        "event_type": "appointments.created",
-        "occurred_at": "2026-02-13T17:00:00Z",
-        "notify": { "email": email, "sms": sms },
-        "appointment": {
-            "appointment_id": format!("appt-{id}"),
-            "user_id": 7,
-            "time": "2026-02-20T15:00:00Z",
-            "email": "user@example.com",
-            "phone_e164": "+15555550123"
-        }
-    })
-    .to_string()
-    .into_bytes()
-}
-
-/// Event ids the stand-in saw, from Mailgun's `v:event_id` or Twilio's body.
+/// Event ids the Mailgun stand-in saw, in arrival order.
 fn mailgun_event_ids(s: &StandIn) -> Vec<String> {
-    s.received()
-        .iter()
-        .filter_map(|r| {
-            let ct = r.header("content-type")?;
-            parse_multipart(&ct, &r.body)
-                .into_iter()
-                .find(|(k, _)| k == "v:event_id")
-                .map(|(_, v)| v)
-        })
-        .collect()
+    s.received().iter().filter_map(mailgun_event_id).collect()
 }
 
-struct Setup {
-    t: Topics,
-    mailgun: StandIn,
-    twilio: StandIn,
-    w: Workdir,
+pub struct Setup {
+    pub t: Topics,
+    pub mailgun: StandIn,
+    pub twilio: StandIn,
+    pub w: Workdir,
 }
 
-fn setup(name: &str, mailgun: Vec<Reply>, twilio: Vec<Reply>) -> Setup {
+pub fn setup(name: &str, mailgun: Vec<Reply>, twilio: Vec<Reply>) -> Setup {
     let t = unique(name);
     create_topics(&t);
     Setup {
@@ -61,7 +34,7 @@ fn setup(name: &str, mailgun: Vec<Reply>, twilio: Vec<Reply>) -> Setup {
 }
 
 impl Setup {
-    fn config(&self, extra: &str) -> std::path::PathBuf {
+    pub fn config(&self, extra: &str) -> std::path::PathBuf {
         host_config(
             &self.w,
             &self.t,
@@ -78,10 +51,10 @@ impl Setup {
         std::fs::write(&config, text).expect("config");
         config
     }
-    fn committed(&self) -> Option<i64> {
+    pub fn committed(&self) -> Option<i64> {
         committed(&self.t.group, &self.t.topic)
     }
-    fn wait_committed(&self, offset: i64) {
+    pub fn wait_committed(&self, offset: i64) {
         wait_for(&format!("offset {offset} committed"), WAIT, || {
             self.committed() == Some(offset)
         });

@@ -27,36 +27,9 @@ const MAX_IN_FLIGHT: usize = 16;
 /// owns two or more partitions, so the global limit is reached too.
 const MAX_IN_FLIGHT_PER_PARTITION: usize = 12;
 
-fn event(id: &str, email: bool, sms: bool) -> Vec<u8> {
-    serde_json::json!({
-        "event_id": id,
-        "event_type": "appointments.created",
-        "occurred_at": "2026-02-13T17:00:00Z",
-        "notify": { "email": email, "sms": sms },
-        "appointment": {
-            "appointment_id": format!("appt-{id}"),
-            "user_id": 7,
-            "time": "2026-02-20T15:00:00Z",
-            "email": "user@example.com",
-            "phone_e164": "+15555550123"
-        }
-    })
-    .to_string()
-    .into_bytes()
-}
-
 /// Event ids Mailgun's stand-in saw (`v:event_id`).
 fn mailgun_ids(s: &StandIn) -> BTreeSet<String> {
-    s.received()
-        .iter()
-        .filter_map(|r| {
-            let ct = r.header("content-type")?;
-            parse_multipart(&ct, &r.body)
-                .into_iter()
-                .find(|(k, _)| k == "v:event_id")
-                .map(|(_, v)| v)
-        })
-        .collect()
+    s.received().iter().filter_map(mailgun_event_id).collect()
 }
 
 /// Event ids Twilio's stand-in saw, from the appointment id in the body

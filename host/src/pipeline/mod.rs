@@ -478,42 +478,6 @@ impl Pauses {
     }
 }
 
-/// Seeks each partition about to be resumed to its own position (the next
-/// message the pipeline has not taken), so its fetcher starts afresh from
-/// there. Against tansu, a partition resumed after a pause of several
-/// minutes was never fetched again (the bench's 320 s and 600 s outages;
-/// 60 s ones were fine); a seek to the position skips nothing, drops nothing
-/// the pipeline has taken, and costs one local call.
-fn restart_fetching(consumer: &HostConsumer, resume: &TopicPartitionList) {
-    // As in `refuse`: a local call, answered in microseconds.
-    const SEEK_TIMEOUT: Duration = Duration::from_secs(1);
-    let positions = match consumer.position() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read positions before resuming; resuming without a seek");
-            return;
-        }
-    };
-    for e in resume.elements() {
-        let Some(Offset::Offset(offset)) = positions
-            .find_partition(e.topic(), e.partition())
-            .map(|p| p.offset())
-        else {
-            // No position yet (nothing taken since the assignment): the
-            // fetcher starts from the committed offset anyway.
-            continue;
-        };
-        if let Err(err) = consumer.seek(
-            e.topic(),
-            e.partition(),
-            Offset::Offset(offset),
-            SEEK_TIMEOUT,
-        ) {
-            tracing::warn!(topic = e.topic(), partition = e.partition(), offset, error = %err, "seek before resume failed; resuming without it");
-        }
-    }
-}
-
 fn apply(consumer: &HostConsumer, changes: Vec<Change>) {
     if changes.is_empty() {
         return;
@@ -523,9 +487,6 @@ fn apply(consumer: &HostConsumer, changes: Vec<Change>) {
     for (p, is_pause) in &changes {
         let list = if *is_pause { &mut pause } else { &mut resume };
         list.add_partition(&p.topic, p.partition);
-    }
-    if resume.count() > 0 {
-        restart_fetching(consumer, &resume);
     }
     for (list, is_pause) in [(&pause, true), (&resume, false)] {
         if list.count() == 0 {

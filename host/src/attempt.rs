@@ -9,14 +9,14 @@
 //! (a 2xx is delivered, anything else is dead-lettered), never by resending:
 //! a resend of an accepted request is a duplicate message to a patient.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
 use crate::channels::Channel;
 use crate::health::Signal;
 use crate::metrics::{Metrics, PluginCallLabels, ProviderLabels};
-use crate::plugin::{CallContext, Disposition, HttpResponse, PluginError, Purpose};
+use crate::plugin::{Disposition, HttpResponse, PluginError, Purpose};
 use crate::transport::{OutboundRequest, Received, Transport};
 
 /// How often classify is tried on one provider answer: a trap from a
@@ -149,22 +149,7 @@ async fn classify(
         None => None,
     };
     let started = Instant::now();
-    let now_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let result = channel
-        .plugin
-        .classify(
-            response,
-            channel.settings(),
-            CallContext {
-                attempt,
-                now_unix_ms,
-                purpose,
-            },
-        )
-        .await;
+    let result = channel.classify_for(response, attempt, purpose).await;
     if let Some(m) = hooks.metrics {
         observe_call(m, channel.name(), "classify", started);
     }

@@ -1,5 +1,5 @@
-//! The enabled channels, each a validated config plus its loaded plugin, and
-//! the single-attempt delivery the CLI and the pipeline build on.
+//! The enabled channels, each a validated config plus its loaded plugin:
+//! rendering and classifying (one send is `attempt`).
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,7 +10,7 @@ use crate::plugin::{
     CallContext, ChannelPlugin, Disposition, HttpRequest, LoadError, Message, PluginError,
     PluginRuntime, Purpose, Setting,
 };
-use crate::transport::{self, OutboundRequest, Received, Refusal, Transport, TransportError};
+use crate::transport::{self, OutboundRequest, Refusal};
 
 /// One enabled channel, ready to render and classify.
 #[derive(Debug)]
@@ -34,18 +34,6 @@ pub enum RenderError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Plugin(#[from] PluginError),
-}
-
-/// The outcome of one send of one request.
-#[derive(Debug)]
-pub enum Attempt {
-    /// The provider answered and the plugin classified the answer.
-    Answered {
-        received: Received,
-        disposition: Disposition,
-    },
-    /// No answer: always worth retrying.
-    Unreachable(TransportError),
 }
 
 impl Channel {
@@ -97,24 +85,6 @@ impl Channel {
             .iter()
             .map(|r| transport::prepare(&self.config, r))
             .collect::<Result<_, _>>()?)
-    }
-
-    /// Sends one prepared request once and classifies the answer.
-    pub async fn attempt(
-        &self,
-        transport: &Transport,
-        request: OutboundRequest,
-        attempt: u32,
-    ) -> Result<Attempt, PluginError> {
-        let received = match transport.send(request).await {
-            Ok(r) => r,
-            Err(e) => return Ok(Attempt::Unreachable(e)),
-        };
-        let disposition = self.classify(&received.response, attempt).await?;
-        Ok(Attempt::Answered {
-            received,
-            disposition,
-        })
     }
 
     /// Classifies a provider answer to a confirmation (see

@@ -10,7 +10,8 @@
 //! - [`event`]: the event contract.
 //! - [`plugin`]: the sandboxed wasm runtime (render + classify).
 //! - [`transport`]: the host's HTTP client, allow-list and auth.
-//! - [`channels`]: enabled channels = config + plugin, single delivery attempts.
+//! - [`channels`]: enabled channels = config + plugin.
+//! - [`attempt`]: one send of one request and its classification (pipeline and CLI).
 //! - [`health`]: each channel's circuit, throttle and rate limit.
 //! - [`pipeline`]: Kafka messages in, deliveries out, offsets committed behind them.
 //! - [`redact`], [`telemetry`]: masked, structured logs.

@@ -109,6 +109,46 @@ pub struct PluginRuntimeConfig {
     pub default_limits: PluginLimits,
     /// Provider response bodies are cut at this size before a plugin sees them.
     pub response_body_limit: usize,
+    /// A plugin file larger than this is refused before it is read.
+    pub max_file_bytes: usize,
+    /// The most one plugin call may hand the host.
+    pub caps: OutputCaps,
+}
+
+/// `[plugins.caps]`: bounds on what a plugin returns, so a hostile or buggy
+/// plugin cannot make the host send, log or dead-letter without bound. A
+/// render past a request cap is refused (the event is dead-lettered as
+/// `refused`); text past `text_bytes` is cut on a character boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputCaps {
+    /// HTTP requests one render may return.
+    pub requests_per_render: usize,
+    /// Headers one request may carry.
+    pub headers_per_request: usize,
+    /// Bytes of all header names and values of one request together.
+    pub header_bytes: usize,
+    /// Bytes of one request's URL.
+    pub url_bytes: usize,
+    /// Bytes of one request's body.
+    pub body_bytes: usize,
+    /// Bytes of a reason, message id or other text a plugin returns.
+    pub text_bytes: usize,
+    /// Bytes of one line a plugin writes to stdout or stderr, as logged.
+    pub output_line_bytes: usize,
+}
+
+impl Default for OutputCaps {
+    fn default() -> Self {
+        OutputCaps {
+            requests_per_render: DEFAULT_REQUESTS_PER_RENDER as usize,
+            headers_per_request: DEFAULT_HEADERS_PER_REQUEST as usize,
+            header_bytes: DEFAULT_HEADER_BYTES as usize,
+            url_bytes: DEFAULT_URL_BYTES as usize,
+            body_bytes: kib(DEFAULT_BODY_KIB),
+            text_bytes: DEFAULT_TEXT_BYTES as usize,
+            output_line_bytes: DEFAULT_OUTPUT_LINE_BYTES as usize,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +195,9 @@ pub struct PipelineConfig {
     pub shutdown_grace: Duration,
     /// Larger payloads are dead-lettered unread.
     pub max_event_bytes: usize,
+    /// An event naming more channels than this is dead-lettered as a whole,
+    /// so one event cannot fan out into thousands of sends or dead letters.
+    pub max_channels_per_event: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +221,14 @@ pub struct ChannelConfig {
     pub base_url: Option<Url>,
     /// Where rendered requests may go; the base URL's origin is always first.
     pub allowed: Vec<Origin>,
+    /// Path prefixes a request's URL path must start with; empty for any.
+    pub allowed_paths: Vec<String>,
+    /// Upper-case HTTP methods requests may use (a subset of
+    /// [`ALLOWED_METHODS`]).
+    pub allowed_methods: Vec<String>,
+    /// The proxy outbound requests go through; `None` (the default) means
+    /// direct, whatever `HTTP_PROXY`/`ALL_PROXY` say.
+    pub proxy: Option<Url>,
     pub auth: Auth,
     /// Budget of one provider HTTP call, connect to last byte.
     pub timeout: Duration,
@@ -295,12 +346,40 @@ const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1000;
 /// Container runtimes send SIGKILL 10 s after SIGTERM by default; finishing
 /// in 8 s leaves time to commit and close.
 const DEFAULT_SHUTDOWN_GRACE_SECONDS: f64 = 8.0;
-/// Appointment events are under 1 KiB; anything past 64 KiB is a producer bug.
 /// redb's own default is 1 GiB, which a week of deliveries would fill. A
 /// lookup is for a recent event (a redelivery), so a small cache of the
 /// tree's upper pages serves it; the OS page cache holds the rest.
 const DEFAULT_DEDUP_CACHE_MIB: u64 = 16;
+/// Appointment events are under 1 KiB; anything past 64 KiB is a producer bug.
 const DEFAULT_MAX_EVENT_KIB: u64 = 64;
+/// The contract has two channels and a host rarely more than a handful; 16
+/// leaves room while one event cannot ask for thousands.
+const DEFAULT_MAX_CHANNELS_PER_EVENT: u64 = 16;
+/// The bundled plugins are under 1 MiB, componentize-py ones about 40 MiB;
+/// a larger file is a mistake (or `/dev/zero`), refused before it is read.
+const DEFAULT_MAX_FILE_MIB: u64 = 64;
+/// A provider call is one request (Mailgun, Twilio); 16 leaves room for a
+/// channel that posts to several endpoints.
+const DEFAULT_REQUESTS_PER_RENDER: u64 = 16;
+/// Provider APIs need a handful of headers; 64 is generous.
+const DEFAULT_HEADERS_PER_REQUEST: u64 = 64;
+/// Common servers refuse headers past 8-16 KiB in total (nginx 8 KiB per
+/// line, Node 16 KiB in all), so more would only fail at the provider.
+const DEFAULT_HEADER_BYTES: u64 = 16 * 1024;
+/// Browsers and CDNs cut URLs near 8 KiB; provider APIs take data in bodies.
+const DEFAULT_URL_BYTES: u64 = 8 * 1024;
+/// An e-mail with its HTML and text parts is tens of KiB; Mailgun accepts
+/// 25 MiB with attachments, which this host does not send.
+const DEFAULT_BODY_KIB: u64 = 1024;
+/// A reason or message id is one line; 1 KiB shows any real one whole.
+const DEFAULT_TEXT_BYTES: u64 = 1024;
+/// One logged line of plugin output; longer lines are cut.
+const DEFAULT_OUTPUT_LINE_BYTES: u64 = 4096;
+
+/// The methods a plugin may use: what REST provider APIs need. `CONNECT`,
+/// `TRACE` (which echoes the request, credentials included) and custom
+/// methods are refused.
+pub const ALLOWED_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 /// The topic's retention (seed 001): Kafka cannot redeliver older events.
 const DEFAULT_DEDUP_RETENTION_HOURS: f64 = 168.0;
 
@@ -497,6 +576,15 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         1,
         10_000,
     );
+    let max_file_mib = bounded(
+        &mut problems,
+        "plugins.max_file_mib",
+        p.max_file_mib,
+        DEFAULT_MAX_FILE_MIB,
+        1,
+        4096,
+    );
+    let caps = validate_caps(&p.caps, &mut problems);
     let default_limits = PluginLimits {
         memory_bytes: mib(memory_mib),
         deadline: Duration::from_millis(deadline_ms),
@@ -577,6 +665,14 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
             1,
             100 * 1024,
         )),
+        max_channels_per_event: bounded(
+            &mut problems,
+            "pipeline.max_channels_per_event",
+            p.max_channels_per_event,
+            DEFAULT_MAX_CHANNELS_PER_EVENT,
+            1,
+            1024,
+        ) as usize,
     };
     let dedup = DedupConfig {
         path: base_dir.join(
@@ -638,6 +734,8 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
             max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
             default_limits,
             response_body_limit: kib(body_kib),
+            max_file_bytes: mib(max_file_mib),
+            caps,
         },
         log,
         channels,
@@ -923,6 +1021,48 @@ fn validate_rate(name: &str, r: RawRate, problems: &mut Vec<Problem>) -> Option<
     })
 }
 
+fn validate_caps(raw: &raw::RawCaps, problems: &mut Vec<Problem>) -> OutputCaps {
+    let mut cap = |key: &str, value: Option<u64>, default: u64, max: u64| {
+        bounded(
+            problems,
+            &format!("plugins.caps.{key}"),
+            value,
+            default,
+            1,
+            max,
+        ) as usize
+    };
+    OutputCaps {
+        requests_per_render: cap(
+            "requests_per_render",
+            raw.requests_per_render,
+            DEFAULT_REQUESTS_PER_RENDER,
+            1024,
+        ),
+        headers_per_request: cap(
+            "headers_per_request",
+            raw.headers_per_request,
+            DEFAULT_HEADERS_PER_REQUEST,
+            1024,
+        ),
+        header_bytes: cap(
+            "header_bytes",
+            raw.header_bytes,
+            DEFAULT_HEADER_BYTES,
+            1024 * 1024,
+        ),
+        url_bytes: cap("url_bytes", raw.url_bytes, DEFAULT_URL_BYTES, 1024 * 1024),
+        body_bytes: kib(cap("body_kib", raw.body_kib, DEFAULT_BODY_KIB, 64 * 1024) as u64),
+        text_bytes: cap("text_bytes", raw.text_bytes, DEFAULT_TEXT_BYTES, 64 * 1024),
+        output_line_bytes: cap(
+            "output_line_bytes",
+            raw.output_line_bytes,
+            DEFAULT_OUTPUT_LINE_BYTES,
+            64 * 1024,
+        ),
+    }
+}
+
 fn mib(n: u64) -> usize {
     usize::try_from(n.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
 }
@@ -1011,6 +1151,56 @@ fn validate_channel(
             )),
         }
     }
+    let mut allowed_paths = Vec::new();
+    for (i, prefix) in ch.allowed_paths.iter().enumerate() {
+        let prefix = prefix.trim();
+        if !prefix.starts_with('/') || prefix.contains(['?', '#']) || prefix.contains("..") {
+            problems.push(Problem::new(
+                format!("channels.{name}.allowed_paths[{i}]"),
+                format!("\"{prefix}\" is not a path prefix like \"/v3/\" (starts with `/`, no `?`, `#` or `..`)"),
+            ));
+        } else {
+            allowed_paths.push(prefix.to_string());
+        }
+    }
+    let mut allowed_methods = Vec::new();
+    for (i, method) in ch.allowed_methods.iter().enumerate() {
+        let upper = method.trim().to_ascii_uppercase();
+        if ALLOWED_METHODS.contains(&upper.as_str()) {
+            if !allowed_methods.contains(&upper) {
+                allowed_methods.push(upper);
+            }
+        } else {
+            problems.push(Problem::new(
+                format!("channels.{name}.allowed_methods[{i}]"),
+                format!(
+                    "\"{}\" is not one of {}",
+                    method.trim(),
+                    ALLOWED_METHODS.join(", ")
+                ),
+            ));
+        }
+    }
+    if allowed_methods.is_empty() {
+        allowed_methods = ALLOWED_METHODS.iter().map(|m| m.to_string()).collect();
+    }
+    let proxy = ch
+        .proxy
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| match Url::parse(s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            // The value may carry credentials: never echo it.
+            _ => {
+                problems.push(Problem::new(
+                    key("proxy"),
+                    "expected a proxy URL like http://proxy.internal:3128 (http or https, with a host)",
+                ));
+                None
+            }
+        });
+
     if allowed.is_empty() && base_url.is_none() && problems.len() == before {
         problems.push(Problem::new(
             key("base_url"),
@@ -1130,6 +1320,9 @@ fn validate_channel(
         plugin_path,
         base_url,
         allowed,
+        allowed_paths,
+        allowed_methods,
+        proxy,
         auth,
         timeout,
         limits,

@@ -55,6 +55,8 @@ pub struct RawPipeline {
     pub shutdown_grace_seconds: Option<f64>,
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub max_event_kib: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub max_channels_per_event: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +134,30 @@ pub struct RawPluginRuntime {
     pub output_limit_kib: Option<u64>,
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub response_body_limit_kib: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub max_file_mib: Option<u64>,
+    #[serde(default)]
+    pub caps: RawCaps,
+}
+
+/// `[plugins.caps]`: the most one plugin call may hand the host.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaps {
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub requests_per_render: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub headers_per_request: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub header_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub url_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub body_kib: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub text_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub output_line_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +169,14 @@ pub struct RawChannel {
     pub base_url: Option<String>,
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Path prefixes requests may go to; empty for any.
+    #[serde(default)]
+    pub allowed_paths: Vec<String>,
+    /// HTTP methods requests may use; empty for the default set.
+    #[serde(default)]
+    pub allowed_methods: Vec<String>,
+    /// An outbound HTTP proxy for this channel; none unless set here.
+    pub proxy: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_f64")]
     pub timeout_seconds: Option<f64>,
     #[serde(default, deserialize_with = "lenient::opt_u64")]

@@ -10,4 +10,6 @@ eval "$(./scripts/test-deps.sh)"
 ./scripts/build-plugins.sh --with-test-plugins
 
 echo "==> cargo test --workspace" >&2
-cargo test --workspace --all-targets "$@"
+# `failpoints` arms the host's fail points (only in this build), so a test
+# can make event work panic; see host/Cargo.toml.
+cargo test --workspace --all-targets --features notify-host/failpoints "$@"

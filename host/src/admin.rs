@@ -2,8 +2,10 @@
 //!
 //! - `GET /health/live`: 200 while the process serves requests.
 //! - `GET /health/ready`: 200 only when Kafka is reachable and partitions are
-//!   assigned, every enabled plugin is loaded and the dedup store answers;
-//!   otherwise 503 with a JSON body naming each failing check. Either way
+//!   assigned, every enabled plugin is loaded, the dedup store answers and
+//!   the dead-letter topic can be written (a missing topic or a denied write
+//!   fails it until a write succeeds); otherwise 503 with a JSON body naming
+//!   each failing check. Either way
 //!   the body lists each channel's circuit (`closed`, `half_open`, `open`),
 //!   why it is not closed, and how many sends wait for it: a provider
 //!   outage does not make the host unready (a restart would not help).
@@ -25,6 +27,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::dedup::DedupStore;
+use crate::dlq::DlqHealth;
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -47,6 +50,7 @@ pub struct AdminState {
     pub readiness: Arc<Readiness>,
     pub dedup: DedupStore,
     pub health: Arc<Health>,
+    pub dlq: Arc<DlqHealth>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -84,6 +88,9 @@ async fn ready(State(state): State<AdminState>) -> Response {
     }
     if !r.plugins_loaded.load(Ordering::Relaxed) {
         failing.push(json!({ "check": "plugins", "reason": "plugins not loaded" }));
+    }
+    if let Some(reason) = state.dlq.unavailable() {
+        failing.push(json!({ "check": "dead_letter_topic", "reason": reason }));
     }
     let dedup = state.dedup.clone();
     match tokio::task::spawn_blocking(move || dedup.len()).await {

@@ -7,13 +7,28 @@
 //! too). [`DeadLetters::send`] resolves only once the broker acknowledged the
 //! record (acks=all, idempotent producer), so the source offset is committed
 //! only after the dead letter is safe.
+//!
+//! A write that fails is classified ([`WriteFailure`]): a record too large for
+//! the producer or broker is rewritten once with the payload replaced by a
+//! reference (source topic, partition, offset, size and SHA-256), since the
+//! original stays in the source topic until its retention; a missing topic
+//! or a denied write makes the dead-letter topic *unavailable*, which
+//! readiness reports (a restart will not fix it, an operator must); anything
+//! else is transient. The caller retries all but the first.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
+use sha2::{Digest, Sha256};
 
 use crate::kafka::HostProducer;
+
+/// A dead letter's reason header is cut here: a plugin's text is capped at
+/// `plugins.caps.text_bytes` already, and the host's own reasons are a line.
+pub const MAX_REASON_BYTES: usize = 4096;
 
 /// Why an event or channel was dead-lettered, as a stable word for headers
 /// and metrics.
@@ -33,6 +48,9 @@ pub enum ErrorClass {
     RetriesExhausted,
     /// The plugin kept failing (trap, deadline, memory) on this event.
     PluginFailed,
+    /// The host itself failed on this event (a bug: a panic while working
+    /// it); the reason carries the panic message.
+    HostFailed,
 }
 
 impl ErrorClass {
@@ -45,8 +63,21 @@ impl ErrorClass {
             ErrorClass::Permanent => "permanent",
             ErrorClass::RetriesExhausted => "retries_exhausted",
             ErrorClass::PluginFailed => "plugin_failed",
+            ErrorClass::HostFailed => "host_failed",
         }
     }
+
+    /// Every class, for metrics that must exist at 0 from the start.
+    pub const ALL: [ErrorClass; 8] = [
+        ErrorClass::InvalidEvent,
+        ErrorClass::UnknownChannel,
+        ErrorClass::Rejected,
+        ErrorClass::Refused,
+        ErrorClass::Permanent,
+        ErrorClass::RetriesExhausted,
+        ErrorClass::PluginFailed,
+        ErrorClass::HostFailed,
+    ];
 }
 
 /// Everything the dead-letter record says about the failure.
@@ -75,7 +106,109 @@ pub struct Source<'a> {
 #[error("dead-letter write to {topic} failed: {error}")]
 pub struct DlqError {
     pub topic: String,
-    pub error: rdkafka::error::KafkaError,
+    pub error: KafkaError,
+}
+
+/// What a failed write means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// Larger than the producer's or the broker's limit.
+    TooLarge,
+    /// The topic is missing or the host may not write to it: an operator
+    /// must act; readiness fails until a write succeeds.
+    Unavailable,
+    /// Anything else (broker away, timeouts): retried.
+    Transient,
+}
+
+impl DlqError {
+    pub fn failure(&self) -> WriteFailure {
+        classify(&self.error)
+    }
+}
+
+/// The one place a producer error becomes a [`WriteFailure`].
+pub fn classify(error: &KafkaError) -> WriteFailure {
+    use RDKafkaErrorCode as C;
+    let code = match error {
+        KafkaError::MessageProduction(code) => *code,
+        _ => return WriteFailure::Transient,
+    };
+    match code {
+        C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge => {
+            WriteFailure::TooLarge
+        }
+        C::UnknownTopicOrPartition
+        | C::UnknownTopic
+        | C::UnknownPartition
+        | C::InvalidTopic
+        | C::TopicAuthorizationFailed
+        | C::ClusterAuthorizationFailed
+        | C::TransactionalIdAuthorizationFailed
+        | C::SaslAuthenticationFailed
+        | C::Authentication => WriteFailure::Unavailable,
+        _ => WriteFailure::Transient,
+    }
+}
+
+/// How a dead letter was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// With the original payload and headers.
+    Whole,
+    /// The whole record was too large: the payload is replaced by a
+    /// reference to the source record and its SHA-256.
+    PayloadOmitted,
+}
+
+/// Whether the dead-letter topic can be written, for readiness: set by a
+/// write that failed as [`WriteFailure::Unavailable`], cleared by the next
+/// write that succeeds.
+#[derive(Debug, Default)]
+pub struct DlqHealth {
+    unavailable: Mutex<Option<String>>,
+    last_logged: Mutex<Option<Instant>>,
+}
+
+impl DlqHealth {
+    /// Why the topic cannot be written now, if it cannot.
+    pub fn unavailable(&self) -> Option<String> {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_unavailable(&self, reason: String) {
+        *self
+            .unavailable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+    }
+
+    /// A write succeeded; returns whether the topic was unavailable before.
+    pub fn set_available(&self) -> bool {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .is_some()
+    }
+
+    /// Whether a failing write should be logged now: once per `every`
+    /// across all events, so a topic that is gone for an hour logs 120
+    /// lines, not one per event per retry.
+    pub fn should_log(&self, now: Instant, every: Duration) -> bool {
+        let mut last = self
+            .last_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| now.duration_since(t) < every) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
 }
 
 /// The dead-letter producer.
@@ -83,21 +216,52 @@ pub struct DlqError {
 pub struct DeadLetters {
     producer: HostProducer,
     topic: String,
+    health: Arc<DlqHealth>,
 }
 
 impl DeadLetters {
     pub fn new(producer: HostProducer, topic: String) -> Self {
-        DeadLetters { producer, topic }
+        DeadLetters {
+            producer,
+            topic,
+            health: Arc::default(),
+        }
     }
 
     pub fn topic(&self) -> &str {
         &self.topic
     }
 
-    /// Writes one dead letter and waits for the broker's acknowledgement.
-    pub async fn send(&self, source: &Source<'_>, letter: &DeadLetter) -> Result<(), DlqError> {
+    pub fn health(&self) -> &Arc<DlqHealth> {
+        &self.health
+    }
+
+    /// Writes one dead letter and waits for the broker's acknowledgement;
+    /// a record too large is written again with its payload replaced by a
+    /// reference.
+    pub async fn send(
+        &self,
+        source: &Source<'_>,
+        letter: &DeadLetter,
+    ) -> Result<Written, DlqError> {
+        match self.send_as(source, letter, Written::Whole).await {
+            Err(e) if e.failure() == WriteFailure::TooLarge => {
+                tracing::warn!(dlq_topic = %self.topic, payload_bytes = source.payload.len(), error = %e, "dead letter too large; writing it with the payload replaced by a reference to the source record");
+                self.send_as(source, letter, Written::PayloadOmitted).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_as(
+        &self,
+        source: &Source<'_>,
+        letter: &DeadLetter,
+        form: Written,
+    ) -> Result<Written, DlqError> {
         let mut headers = OwnedHeaders::new();
-        if let Some(original) = source.headers {
+        // The original headers may be what made the record too large.
+        if let (Some(original), Written::Whole) = (source.headers, form) {
             for h in original.iter() {
                 headers = headers.insert(Header {
                     key: h.key,
@@ -112,7 +276,7 @@ impl DeadLetters {
                 value: Some(value),
             });
         };
-        add("notify.reason", &letter.reason);
+        add("notify.reason", cut(&letter.reason, MAX_REASON_BYTES));
         add("notify.error_class", letter.class.as_str());
         if let Some(c) = &letter.channel {
             add("notify.channel", c);
@@ -129,9 +293,29 @@ impl DeadLetters {
         add("notify.source_offset", &source.offset.to_string());
         add("notify.failed_at", &failed_at);
         add("notify.host_version", env!("CARGO_PKG_VERSION"));
+        let reference;
+        let payload = match form {
+            Written::Whole => source.payload,
+            Written::PayloadOmitted => {
+                let sha256 = format!("{:x}", Sha256::digest(source.payload));
+                add("notify.payload_omitted", "too_large");
+                add("notify.payload_bytes", &source.payload.len().to_string());
+                add("notify.payload_sha256", &sha256);
+                reference = serde_json::json!({
+                    "payload_omitted": "the record was too large for the dead-letter topic; the original is in the source topic",
+                    "source_topic": source.topic,
+                    "source_partition": source.partition,
+                    "source_offset": source.offset,
+                    "bytes": source.payload.len(),
+                    "sha256": sha256,
+                })
+                .to_string();
+                reference.as_bytes()
+            }
+        };
 
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-            .payload(source.payload)
+            .payload(payload)
             .headers(headers);
         if let Some(k) = source.key {
             record = record.key(k);
@@ -141,10 +325,80 @@ impl DeadLetters {
         self.producer
             .send(record, Duration::from_secs(30))
             .await
-            .map(|_| ())
+            .map(|_| form)
             .map_err(|(error, _)| DlqError {
                 topic: self.topic.clone(),
                 error,
             })
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_failures_are_classified() {
+        use RDKafkaErrorCode as C;
+        let cases = [
+            (C::MessageSizeTooLarge, WriteFailure::TooLarge),
+            (C::MessageBatchTooLarge, WriteFailure::TooLarge),
+            (C::UnknownTopicOrPartition, WriteFailure::Unavailable),
+            (C::UnknownTopic, WriteFailure::Unavailable),
+            (C::TopicAuthorizationFailed, WriteFailure::Unavailable),
+            (C::ClusterAuthorizationFailed, WriteFailure::Unavailable),
+            (C::MessageTimedOut, WriteFailure::Transient),
+            (C::BrokerTransportFailure, WriteFailure::Transient),
+            (C::NotLeaderForPartition, WriteFailure::Transient),
+            (C::QueueFull, WriteFailure::Transient),
+        ];
+        for (code, want) in cases {
+            assert_eq!(
+                classify(&KafkaError::MessageProduction(code)),
+                want,
+                "{code:?}"
+            );
+        }
+        assert_eq!(
+            classify(&KafkaError::Canceled),
+            WriteFailure::Transient,
+            "not a production error"
+        );
+    }
+
+    #[test]
+    fn reasons_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("abc", 10), "abc");
+        assert_eq!(cut("abcdef", 3), "abc");
+        // 'é' is two bytes: a cut in its middle steps back before it.
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("", 0), "");
+    }
+
+    #[test]
+    fn unavailability_is_logged_once_per_period() {
+        let h = DlqHealth::default();
+        let t0 = Instant::now();
+        let every = Duration::from_secs(30);
+        assert!(h.should_log(t0, every));
+        assert!(!h.should_log(t0 + Duration::from_secs(29), every));
+        assert!(h.should_log(t0 + Duration::from_secs(30), every));
+        assert!(!h.set_available(), "was not unavailable");
+        h.set_unavailable("gone".into());
+        assert_eq!(h.unavailable().as_deref(), Some("gone"));
+        assert!(h.set_available());
+        assert_eq!(h.unavailable(), None);
     }
 }

@@ -406,10 +406,17 @@ pub fn consumer(
 /// in-sync replica acknowledges, and retries cannot duplicate.
 pub fn producer(kafka: &KafkaConfig) -> Result<HostProducer, KafkaSetupError> {
     let mut c = base_config(kafka, Role::Producer);
-    c.set("acks", "all")
-        .set("enable.idempotence", "true")
-        // Dead letters carry the original payload, which may be large.
-        .set("message.max.bytes", "10485760");
+    let unset = |key: &str| !kafka.client.iter().any(|(k, _)| k == key);
+    c.set("acks", "all").set("enable.idempotence", "true");
+    if unset("message.max.bytes") {
+        // Dead letters carry the original payload, which may be large; a
+        // broker with a lower limit refuses it, and the dead letter is then
+        // written with a reference instead (see `dlq`).
+        c.set("message.max.bytes", "10485760");
+    }
+    // A dead-letter topic that is missing must be an error the operator
+    // sees, not a topic silently created with the broker's defaults.
+    c.set("allow.auto.create.topics", "false");
     Ok(c.create_with_context(ProducerLogContext)?)
 }
 
@@ -427,6 +434,41 @@ pub fn commit(
         tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(*o))?;
     }
     consumer.commit(&tpl, mode)
+}
+
+/// What the broker says about a topic the host writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicCheck {
+    Exists,
+    /// The broker answered: there is no such topic.
+    Missing,
+    /// The broker answered: this client may not see it.
+    Denied(String),
+    /// No answer (broker unreachable, timeout): nothing is known yet.
+    Unknown(String),
+}
+
+/// Asks the broker whether `topic` exists and may be used, without creating
+/// it (the producer sets `allow.auto.create.topics=false`).
+pub fn check_topic(producer: &HostProducer, topic: &str, timeout: Duration) -> TopicCheck {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    use rdkafka::producer::Producer as _;
+    let metadata = match producer.client().fetch_metadata(Some(topic), timeout) {
+        Ok(m) => m,
+        Err(e) => return TopicCheck::Unknown(e.to_string()),
+    };
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return TopicCheck::Missing;
+    };
+    match t.error().map(C::from) {
+        None if t.partitions().is_empty() => TopicCheck::Missing,
+        None => TopicCheck::Exists,
+        Some(C::UnknownTopicOrPartition | C::UnknownTopic) => TopicCheck::Missing,
+        Some(code @ (C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed)) => {
+            TopicCheck::Denied(code.to_string())
+        }
+        Some(code) => TopicCheck::Unknown(code.to_string()),
+    }
 }
 
 /// How long a blocking Kafka call may take before it is reported.

@@ -10,6 +10,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Test builds only (`--features failpoints`): arm the fail points named
+    // in FAILPOINTS.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

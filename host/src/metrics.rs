@@ -4,6 +4,12 @@
 //! Names follow Prometheus conventions: `_total` for counters, base units
 //! (seconds) in the name, labels with small, bounded value sets (channel
 //! names come from config; outcomes and reasons are fixed words).
+//!
+//! Invariants: no label value comes from an event (a channel an event asks
+//! for that is not configured counts as [`UNKNOWN_CHANNEL`]), so events
+//! cannot grow the exposition; and [`Metrics::for_config`] creates every
+//! series a configured host can have at 0, so `rate()` and alerts work from
+//! the first scrape.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,6 +18,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
+
+/// The `channel` label for channels an event asks for but the host does not
+/// have (config reserves the name, so no configured channel has it).
+pub const UNKNOWN_CHANNEL: &str = "unknown";
+
+/// Every `outcome` of `notify_channel_deliveries_total`.
+pub const OUTCOMES: &[&str] = &["delivered", "duplicate", "disabled", "dead_letter", "revoked"];
+
+/// Every `status_class` of `notify_provider_requests_total`.
+pub const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
@@ -65,6 +81,9 @@ pub struct Metrics {
     pub provider_latency: Family<ChannelLabels, Histogram>,
     pub plugin_call: Family<PluginCallLabels, Histogram>,
     pub offset_commits: Counter,
+    /// Panics caught in event work (each is a host bug; the event is
+    /// dead-lettered as `host_failed`).
+    pub panics: Counter,
     // Rebalances and outages (see `pipeline`): how long the oldest
     // unfinished event of each assigned partition has been in flight.
     pub oldest_unfinished: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
@@ -111,6 +130,7 @@ impl Metrics {
             provider_latency: Family::new_with_constructor(provider_buckets),
             plugin_call: Family::new_with_constructor(plugin_buckets),
             offset_commits: Counter::default(),
+            panics: Counter::default(),
             oldest_unfinished: Family::default(),
             circuit_state: Family::default(),
             circuit_opens: Family::default(),
@@ -175,6 +195,11 @@ impl Metrics {
             m.offset_commits.clone(),
         );
         registry.register(
+            "notify_host_panics",
+            "Panics caught while working an event (a host bug: each event was dead-lettered as host_failed)",
+            m.panics.clone(),
+        );
+        registry.register(
             "notify_channel_circuit_state",
             "Channel circuit: 0 closed (sending), 1 half-open (probing), 2 open (provider failing, sends held)",
             m.circuit_state.clone(),
@@ -211,6 +236,48 @@ impl Metrics {
     /// ask for OpenMetrics (curl, promtool, older scrapers).
     pub fn encode_prometheus(&self) -> String {
         openmetrics_to_prometheus(&self.encode())
+    }
+
+    /// The metrics with every series a host with these channels can have
+    /// created at 0: every channel's outcomes, retries, dedup hits, provider
+    /// status classes and latency, every dead-letter reason, and the
+    /// unknown-channel series.
+    pub fn for_config<'a>(channels: impl IntoIterator<Item = &'a str>) -> Self {
+        let m = Metrics::new();
+        for class in crate::dlq::ErrorClass::ALL {
+            let _ = m.dlq_events.get_or_create(&ReasonLabels {
+                reason: class.as_str().to_string(),
+            });
+        }
+        let _ = m.deliveries.get_or_create(&OutcomeLabels {
+            channel: UNKNOWN_CHANNEL.to_string(),
+            outcome: "dead_letter".to_string(),
+        });
+        for channel in channels {
+            for outcome in OUTCOMES {
+                let _ = m.deliveries.get_or_create(&OutcomeLabels {
+                    channel: channel.to_string(),
+                    outcome: outcome.to_string(),
+                });
+            }
+            for class in STATUS_CLASSES {
+                let _ = m.provider_requests.get_or_create(&ProviderLabels {
+                    channel: channel.to_string(),
+                    status_class: class.to_string(),
+                });
+            }
+            let labels = Metrics::channel(channel);
+            let _ = m.retries.get_or_create(&labels);
+            let _ = m.dedup_hits.get_or_create(&labels);
+            let _ = m.provider_latency.get_or_create(&labels);
+            for call in ["render", "classify"] {
+                let _ = m.plugin_call.get_or_create(&PluginCallLabels {
+                    channel: channel.to_string(),
+                    call: call.to_string(),
+                });
+            }
+        }
+        m
     }
 
     pub fn channel(channel: &str) -> ChannelLabels {
@@ -254,6 +321,25 @@ fn openmetrics_to_prometheus(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configured_host_exports_every_series_at_zero() {
+        let text = Metrics::for_config(["email", "sms"]).encode_prometheus();
+        for series in [
+            "notify_channel_deliveries_total{channel=\"email\",outcome=\"delivered\"} 0",
+            "notify_channel_deliveries_total{channel=\"sms\",outcome=\"dead_letter\"} 0",
+            "notify_channel_deliveries_total{channel=\"unknown\",outcome=\"dead_letter\"} 0",
+            "notify_dlq_events_total{reason=\"invalid_event\"} 0",
+            "notify_dlq_events_total{reason=\"host_failed\"} 0",
+            "notify_dedup_hits_total{channel=\"sms\"} 0",
+            "notify_channel_retries_total{channel=\"email\"} 0",
+            "notify_provider_requests_total{channel=\"email\",status_class=\"5xx\"} 0",
+            "notify_provider_requests_total{channel=\"sms\",status_class=\"error\"} 0",
+            "notify_host_panics_total 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
+    }
 
     #[test]
     fn exposition_names_follow_conventions() {

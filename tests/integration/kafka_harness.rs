@@ -495,6 +495,11 @@ pub struct Host {
 
 impl Host {
     pub fn start(config: &Path) -> Host {
+        Host::start_with_env(config, &[])
+    }
+
+    /// Starts the host with these environment variables set too.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Host {
         let mut child = Command::new(env!("CARGO_BIN_EXE_notify-host"))
             .args(["run", "--config"])
             .arg(config)
@@ -502,6 +507,7 @@ impl Host {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("MAILGUN_API_KEY", MAILGUN_KEY)
             .env("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -11,7 +11,7 @@ const TWILIO_OK: &str = r#"{"sid":"SM0123456789abcdef0123456789abcdef","status":
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Event ids the Mailgun stand-in saw, in arrival order.
-fn mailgun_event_ids(s: &StandIn) -> Vec<String> {
+pub fn mailgun_event_ids(s: &StandIn) -> Vec<String> {
     s.received().iter().filter_map(mailgun_event_id).collect()
 }
 

@@ -12,7 +12,7 @@ use notify_host::config::ConfigError;
 use notify_host::dedup::DedupStore;
 use notify_host::dlq::DeadLetters;
 use notify_host::health::Health;
-use notify_host::kafka::HostContext;
+use notify_host::kafka::{HostContext, TopicCheck};
 use notify_host::metrics::Metrics;
 use notify_host::offsets::OffsetTracker;
 use notify_host::pipeline::{self, Shared};
@@ -31,6 +31,17 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     telemetry::init(&config.log);
+    // A panic (a bug) is one JSON log line like any other, not text on
+    // stderr that log pipelines drop; event work catches its own panics
+    // (see `pipeline`), so this line is what the operator sees.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+        tracing::error!(
+            panic = info.payload_as_str().unwrap_or("a panic without a message"),
+            location = location.as_deref(),
+            "panic"
+        );
+    }));
     let channels = match Channels::load(&config) {
         Ok(c) => c,
         Err(problems) => {
@@ -53,11 +64,34 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         config.dedup.retention,
         config.dedup.cache_bytes,
     )?;
-    let transport = Transport::new(config.plugins.response_body_limit)?;
+    let transport = Transport::new(
+        config.plugins.response_body_limit,
+        config.enabled_channels(),
+    )?;
     let producer = kafka::producer(&config.kafka)?;
+    // A dead letter that can never be written would hold its partition for
+    // good: a topic the broker says is missing or denied refuses the start.
+    // No answer (the broker is still starting) is not a refusal: readiness
+    // and the first write report it.
+    match kafka::check_topic(&producer, &config.kafka.dlq_topic, DLQ_CHECK_TIMEOUT) {
+        TopicCheck::Exists => {}
+        TopicCheck::Missing => {
+            return Ok(refuse_start(&format!(
+                "the dead-letter topic `{}` (kafka.dlq_topic) does not exist on {}; create it (e.g. kafka-topics.sh --create --topic {}) or set kafka.dlq_topic",
+                config.kafka.dlq_topic, config.kafka.bootstrap_servers, config.kafka.dlq_topic
+            )))
+        }
+        TopicCheck::Denied(reason) => {
+            return Ok(refuse_start(&format!(
+                "the dead-letter topic `{}` (kafka.dlq_topic) may not be used by this client: {reason}; grant it Describe and Write",
+                config.kafka.dlq_topic
+            )))
+        }
+        TopicCheck::Unknown(reason) => tracing::warn!(dlq_topic = %config.kafka.dlq_topic, error = %reason, "cannot check the dead-letter topic yet (no answer from the broker); starting anyway"),
+    }
     let dlq = DeadLetters::new(producer, config.kafka.dlq_topic.clone());
     let tracker = Arc::new(std::sync::Mutex::new(OffsetTracker::new()));
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::for_config(config.channels.keys().map(String::as_str)));
     let readiness = Arc::new(Readiness::default());
     admin::set(&readiness.plugins_loaded, true);
     let health = Arc::new(Health::new(&config, &metrics));
@@ -76,6 +110,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             readiness: readiness.clone(),
             dedup: dedup.clone(),
             health: health.clone(),
+            dlq: dlq.health().clone(),
         };
         let admin = tokio::spawn(admin::serve(listener, admin_state, async move {
             let _ = admin_stopped.await;
@@ -130,6 +165,18 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A broker that answers metadata at all does so in milliseconds; one that
+/// does not answer in 5 s is still starting, and start-up goes on.
+const DLQ_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Logs and prints why the service will not start; exit 2 like a config
+/// error, since the fix is in the config or the cluster, not a restart.
+fn refuse_start(message: &str) -> ExitCode {
+    tracing::error!(reason = %message, "refusing to start");
+    eprintln!("error: {message}");
+    ExitCode::from(super::EXIT_CONFIG)
 }
 
 /// Resolves on SIGTERM (what container runtimes send) or Ctrl-C.

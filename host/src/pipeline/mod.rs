@@ -27,6 +27,9 @@
 //!   commit-on-revoke.
 //! - A retrying event holds back only its own key and the commit point of its
 //!   partition, never the work on other events.
+//! - Every admitted event ends in a `Done`: a panic while working it (a host
+//!   bug) is caught, the event is dead-lettered as `host_failed` with the
+//!   panic message and counted, and its key and partition go on.
 //! - On shutdown, fetching stops, in-flight work gets `shutdown_grace` to
 //!   finish, what is done is committed, and the rest is left for redelivery.
 
@@ -119,7 +122,10 @@ pub async fn run(
         let shared = shared.clone();
         let done_tx = done_tx.clone();
         tasks.spawn(async move {
-            worker::process(shared, job.msg.clone(), job.revoked.clone()).await;
+            let work = worker::process(shared.clone(), job.msg.clone(), job.revoked.clone());
+            if let Err(panic) = supervised(work).await {
+                worker::host_failed(&shared, &job.msg, &panic, &job.revoked).await;
+            }
             let _ = done_tx.send(Done {
                 partition: job.partition,
                 offset: job.msg.offset(),
@@ -295,6 +301,32 @@ pub async fn run(
         unfinished = running + dropped_waiting,
         "stopped; unfinished events will be redelivered"
     );
+}
+
+/// Runs `work`, turning a panic inside it into `Err` with the panic's
+/// message, so the caller can still finish the event (a panicking task
+/// would otherwise never send its `Done`, and its offset would stay in
+/// flight for good).
+async fn supervised(work: impl Future<Output = ()>) -> Result<(), String> {
+    use futures_util::FutureExt as _;
+    // Nothing the work shares is left half-updated in a way that matters:
+    // shared state is behind locks that tolerate poisoning, and the event
+    // itself is dead-lettered.
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|payload| panic_message(payload.as_ref()))
+}
+
+/// The text of a panic payload (`panic!` with a literal or a format).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
 }
 
 fn commit(consumer: &HostConsumer, tracker: &Tracker, shared: &Shared, mode: CommitMode) {
@@ -521,6 +553,23 @@ mod tests {
 
     fn ps(ns: &[i32]) -> Vec<Partition> {
         ns.iter().map(|n| p(*n)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_event_work_becomes_an_error_with_its_message() {
+        let ok = supervised(async {}).await;
+        assert_eq!(ok, Ok(()));
+        let literal = supervised(async { panic!("boom") }).await;
+        assert_eq!(literal, Err("boom".to_string()));
+        let formatted = supervised(async {
+            tokio::task::yield_now().await;
+            let n = 24_600;
+            panic!("too many headers: {n}")
+        })
+        .await;
+        assert_eq!(formatted, Err("too many headers: 24600".to_string()));
+        let other = supervised(async { std::panic::panic_any(7u8) }).await;
+        assert_eq!(other, Err("a panic without a message".to_string()));
     }
 
     #[test]

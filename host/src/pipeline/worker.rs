@@ -18,7 +18,7 @@ use crate::attempt::{self, Hooks, Observed};
 use crate::channels::{Channels, RenderError};
 use crate::config::Config;
 use crate::dedup::DedupStore;
-use crate::dlq::{DeadLetter, DeadLetters, ErrorClass, Source};
+use crate::dlq::{DeadLetter, DeadLetters, ErrorClass, Source, WriteFailure, Written};
 use crate::event::{self, AppointmentEvent};
 use crate::health::{ChannelGate, Health};
 use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels};
@@ -174,6 +174,9 @@ fn retry_or_give_up(
 /// Once `revoked` is cancelled (the partition went to another member) no
 /// further send is started: the rest is left for the partition's next owner.
 pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>, revoked: CancellationToken) {
+    // Compiled in only with the `failpoints` feature (tests): lets a test
+    // make event work panic, to prove a panic never stalls a partition.
+    fail::fail_point!("event-work");
     let payload = msg.payload().unwrap_or_default();
     let max = shared.config.pipeline.max_event_bytes;
     let event = if payload.len() > max {
@@ -199,7 +202,7 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>, revoked: Cance
                 attempts: 0,
                 provider_status: None,
             };
-            dead_letter(&shared, &msg, &letter).await;
+            dead_letter(&shared, &msg, &letter, &revoked).await;
             return;
         }
     };
@@ -230,7 +233,20 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>, revoked: Cance
         }
     }
     async move {
-        let work = event.requested_channels().map(|name| {
+        let requested: Vec<&str> = event.requested_channels().collect();
+        if let Some(letter) = too_many_channels(&shared, &event, requested.len()) {
+            tracing::warn!(requested = requested.len(), outcome = "dead_letter", reason = %letter.reason, "event asks for too many channels");
+            dead_letter(&shared, &msg, &letter, &revoked).await;
+            return;
+        }
+        // Names come from the event, so they may be anything: they are
+        // reported once, together, and counted under `channel="unknown"`
+        // so an event cannot create metric series.
+        let (known, unknown): (Vec<&str>, Vec<&str>) = requested
+            .iter()
+            .partition(|name| shared.config.channels.contains_key(**name));
+        let unknown_letter = (!unknown.is_empty()).then(|| unknown_channels(&shared, &event, &unknown));
+        let work = known.into_iter().map(|name| {
             let shared = shared.clone();
             let event = event.clone();
             let name = name.to_string();
@@ -240,17 +256,121 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>, revoked: Cance
         // Channels of one event go out concurrently: e-mail does not wait on SMS.
         for outcome in futures_util::future::join_all(work).await {
             if let ChannelOutcome::DeadLetter(letter) = outcome {
-                dead_letter(&shared, &msg, &letter).await;
+                dead_letter(&shared, &msg, &letter, &revoked).await;
             }
+        }
+        if let Some(letter) = unknown_letter {
+            dead_letter(&shared, &msg, &letter, &revoked).await;
         }
     }
     .instrument(span)
     .await
 }
 
+/// The dead letter for an event asking for more channels than
+/// `pipeline.max_channels_per_event`, if it does.
+fn too_many_channels(shared: &Shared, event: &AppointmentEvent, n: usize) -> Option<DeadLetter> {
+    let limit = shared.config.pipeline.max_channels_per_event;
+    (n > limit).then(|| DeadLetter {
+        class: ErrorClass::InvalidEvent,
+        reason: format!(
+            "the event asks for {n} channels, over the limit of {limit} (pipeline.max_channels_per_event); nothing was sent"
+        ),
+        channel: None,
+        event_id: Some(event.event_id.clone()),
+        attempts: 0,
+        provider_status: None,
+    })
+}
+
+/// One dead letter naming every channel the event asks for that this host
+/// does not have, counted and logged once.
+fn unknown_channels(shared: &Shared, event: &AppointmentEvent, names: &[&str]) -> DeadLetter {
+    // Names are the event's: shown cut, a few at most.
+    const SHOWN: usize = 8;
+    const NAME_BYTES: usize = 64;
+    let mut listed: Vec<String> = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| {
+            let mut end = n.len().min(NAME_BYTES);
+            while !n.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("`{}`", &n[..end])
+        })
+        .collect();
+    if names.len() > SHOWN {
+        listed.push(format!("and {} more", names.len() - SHOWN));
+    }
+    let configured: Vec<&str> = shared.config.channels.keys().map(String::as_str).collect();
+    let reason = format!(
+        "{} not configured on this host: {} (configured: {})",
+        if names.len() == 1 { "channel" } else { "channels" },
+        listed.join(", "),
+        configured.join(", ")
+    );
+    shared
+        .metrics
+        .deliveries
+        .get_or_create(&OutcomeLabels {
+            channel: crate::metrics::UNKNOWN_CHANNEL.to_string(),
+            outcome: "dead_letter".to_string(),
+        })
+        .inc_by(names.len() as u64);
+    tracing::warn!(event_id = %event.event_id, channel = crate::metrics::UNKNOWN_CHANNEL, unknown = names.len(), outcome = "dead_letter", class = ErrorClass::UnknownChannel.as_str(), reason = %reason, "channel failed");
+    DeadLetter {
+        class: ErrorClass::UnknownChannel,
+        reason,
+        // One name is the usual typo: the header says which, for filters.
+        channel: (names.len() == 1).then(|| names[0].to_string()),
+        event_id: Some(event.event_id.clone()),
+        attempts: 0,
+        provider_status: None,
+    }
+}
+
+/// After a panic in the work on `msg`: the event is dead-lettered as
+/// `host_failed` with the panic message, so its offset can be committed and
+/// the events behind it on its key go on. What was delivered before the
+/// panic is in the dedup store, so a replay of the dead letter sends only
+/// the rest.
+pub async fn host_failed(
+    shared: &Shared,
+    msg: &OwnedMessage,
+    panic: &str,
+    revoked: &CancellationToken,
+) {
+    shared.metrics.panics.inc();
+    tracing::error!(partition = msg.partition(), offset = msg.offset(), panic = %panic, outcome = "dead_letter", "the host failed on this event (a bug: please report it with this line); dead-lettering it as host_failed");
+    let letter = DeadLetter {
+        class: ErrorClass::HostFailed,
+        reason: format!("the host panicked while working this event: {panic}"),
+        channel: None,
+        event_id: msg
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .and_then(|v| v.get("event_id")?.as_str().map(String::from)),
+        attempts: 0,
+        provider_status: None,
+    };
+    dead_letter(shared, msg, &letter, revoked).await;
+}
+
+/// How often a dead-letter topic that cannot be written is logged.
+const DLQ_LOG_EVERY: Duration = Duration::from_secs(30);
+
 /// Writes a dead letter, retrying until the broker takes it: the offset must
-/// not be committed without it.
-async fn dead_letter(shared: &Shared, msg: &OwnedMessage, letter: &DeadLetter) {
+/// not be committed without it. A topic that is missing or denied makes
+/// readiness fail (with the reason) until a write succeeds; the error is
+/// logged every 30 s across all events, not once per retry. Once `revoked`
+/// is cancelled the write is left for the partition's next owner.
+async fn dead_letter(
+    shared: &Shared,
+    msg: &OwnedMessage,
+    letter: &DeadLetter,
+    revoked: &CancellationToken,
+) {
     let source = Source {
         topic: msg.topic(),
         partition: msg.partition(),
@@ -259,10 +379,18 @@ async fn dead_letter(shared: &Shared, msg: &OwnedMessage, letter: &DeadLetter) {
         payload: msg.payload().unwrap_or_default(),
         headers: msg.headers(),
     };
+    let health = shared.dlq.health();
     let mut wait = Duration::from_millis(200);
     loop {
+        if revoked.is_cancelled() {
+            tracing::info!(class = letter.class.as_str(), "partition revoked before the dead letter was written; left for its next owner");
+            return;
+        }
         match shared.dlq.send(&source, letter).await {
-            Ok(()) => {
+            Ok(written) => {
+                if health.set_available() {
+                    tracing::info!(dlq_topic = shared.dlq.topic(), "dead-letter topic writable again; readiness restored");
+                }
                 shared
                     .metrics
                     .dlq_events
@@ -270,12 +398,27 @@ async fn dead_letter(shared: &Shared, msg: &OwnedMessage, letter: &DeadLetter) {
                         reason: letter.class.as_str().to_string(),
                     })
                     .inc();
-                tracing::info!(dlq_topic = shared.dlq.topic(), class = letter.class.as_str(), channel = letter.channel.as_deref(), reason = %letter.reason, "dead-lettered");
+                let payload_omitted = written == Written::PayloadOmitted;
+                tracing::info!(dlq_topic = shared.dlq.topic(), class = letter.class.as_str(), channel = letter.channel.as_deref(), reason = %letter.reason, payload_omitted, "dead-lettered");
                 return;
             }
             Err(e) => {
-                tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "dead-letter write failed; the offset stays uncommitted until it succeeds");
-                tokio::time::sleep(wait).await;
+                let failure = e.failure();
+                match failure {
+                    WriteFailure::Unavailable => health.set_unavailable(e.to_string()),
+                    // Even the reference did not fit: the limit is set
+                    // absurdly low, which only an operator can fix.
+                    WriteFailure::TooLarge => health.set_unavailable(format!(
+                        "{e} (even with the payload replaced by a reference; check message.max.bytes)"
+                    )),
+                    WriteFailure::Transient => {}
+                }
+                if health.should_log(std::time::Instant::now(), DLQ_LOG_EVERY) {
+                    tracing::error!(dlq_topic = shared.dlq.topic(), error = %e, failure = ?failure, retry_in_ms = wait.as_millis() as u64, "dead-letter write failed; the offset stays uncommitted until it succeeds (logged every 30 s while it lasts)");
+                }
+                if !sleep_unless_revoked(wait, revoked).await {
+                    continue;
+                }
                 wait = (wait * 2).min(Duration::from_secs(10));
             }
         }
@@ -413,19 +556,9 @@ async fn deliver_inner(
     name: &str,
     revoked: &CancellationToken,
 ) -> ChannelOutcome {
-    match shared.config.channels.get(name) {
-        None => {
-            return letter(
-                name,
-                event,
-                ErrorClass::UnknownChannel,
-                format!("channel `{name}` is not configured on this host"),
-                0,
-                None,
-            )
-        }
-        Some(c) if !c.enabled => return ChannelOutcome::Disabled,
-        Some(_) => {}
+    // Unknown names never get here: `process` dead-letters them together.
+    if shared.config.channels.get(name).is_some_and(|c| !c.enabled) {
+        return ChannelOutcome::Disabled;
     }
     let (Some(channel), Some(gate)) = (shared.channels.get(name), shared.health.get(name)) else {
         return letter(

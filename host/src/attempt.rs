@@ -8,6 +8,13 @@
 //! [`Observed::Unclassified`], and the caller decides by the host's own rule
 //! (a 2xx is delivered, anything else is dead-lettered), never by resending:
 //! a resend of an accepted request is a duplicate message to a patient.
+//!
+//! Invariant: the plugin never sees a credential. A provider (or a proxy in
+//! front of it) that echoes the request would hand the plugin the
+//! `Authorization` the host attached; every configured credential
+//! ([`crate::scrub::known`], this channel's among them) is scrubbed from the
+//! answer's headers and body before classify, and the [`Outcome`] carries
+//! the scrubbed answer, so nothing downstream holds the original either.
 
 use std::time::Instant;
 
@@ -16,7 +23,8 @@ use tokio::sync::Semaphore;
 use crate::channels::Channel;
 use crate::health::Signal;
 use crate::metrics::{Metrics, PluginCallLabels, ProviderLabels};
-use crate::plugin::{Disposition, HttpResponse, PluginError, Purpose};
+use crate::plugin::{Disposition, Header, HttpResponse, PluginError, Purpose};
+use crate::scrub::{self, Secrets};
 use crate::transport::{OutboundRequest, Received, Transport};
 
 /// How often classify is tried on one provider answer: a trap from a
@@ -105,7 +113,7 @@ pub async fn attempt(
                 .observe(r.latency.as_secs_f64());
         }
     }
-    let received = match received {
+    let mut received = match received {
         Ok(r) => r,
         Err(e) => {
             return Outcome {
@@ -114,6 +122,7 @@ pub async fn attempt(
             }
         }
     };
+    received.response = scrubbed(&scrub::known(), received.response);
     let mut tries = 0;
     let observed = loop {
         tries += 1;
@@ -135,6 +144,24 @@ pub async fn attempt(
         observed,
         received: Some(received),
     }
+}
+
+/// `response` with every form of `secrets` scrubbed from header values and
+/// the body (header names are the server's vocabulary, not its data).
+/// Untouched, and not copied, when nothing matched.
+pub fn scrubbed(secrets: &Secrets, mut response: HttpResponse) -> HttpResponse {
+    if secrets.is_empty() {
+        return response;
+    }
+    for Header { value, .. } in &mut response.headers {
+        if let std::borrow::Cow::Owned(clean) = secrets.scrub(value) {
+            *value = clean;
+        }
+    }
+    if let std::borrow::Cow::Owned(clean) = secrets.scrub_bytes(&response.body) {
+        response.body = clean;
+    }
+    response
 }
 
 async fn classify(
@@ -171,6 +198,30 @@ pub fn observe_call(metrics: &Metrics, channel: &str, call: &str, started: Insta
 mod tests {
     use super::*;
     use crate::plugin::{Delivered, RetryLater};
+
+    #[test]
+    fn an_echoed_credential_never_reaches_the_plugin() {
+        let secrets = Secrets::new(["echoed-token-123456"]);
+        let header = |name: &str, value: &str| Header {
+            name: name.into(),
+            value: value.into(),
+        };
+        let response = HttpResponse {
+            status: 200,
+            headers: vec![
+                header("x-echo-authorization", "Bearer echoed-token-123456"),
+                header("content-type", "application/json"),
+            ],
+            body: br#"{"authorization":"Bearer echoed-token-123456","id":"m-1"}"#.to_vec(),
+        };
+        let clean = scrubbed(&secrets, response);
+        assert_eq!(clean.headers[0].value, "Bearer [redacted]");
+        assert_eq!(clean.headers[1].value, "application/json");
+        assert_eq!(
+            clean.body,
+            br#"{"authorization":"Bearer [redacted]","id":"m-1"}"#.to_vec()
+        );
+    }
 
     #[test]
     fn what_an_attempt_says_about_the_provider() {

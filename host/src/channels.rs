@@ -1,10 +1,15 @@
 //! The enabled channels, each a validated config plus its loaded plugin:
 //! rendering and classifying (one send is `attempt`).
+//!
+//! Invariant: what [`Channel::render_message`] returns has passed
+//! `transport::prepare` request by request, and the render as a whole is
+//! within `plugins.caps.requests_per_render`; a render past any cap is a
+//! [`Refusal`], never a panic or a partial send.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{ChannelConfig, Config, Problem};
+use crate::config::{ChannelConfig, Config, OutputCaps, Problem};
 use crate::event::AppointmentEvent;
 use crate::plugin::{
     CallContext, ChannelPlugin, Disposition, HttpRequest, LoadError, Message, PluginError,
@@ -18,6 +23,8 @@ pub struct Channel {
     pub config: ChannelConfig,
     pub plugin: ChannelPlugin,
     settings: Vec<Setting>,
+    /// `[plugins.caps]`: what one render may hand the host.
+    caps: OutputCaps,
 }
 
 /// Why an event cannot be rendered for a channel. All of these are permanent
@@ -54,8 +61,8 @@ impl Channel {
     }
 
     /// Checks the plugin's required fields, renders `message` for the event,
-    /// and applies the host's rules (allow-list, reserved headers, auth) to
-    /// every request.
+    /// and applies the host's rules (caps, allow-lists, methods, reserved
+    /// headers, auth) to every request.
     pub async fn render_message(
         &self,
         event: &AppointmentEvent,
@@ -81,9 +88,12 @@ impl Channel {
                 plugin: info.name.clone(),
             });
         }
+        // Counted before any request is prepared: a render of thousands is
+        // refused as a whole, not sent in part.
+        transport::check_request_count(&self.caps, requests.len())?;
         Ok(requests
-            .iter()
-            .map(|r| transport::prepare(&self.config, r))
+            .into_iter()
+            .map(|r| transport::prepare(&self.config, &self.caps, r))
             .collect::<Result<_, _>>()?)
     }
 
@@ -200,6 +210,7 @@ impl Channels {
                     config: cfg.clone(),
                     plugin,
                     settings,
+                    caps: config.plugins.caps,
                 },
             );
         }
@@ -209,7 +220,10 @@ impl Channels {
                 channels,
             })
         } else {
-            Err(problems)
+            // A plugin's settings check may quote a value that came from
+            // the environment: shown as its `${VAR}` instead, here, once,
+            // for every command that loads channels.
+            Err(config.hide_values(problems))
         }
     }
 
@@ -240,6 +254,19 @@ fn settings_problem(settings_key: &str, message: String) -> Problem {
 fn load_message(e: &LoadError) -> String {
     match e {
         LoadError::Read { path, source, .. } => format!("cannot read {}: {source}", path.display()),
+        LoadError::NotAFile { path, kind, .. } => {
+            format!("{} is {kind}, not a regular file", path.display())
+        }
+        LoadError::TooLarge {
+            path, size, limit, ..
+        } => format!(
+            "{} is {}, over the limit of {limit} bytes (plugins.max_file_mib)",
+            path.display(),
+            match size {
+                Some(size) => format!("{size} bytes"),
+                None => format!("more than {limit} bytes"),
+            }
+        ),
         LoadError::NotAComponent { path, reason, .. } => format!(
             "{} is not a WebAssembly component: {reason}",
             path.display()

@@ -15,6 +15,7 @@
 //! - [`health`]: each channel's circuit, throttle and rate limit.
 //! - [`pipeline`]: Kafka messages in, deliveries out, offsets committed behind them.
 //! - [`redact`], [`telemetry`]: masked, structured logs.
+//! - [`scrub`]: credentials kept out of plugin input and output, CLI output and logs.
 
 pub mod admin;
 pub mod attempt;
@@ -31,5 +32,6 @@ pub mod pipeline;
 pub mod plugin;
 pub mod redact;
 pub mod retry;
+pub mod scrub;
 pub mod telemetry;
 pub mod transport;

@@ -24,7 +24,13 @@ use std::sync::atomic::AtomicU64;
 pub const UNKNOWN_CHANNEL: &str = "unknown";
 
 /// Every `outcome` of `notify_channel_deliveries_total`.
-pub const OUTCOMES: &[&str] = &["delivered", "duplicate", "disabled", "dead_letter", "revoked"];
+pub const OUTCOMES: &[&str] = &[
+    "delivered",
+    "duplicate",
+    "disabled",
+    "dead_letter",
+    "revoked",
+];
 
 /// Every `status_class` of `notify_provider_requests_total`.
 pub const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx", "error"];

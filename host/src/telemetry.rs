@@ -1,5 +1,8 @@
 //! Logging setup: `tracing` to stderr, JSON lines by default, every line
-//! passed through [`crate::redact`] before it is written.
+//! passed through [`crate::scrub`] (every configured credential becomes
+//! `[redacted]`) and then [`crate::redact`] (e-mail and phone masked) before
+//! it is written. Secrets go first, so masking cannot split one into parts
+//! that no longer match.
 
 use std::io::{self, Write};
 
@@ -7,7 +10,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
-use crate::redact;
+use crate::{redact, scrub};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides the
 /// configured level, so an operator can turn on debug logs without editing
@@ -68,6 +71,8 @@ impl Drop for LineRedactor {
             return;
         }
         let text = String::from_utf8_lossy(&self.buf);
+        let secrets = scrub::known();
+        let text = secrets.scrub(&text);
         let masked = redact::text(&text);
         // Nowhere to report a failed log write; dropping the line is all
         // that can be done.

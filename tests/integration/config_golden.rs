@@ -5,8 +5,18 @@
 
 use crate::harness::*;
 
+/// Values the secret cases interpolate; none may appear in any output.
+const GOLDEN_SECRET_KEY: &str = "key-golden-0f1e2d3c4b5a6978";
+const GOLDEN_CONTROL_TOKEN: &str = "token-golden-\u{1b}[31m-0f1e2d";
+const GOLDEN_SHORT_TOKEN: &str = "tok3n";
+
 fn golden_env() -> Vec<(&'static str, String)> {
-    vec![("GOLDEN_MULTILINE", "line one\nline two".to_string())]
+    vec![
+        ("GOLDEN_MULTILINE", "line one\nline two".to_string()),
+        ("GOLDEN_SECRET_KEY", GOLDEN_SECRET_KEY.to_string()),
+        ("GOLDEN_CONTROL_TOKEN", GOLDEN_CONTROL_TOKEN.to_string()),
+        ("GOLDEN_SHORT_TOKEN", GOLDEN_SHORT_TOKEN.to_string()),
+    ]
 }
 
 #[test]
@@ -46,6 +56,15 @@ fn invalid_configs_produce_their_golden_errors() {
         }
         let want = std::fs::read_to_string(&golden)
             .unwrap_or_else(|_| format!("<{} missing>", golden.display()));
+        // Whatever the golden text says, no case may print a secret.
+        let output = format!("{}{got}", stdout(&out));
+        for secret in [GOLDEN_SECRET_KEY, GOLDEN_CONTROL_TOKEN, GOLDEN_SHORT_TOKEN] {
+            if output.contains(secret) {
+                failures.push(format!(
+                    "{relative}: printed the value of a variable: {output}"
+                ));
+            }
+        }
         if out.status.code() != Some(2) || got != want {
             failures.push(format!(
                 "{relative}: exit {:?}\n--- want\n{want}--- got\n{got}",

@@ -25,7 +25,7 @@ pub const EXIT_REJECTED: u8 = 3;
     name = "notify-host",
     version,
     about = "Turns appointment events from Kafka into e-mail and SMS through sandboxed WebAssembly channel plugins.",
-    after_help = "Exit codes: 0 success, 1 run-time failure, 2 invalid configuration, 3 event rejected or request refused."
+    after_help = "Exit codes: 0 success, 1 run-time failure, 2 invalid configuration (or a missing dead-letter topic), 3 event rejected or request refused."
 )]
 pub struct Cli {
     #[command(subcommand)]

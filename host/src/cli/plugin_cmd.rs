@@ -1,5 +1,10 @@
 //! `notify-host plugin render|classify|send`: what a plugin author runs to
 //! see exactly what the host would do with their plugin.
+//!
+//! Nothing printed here carries a credential: requests are shown with auth
+//! values redacted, a provider's answer (headers and body) is scrubbed of
+//! every configured credential before it is printed, and every JSON
+//! document goes through the same scrubber once more on its way out.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +17,7 @@ use notify_host::channels::{Channel, Channels, RenderError};
 use notify_host::config::{ConfigError, LogConfig, LogFormat};
 use notify_host::plugin::{Disposition, Header, HttpResponse, Purpose};
 use notify_host::transport::Transport;
-use notify_host::{event, telemetry};
+use notify_host::{event, scrub, telemetry};
 use serde_json::{json, Value};
 
 use super::{load_config, report_config_error, ConfigArg, EXIT_FAILURE, EXIT_REJECTED};
@@ -134,7 +139,8 @@ fn with_channel(
 }
 
 fn print_json(value: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    let text = serde_json::to_string_pretty(value)?;
+    println!("{}", scrub::known().scrub(&text));
     Ok(())
 }
 
@@ -245,7 +251,7 @@ fn send(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
         Ok(r) => r,
         Err(e) => return report_unsendable(ch, &e),
     };
-    let transport = Transport::new(1024 * 1024)?;
+    let transport = Transport::new(1024 * 1024, [&ch.config])?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -288,13 +294,26 @@ fn send(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
                     Observed::Unreachable(_) => json!(null),
                 };
                 match received {
-                    Some(received) => json!({
-                        "request": shown,
-                        "status": received.response.status,
-                        "latency_ms": received.latency.as_millis() as u64,
-                        "body": String::from_utf8_lossy(&received.response.body),
-                        "classified": classified,
-                    }),
+                    Some(received) => {
+                        // `attempt` already scrubbed the answer before the
+                        // plugin saw it; scrubbing again here keeps the
+                        // rule local to what is printed.
+                        let latency_ms = received.latency.as_millis() as u64;
+                        let response = attempt::scrubbed(&scrub::known(), received.response);
+                        let headers: Vec<(String, String)> = response
+                            .headers
+                            .iter()
+                            .map(|h| (h.name.clone(), h.value.clone()))
+                            .collect();
+                        json!({
+                            "request": shown,
+                            "status": response.status,
+                            "latency_ms": latency_ms,
+                            "headers": headers,
+                            "body": String::from_utf8_lossy(&response.body),
+                            "classified": classified,
+                        })
+                    }
                     None => json!({ "request": shown, "classified": classified }),
                 }
             }

@@ -35,7 +35,9 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
     // stderr that log pipelines drop; event work catches its own panics
     // (see `pipeline`), so this line is what the operator sees.
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
         tracing::error!(
             panic = info.payload_as_str().unwrap_or("a panic without a message"),
             location = location.as_deref(),
@@ -91,7 +93,9 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
     }
     let dlq = DeadLetters::new(producer, config.kafka.dlq_topic.clone());
     let tracker = Arc::new(std::sync::Mutex::new(OffsetTracker::new()));
-    let metrics = Arc::new(Metrics::for_config(config.channels.keys().map(String::as_str)));
+    let metrics = Arc::new(Metrics::for_config(
+        config.channels.keys().map(String::as_str),
+    ));
     let readiness = Arc::new(Readiness::default());
     admin::set(&readiness.plugins_loaded, true);
     let health = Arc::new(Health::new(&config, &metrics));

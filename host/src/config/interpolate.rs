@@ -13,6 +13,10 @@
 //!
 //! No crate covers the `:?` form and the newline rule together (shellexpand
 //! lacks both), hence these few lines.
+//!
+//! [`interpolate_recorded`] also reports which variable produced which
+//! value, so a config error can say `${VAR}` instead of printing the value
+//! (which may be a secret put in the wrong key).
 
 use std::sync::LazyLock;
 
@@ -62,6 +66,17 @@ static PATTERN: LazyLock<Regex> = LazyLock::new(|| {
 /// Interpolates one string. Every problem in the string is returned, not
 /// just the first, so an operator fixes them in one go.
 pub fn interpolate(input: &str, env: &dyn VarLookup) -> Result<String, Vec<InterpolationError>> {
+    interpolate_recorded(input, env, &mut Vec::new())
+}
+
+/// [`interpolate`], pushing `(variable, value)` onto `used` for every value
+/// taken from `env` (defaults written in the file are not recorded: they
+/// are in the file already).
+pub fn interpolate_recorded(
+    input: &str,
+    env: &dyn VarLookup,
+    used: &mut Vec<(String, String)>,
+) -> Result<String, Vec<InterpolationError>> {
     let mut errors = Vec::new();
     let out = PATTERN.replace_all(input, |caps: &Captures<'_>| {
         let Some(name) = caps.get(1) else {
@@ -94,6 +109,7 @@ pub fn interpolate(input: &str, env: &dyn VarLookup) -> Result<String, Vec<Inter
             });
             return String::new();
         }
+        used.push((name.to_string(), value.clone()));
         value
     });
     // A `${` left after substitution was not a well-formed reference.
@@ -169,6 +185,31 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(interpolate(input, &env), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn records_which_variable_gave_which_value() {
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            ("plain", &[]),
+            ("${HOST}", &[("HOST", "kafka:9092")]),
+            (
+                "a${HOST}b${HOST}",
+                &[("HOST", "kafka:9092"), ("HOST", "kafka:9092")],
+            ),
+            // A default comes from the file, not the environment.
+            ("${MISSING:-fallback}", &[]),
+            ("${EMPTY}", &[("EMPTY", "")]),
+            ("${MULTI}", &[]),
+        ];
+        for (input, want) in cases {
+            let mut used = Vec::new();
+            let _ = interpolate_recorded(input, &env, &mut used);
+            let want: Vec<(String, String)> = want
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(used, want, "input {input:?}");
         }
     }
 }

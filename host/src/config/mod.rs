@@ -5,6 +5,15 @@
 //! has a plugin path, a parsed allow-list and sane limits); every problem found
 //! on the way is reported at once, each naming the file and the dotted key.
 //! Secrets are held in [`Secret`], whose `Debug` never shows the value.
+//!
+//! A problem never prints a value that came from the environment: every
+//! interpolated value in a message is replaced by the `${VAR}` it came from
+//! ([`Interpolated::hide`]), since a secret may sit in the wrong key (an API
+//! key in `timeout_seconds`, a token in a URL query). Credentials are checked
+//! at load as what they become, HTTP header values, and must be at least
+//! [`crate::scrub::MIN_SECRET_LEN`] bytes long; those problems name the key
+//! and the variable, never the value. Every credential of a [`Config`] that
+//! [`parse`] returns is added to [`crate::scrub::known`].
 
 mod interpolate;
 mod raw;
@@ -15,12 +24,15 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use interpolate::{interpolate, InterpolationError, ProcessEnv, VarLookup};
+pub use interpolate::{
+    interpolate, interpolate_recorded, InterpolationError, ProcessEnv, VarLookup,
+};
 use raw::{RawAuth, RawChannel, RawCircuit, RawConfig, RawKafka, RawRate, RawRetry};
 use url::Url;
 
 use crate::health::{CircuitPolicy, Rate};
 use crate::retry::RetryPolicy;
+use crate::scrub::{self, Secrets, MIN_SECRET_LEN};
 
 /// Plain-text HTTP is only ever allowed to these: nothing leaves the machine.
 fn is_loopback(host: &url::Host<&str>) -> bool {
@@ -98,6 +110,12 @@ pub struct PluginLimits {
     pub deadline: Duration,
     /// The most a call may write to stdout and stderr together.
     pub output_bytes: usize,
+    /// A reason, message id or other text the plugin returns is cut here
+    /// (`plugins.caps.text_bytes`).
+    pub text_bytes: usize,
+    /// Each line of its stdout/stderr is cut here when logged
+    /// (`plugins.caps.output_line_bytes`).
+    pub output_line_bytes: usize,
 }
 
 /// Settings for the one plugin runtime all channels share.
@@ -263,11 +281,123 @@ pub struct Config {
     pub log: LogConfig,
     /// Every channel, enabled or not, by name.
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// Which variable gave which value: for problems found after loading
+    /// (a plugin's settings check), see [`Config::hide_values`].
+    pub interpolated: Interpolated,
 }
 
 impl Config {
     pub fn enabled_channels(&self) -> impl Iterator<Item = &ChannelConfig> {
         self.channels.values().filter(|c| c.enabled)
+    }
+
+    /// `problems` with every interpolated value replaced by its `${VAR}`:
+    /// for problems found after [`parse`] (a plugin checking its settings
+    /// may quote one), before they are shown.
+    pub fn hide_values(&self, problems: Vec<Problem>) -> Vec<Problem> {
+        self.interpolated.hide_problems(problems)
+    }
+}
+
+/// The values `${VAR}` interpolation produced, by key. `Debug` shows none.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Interpolated {
+    /// (dotted key, variable, value)
+    entries: Vec<(String, String, String)>,
+}
+
+impl fmt::Debug for Interpolated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Interpolated({} values, [redacted])", self.entries.len())
+    }
+}
+
+impl Interpolated {
+    fn record(&mut self, key: &str, var: &str, value: &str) {
+        self.entries
+            .push((key.to_string(), var.to_string(), value.to_string()));
+    }
+
+    /// The variables that went into `key`, in order, each once.
+    fn vars_of(&self, key: &str) -> Vec<&str> {
+        let mut vars: Vec<&str> = Vec::new();
+        for (k, var, _) in &self.entries {
+            if k == key && !vars.contains(&var.as_str()) {
+                vars.push(var);
+            }
+        }
+        vars
+    }
+
+    /// "the value of ${A}" (or "the value" when the key was not interpolated),
+    /// for messages about a value that must not be shown.
+    fn describe(&self, key: &str) -> String {
+        let vars = self.vars_of(key);
+        if vars.is_empty() {
+            "the value".to_string()
+        } else {
+            let named: Vec<String> = vars.iter().map(|v| format!("${{{v}}}")).collect();
+            format!("the value of {}", named.join(" and "))
+        }
+    }
+
+    /// `text` with every interpolated value replaced by `${VAR}`. A value
+    /// shorter than [`MIN_SECRET_LEN`] is replaced only where it stands
+    /// alone (not inside a longer word or number), so `10` from
+    /// `${TIMEOUT}` does not garble `100`; such a value is no credential
+    /// either, since credentials that short are refused.
+    pub fn hide(&self, text: &str) -> String {
+        self.hide_at("", text)
+    }
+
+    /// [`Interpolated::hide`] for a problem at `key`: a value that several
+    /// variables share is named by the one that went into `key`.
+    fn hide_at(&self, key: &str, text: &str) -> String {
+        let mut values: Vec<(&str, &str)> = Vec::new();
+        let here = self.entries.iter().filter(|(k, _, _)| k == key);
+        for (_, var, value) in here.chain(&self.entries) {
+            if !value.is_empty() && !values.iter().any(|(v, _)| v == value) {
+                values.push((value, var));
+            }
+        }
+        if values.is_empty() {
+            return text.to_string();
+        }
+        let Ok(matcher) = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(values.iter().map(|(v, _)| v))
+        else {
+            // Cannot happen for a config's few values; if it did, showing
+            // nothing is the safe side.
+            return "(message hidden: it may quote an interpolated value)".to_string();
+        };
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric());
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for m in matcher.find_iter(text) {
+            let (value, var) = values[m.pattern().as_usize()];
+            let alone = !word(text[..m.start()].chars().next_back())
+                && !word(text[m.end()..].chars().next());
+            if value.len() < MIN_SECRET_LEN && !alone {
+                continue;
+            }
+            out.push_str(&text[last..m.start()]);
+            out.push_str(&format!("${{{var}}}"));
+            last = m.end();
+        }
+        out.push_str(&text[last..]);
+        out
+    }
+
+    /// [`Interpolated::hide`] applied to every problem's message.
+    pub fn hide_problems(&self, problems: Vec<Problem>) -> Vec<Problem> {
+        problems
+            .into_iter()
+            .map(|p| Problem {
+                message: self.hide_at(&p.key, &p.message),
+                key: p.key,
+            })
+            .collect()
     }
 }
 
@@ -424,7 +554,30 @@ pub fn load(path: &Path, env: &dyn VarLookup) -> Result<Config, ConfigError> {
 }
 
 /// Parses config text; relative plugin paths resolve against `base_dir`.
+///
+/// No problem returned quotes a value taken from `env` (see the module doc),
+/// and the credentials of the config returned are added to
+/// [`scrub::known`].
 pub fn parse(text: &str, base_dir: &Path, env: &dyn VarLookup) -> Result<Config, Vec<Problem>> {
+    let mut interpolated = Interpolated::default();
+    match parse_recorded(text, base_dir, env, &mut interpolated) {
+        Ok(mut config) => {
+            scrub::register(&Secrets::of_config(&config));
+            config.interpolated = interpolated;
+            Ok(config)
+        }
+        Err(problems) => Err(interpolated.hide_problems(problems)),
+    }
+}
+
+fn parse_recorded(
+    text: &str,
+    base_dir: &Path,
+    env: &dyn VarLookup,
+    interpolated: &mut Interpolated,
+) -> Result<Config, Vec<Problem>> {
+    // A TOML error comes before interpolation, so it can quote only the
+    // file's own text (and it quotes none: a message and a line number).
     let mut value: toml::Value = toml::from_str(text).map_err(|e| {
         vec![Problem::new(
             "",
@@ -433,7 +586,13 @@ pub fn parse(text: &str, base_dir: &Path, env: &dyn VarLookup) -> Result<Config,
     })?;
 
     let mut problems = Vec::new();
-    interpolate_tree(&mut value, &mut String::new(), env, &mut problems);
+    interpolate_tree(
+        &mut value,
+        &mut String::new(),
+        env,
+        interpolated,
+        &mut problems,
+    );
     problems.retain(|p| !in_disabled_channel(&value, &p.key));
     if !problems.is_empty() {
         return Err(problems);
@@ -444,11 +603,11 @@ pub fn parse(text: &str, base_dir: &Path, env: &dyn VarLookup) -> Result<Config,
         let key = if key == "." { String::new() } else { key };
         vec![Problem::new(key, e.into_inner().message().to_string())]
     })?;
-    apply_kafka_overrides(&mut raw.kafka, env);
-    validate(raw, base_dir)
+    apply_kafka_overrides(&mut raw.kafka, env, interpolated);
+    validate(raw, base_dir, interpolated)
 }
 
-fn apply_kafka_overrides(kafka: &mut RawKafka, env: &dyn VarLookup) {
+fn apply_kafka_overrides(kafka: &mut RawKafka, env: &dyn VarLookup, record: &mut Interpolated) {
     for (var, key) in KAFKA_ENV_OVERRIDES {
         let Some(value) = env.get(var).filter(|v| !v.trim().is_empty()) else {
             continue;
@@ -461,6 +620,7 @@ fn apply_kafka_overrides(kafka: &mut RawKafka, env: &dyn VarLookup) {
             "kafka.instance_id" => &mut kafka.instance_id,
             _ => &mut kafka.auto_offset_reset,
         };
+        record.record(key, var, &value);
         *slot = Some(value);
     }
 }
@@ -480,22 +640,32 @@ fn interpolate_tree(
     value: &mut toml::Value,
     path: &mut String,
     env: &dyn VarLookup,
+    record: &mut Interpolated,
     problems: &mut Vec<Problem>,
 ) {
     match value {
-        toml::Value::String(s) => match interpolate(s, env) {
-            Ok(v) => *s = v,
-            Err(errors) => problems.extend(
-                errors
-                    .into_iter()
-                    .map(|e| Problem::new(path.clone(), e.to_string())),
-            ),
-        },
+        toml::Value::String(s) => {
+            let mut used = Vec::new();
+            let result = interpolate_recorded(s, env, &mut used);
+            // Recorded even when another reference in the string failed:
+            // its message must not quote the values that did resolve.
+            for (var, value) in used {
+                record.record(path, &var, &value);
+            }
+            match result {
+                Ok(v) => *s = v,
+                Err(errors) => problems.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| Problem::new(path.clone(), e.to_string())),
+                ),
+            }
+        }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                interpolate_tree(item, path, env, problems);
+                interpolate_tree(item, path, env, record, problems);
                 path.truncate(len);
             }
         }
@@ -506,7 +676,7 @@ fn interpolate_tree(
                     path.push('.');
                 }
                 path.push_str(k);
-                interpolate_tree(v, path, env, problems);
+                interpolate_tree(v, path, env, record, problems);
                 path.truncate(len);
             }
         }
@@ -532,7 +702,11 @@ fn in_disabled_channel(value: &toml::Value, key: &str) -> bool {
         || matches!(enabled, Some(toml::Value::String(s)) if s.trim() == "false")
 }
 
-fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
+fn validate(
+    raw: RawConfig,
+    base_dir: &Path,
+    interpolated: &Interpolated,
+) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
 
     let p = &raw.plugins;
@@ -589,6 +763,8 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         memory_bytes: mib(memory_mib),
         deadline: Duration::from_millis(deadline_ms),
         output_bytes: kib(output_kib),
+        text_bytes: caps.text_bytes,
+        output_line_bytes: caps.output_line_bytes,
     };
 
     let log = LogConfig {
@@ -716,7 +892,14 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
 
     let mut channels = BTreeMap::new();
     for (name, ch) in raw.channels {
-        if let Some(c) = validate_channel(&name, ch, base_dir, default_limits, &mut problems) {
+        if let Some(c) = validate_channel(
+            &name,
+            ch,
+            base_dir,
+            default_limits,
+            interpolated,
+            &mut problems,
+        ) {
             channels.insert(name, c);
         }
     }
@@ -739,6 +922,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         },
         log,
         channels,
+        interpolated: Interpolated::default(),
     })
 }
 
@@ -1097,6 +1281,7 @@ fn validate_channel(
     ch: RawChannel,
     base_dir: &Path,
     defaults: PluginLimits,
+    interpolated: &Interpolated,
     problems: &mut Vec<Problem>,
 ) -> Option<ChannelConfig> {
     let key = |k: &str| format!("channels.{name}.{k}");
@@ -1111,6 +1296,12 @@ fn validate_channel(
         problems.push(Problem::new(
             format!("channels.{name}"),
             "channel names use only a-z, 0-9, `_` and `-`",
+        ));
+    }
+    if name == crate::metrics::UNKNOWN_CHANNEL {
+        problems.push(Problem::new(
+            format!("channels.{name}"),
+            "the name `unknown` is reserved: metrics count requests for channels the host does not have under channel=\"unknown\"",
         ));
     }
 
@@ -1154,10 +1345,14 @@ fn validate_channel(
     let mut allowed_paths = Vec::new();
     for (i, prefix) in ch.allowed_paths.iter().enumerate() {
         let prefix = prefix.trim();
-        if !prefix.starts_with('/') || prefix.contains(['?', '#']) || prefix.contains("..") {
+        // `%` and `\` could widen a prefix once the URL is normalised.
+        if !prefix.starts_with('/')
+            || prefix.contains(['?', '#', '%', '\\'])
+            || prefix.contains("..")
+        {
             problems.push(Problem::new(
                 format!("channels.{name}.allowed_paths[{i}]"),
-                format!("\"{prefix}\" is not a path prefix like \"/v3/\" (starts with `/`, no `?`, `#` or `..`)"),
+                format!("\"{prefix}\" is not a path prefix like \"/v3/\" (starts with `/`, no `?`, `#`, `%`, `\\` or `..`)"),
             ));
         } else {
             allowed_paths.push(prefix.to_string());
@@ -1208,19 +1403,39 @@ fn validate_channel(
         ));
     }
 
+    // A disabled channel's credentials are never sent (and may be unset).
+    let mut credential = |k: &str, value: &str, form: CredentialForm| {
+        if enabled {
+            let k = key(k);
+            if let Err(why) = check_credential(value, form) {
+                problems.push(Problem::new(
+                    &k,
+                    format!("{} {why}", interpolated.describe(&k)),
+                ));
+            }
+        }
+    };
     let auth = match ch.auth {
         None | Some(RawAuth::None) => Auth::None,
-        Some(RawAuth::Basic { username, password }) => Auth::Basic {
-            username,
-            password: Secret::new(password),
-        },
-        Some(RawAuth::Bearer { token }) => Auth::Bearer {
-            token: Secret::new(token),
-        },
+        Some(RawAuth::Basic { username, password }) => {
+            credential("auth.username", &username, CredentialForm::BasicUsername);
+            credential("auth.password", &password, CredentialForm::BasicPassword);
+            Auth::Basic {
+                username,
+                password: Secret::new(password),
+            }
+        }
+        Some(RawAuth::Bearer { token }) => {
+            credential("auth.token", &token, CredentialForm::HeaderValue);
+            Auth::Bearer {
+                token: Secret::new(token),
+            }
+        }
         Some(RawAuth::Header {
             name: header,
             value,
         }) => {
+            credential("auth.value", &value, CredentialForm::HeaderValue);
             if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
                 problems.push(Problem::new(
                     key("auth.name"),
@@ -1274,6 +1489,8 @@ fn validate_channel(
             })
             .unwrap_or(defaults.deadline),
         output_bytes: defaults.output_bytes,
+        text_bytes: defaults.text_bytes,
+        output_line_bytes: defaults.output_line_bytes,
     };
 
     let retry = validate_retry(name, ch.retry, problems);
@@ -1333,6 +1550,68 @@ fn validate_channel(
     })
 }
 
+/// What a credential becomes on the wire, which decides what it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CredentialForm {
+    /// Sent as (part of) a header value as is: bearer token, header value.
+    HeaderValue,
+    /// Base64-encoded with the password, so any text goes, but not `:`.
+    BasicUsername,
+    /// Base64-encoded: any text goes.
+    BasicPassword,
+}
+
+/// Why a credential cannot work, in words that never quote it (the caller
+/// prefixes "the value of ${VAR}"). The checks are what the transport would
+/// otherwise find at every send, refusing each one with a message about a
+/// "reserved header" that sends the operator looking in the wrong place.
+fn check_credential(value: &str, form: CredentialForm) -> Result<(), String> {
+    if form == CredentialForm::BasicUsername {
+        // The username is an account id, not a secret, and may be short
+        // (Mailgun's is `api`).
+        if let Some(c) = value.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "contains a control character (U+{:04X}), which no credential has",
+                u32::from(c)
+            ));
+        }
+        if value.contains(':') {
+            return Err("contains `:`, which Basic auth uses to end the username".into());
+        }
+        return Ok(());
+    }
+    if value.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "contains a control character (U+{:04X}), which no HTTP header can carry (a line end or tab from the environment file?)",
+            u32::from(c)
+        ));
+    }
+    if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+        return Err(
+            "starts or ends with whitespace (a stray space from the environment file?)".into(),
+        );
+    }
+    // `HeaderValue` takes bytes past ASCII as obsolete text; no token has
+    // them, and the transport could not show such a header redacted.
+    if form == CredentialForm::HeaderValue
+        && (!value.is_ascii()
+            || reqwest::header::HeaderValue::from_str(&format!("Bearer {value}")).is_err())
+    {
+        return Err(
+            "holds a character an HTTP header cannot carry (only visible ASCII and spaces)".into(),
+        );
+    }
+    if value.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "is shorter than {MIN_SECRET_LEN} characters: too short for a credential, and too short to scrub from logs and plugin output without shredding them"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses a base URL or allowed origin: http(s), a host, no credentials, and
 /// plain http only for loopback.
 fn parse_origin_url(s: &str) -> Result<Url, String> {
@@ -1365,7 +1644,7 @@ mod tests {
 
     fn env(name: &str) -> Option<String> {
         match name {
-            "MAILGUN_API_KEY" => Some("key-123".into()),
+            "MAILGUN_API_KEY" => Some("key-1234567".into()),
             _ => None,
         }
     }
@@ -1407,7 +1686,7 @@ settings = { domain = "mg.example.com", retries = 3 }
         assert!(!email.allows(&Url::parse("https://evil.example.com/").expect("url")));
         match &email.auth {
             Auth::Basic { password, .. } => {
-                assert_eq!(password.expose(), "key-123");
+                assert_eq!(password.expose(), "key-1234567");
                 assert_eq!(format!("{password:?}"), "Secret([redacted])");
             }
             other => panic!("unexpected auth {other:?}"),
@@ -1502,5 +1781,181 @@ settings = { domain = "mg.example.com", retries = 3 }
                 (want, got) => panic!("{file:?} {var:?}: want {want:?}, got {got:?}"),
             }
         }
+    }
+
+    /// A config error names `${VAR}` where a value from the environment
+    /// would have been printed, wherever the value landed.
+    #[test]
+    fn problems_never_quote_an_interpolated_value() {
+        const KEY: &str = "key-live-0123456789abcdef";
+        let lookup = |name: &str| match name {
+            "MAILGUN_API_KEY" | "KEY" => Some(KEY.to_string()),
+            "TEN" => Some("10".to_string()),
+            "LEVEL" => Some("loud".to_string()),
+            "KAFKA_AUTO_OFFSET_RESET" => Some(KEY.to_string()),
+            _ => None,
+        };
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                r#"timeout_seconds = "${MAILGUN_API_KEY}""#,
+                "channels.email.timeout_seconds",
+                r#"expected a number, found "${MAILGUN_API_KEY}""#,
+            ),
+            (
+                r#"base_url = "https://x.example.com/?k=${KEY}""#,
+                "channels.email.base_url",
+                r#""https://x.example.com/?k=${KEY}" must not have a query or fragment"#,
+            ),
+            (
+                r#"memory_limit_mib = "${KEY}0""#,
+                "channels.email.memory_limit_mib",
+                r#"expected a non-negative integer, found "${KEY}0""#,
+            ),
+            // A short value is replaced where it stands alone only.
+            (
+                r#"memory_limit_mib = "${TEN}0000""#,
+                "channels.email.memory_limit_mib",
+                "100000 is out of range (1 to 4096)",
+            ),
+        ];
+        for (line, key, message) in cases {
+            let text = MINIMAL
+                .replace("base_url = \"https://api.mailgun.net\"\n", "")
+                .replace("[channels.email]\n", &format!("[channels.email]\n{line}\n"));
+            let text = if text.contains("base_url") {
+                text
+            } else {
+                text.replace(
+                    "[channels.email]\n",
+                    "[channels.email]\nbase_url = \"https://api.mailgun.net\"\n",
+                )
+            };
+            let problems = parse(&text, Path::new("."), &lookup).expect_err(line);
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == *key && p.message == *message),
+                "{line}: {problems:?}"
+            );
+            assert!(
+                problems.iter().all(|p| !p.message.contains(KEY)),
+                "{line}: {problems:?}"
+            );
+        }
+        // Values that reach a key through the KAFKA_* overrides too.
+        let problems = parse(MINIMAL, Path::new("."), &lookup).expect_err("bad reset");
+        assert_eq!(
+            problems,
+            vec![Problem::new(
+                "kafka.auto_offset_reset",
+                r#"expected "earliest" or "latest", found "${KAFKA_AUTO_OFFSET_RESET}""#
+            )]
+        );
+        let level = format!("[log]\nlevel = \"${{LEVEL}}=x=y\"\n{MINIMAL}");
+        let problems = parse(&level, Path::new("."), &lookup).expect_err("bad level");
+        assert!(
+            problems.iter().all(|p| !p.message.contains("loud")),
+            "{problems:?}"
+        );
+    }
+
+    /// Credentials are checked as the header values they become; the
+    /// problem names the key and the variable, never the value.
+    #[test]
+    fn credentials_are_checked_at_load_without_showing_them() {
+        // (CR and LF are refused earlier, by interpolation.)
+        const ESC: &str = "key-0123456789\u{1b}";
+        let lookup = |name: &str| {
+            Some(match name {
+                "GOOD" => "key-0123456789abcdef".to_string(),
+                "ESC" => ESC.to_string(),
+                "TAB" => "key-01234\t56789".to_string(),
+                "SHORT" => "k3y".to_string(),
+                "EMPTY" => String::new(),
+                "SPACE" => " key-0123456789".to_string(),
+                "UNICODE" => "key-0123456789é".to_string(),
+                "COLON" => "user:name".to_string(),
+                _ => return None,
+            })
+        };
+        let auth = |a: &str| {
+            MINIMAL.replace(
+                r#"auth = { type = "basic", username = "api", password = "${MAILGUN_API_KEY}" }"#,
+                &format!("auth = {a}"),
+            )
+        };
+        let cases: &[(&str, Option<(&str, &str)>)] = &[
+            (r#"{ type = "bearer", token = "${GOOD}" }"#, None),
+            (r#"{ type = "basic", username = "api", password = "${GOOD}" }"#, None),
+            (r#"{ type = "header", name = "X-Api-Key", value = "${GOOD}" }"#, None),
+            // Non-ASCII is fine in a password: it is base64-encoded.
+            (r#"{ type = "basic", username = "api", password = "${UNICODE}" }"#, None),
+            (
+                r#"{ type = "bearer", token = "${ESC}" }"#,
+                Some(("channels.email.auth.token", "the value of ${ESC} contains a control character (U+001B), which no HTTP header can carry (a line end or tab from the environment file?)")),
+            ),
+            (
+                r#"{ type = "header", name = "X-Api-Key", value = "${TAB}" }"#,
+                Some(("channels.email.auth.value", "the value of ${TAB} contains a control character (U+0009), which no HTTP header can carry (a line end or tab from the environment file?)")),
+            ),
+            (
+                r#"{ type = "basic", username = "api", password = "${ESC}" }"#,
+                Some(("channels.email.auth.password", "the value of ${ESC} contains a control character (U+001B), which no HTTP header can carry (a line end or tab from the environment file?)")),
+            ),
+            (
+                r#"{ type = "bearer", token = "${UNICODE}" }"#,
+                Some(("channels.email.auth.token", "the value of ${UNICODE} holds a character an HTTP header cannot carry (only visible ASCII and spaces)")),
+            ),
+            (
+                r#"{ type = "bearer", token = "${SPACE}" }"#,
+                Some(("channels.email.auth.token", "the value of ${SPACE} starts or ends with whitespace (a stray space from the environment file?)")),
+            ),
+            (
+                r#"{ type = "bearer", token = "${SHORT}" }"#,
+                Some(("channels.email.auth.token", "the value of ${SHORT} is shorter than 8 characters: too short for a credential, and too short to scrub from logs and plugin output without shredding them")),
+            ),
+            (
+                r#"{ type = "bearer", token = "${EMPTY}" }"#,
+                Some(("channels.email.auth.token", "the value of ${EMPTY} is empty")),
+            ),
+            (
+                r#"{ type = "bearer", token = "pre-${SHORT}" }"#,
+                Some(("channels.email.auth.token", "the value of ${SHORT} is shorter than 8 characters: too short for a credential, and too short to scrub from logs and plugin output without shredding them")),
+            ),
+            (
+                r#"{ type = "bearer", token = "short" }"#,
+                Some(("channels.email.auth.token", "the value is shorter than 8 characters: too short for a credential, and too short to scrub from logs and plugin output without shredding them")),
+            ),
+            (
+                r#"{ type = "basic", username = "${COLON}", password = "${GOOD}" }"#,
+                Some(("channels.email.auth.username", "the value of ${COLON} contains `:`, which Basic auth uses to end the username")),
+            ),
+        ];
+        for (a, want) in cases {
+            let got = parse(&auth(a), Path::new("."), &lookup);
+            match (want, got) {
+                (None, Ok(_)) => {}
+                (Some((key, message)), Err(problems)) => {
+                    assert_eq!(problems, vec![Problem::new(*key, *message)], "{a}");
+                    assert!(!format!("{problems:?}").contains("0123456789"), "{a}");
+                }
+                (want, got) => panic!("{a}: want {want:?}, got {got:?}"),
+            }
+        }
+        // A disabled channel's credentials are never sent: not checked.
+        let off = auth(r#"{ type = "bearer", token = "${SHORT}" }"#)
+            .replace("[channels.email]", "[channels.email]\nenabled = false");
+        assert!(parse(&off, Path::new("."), &lookup).is_ok());
+    }
+
+    #[test]
+    fn parsed_credentials_become_known_secrets() {
+        let lookup =
+            |name: &str| (name == "MAILGUN_API_KEY").then(|| "key-registered-by-parse".to_string());
+        parse(MINIMAL, Path::new("."), &lookup).expect("valid");
+        assert_eq!(
+            crate::scrub::known().scrub("echo key-registered-by-parse"),
+            "echo [redacted]"
+        );
     }
 }

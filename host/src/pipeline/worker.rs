@@ -306,7 +306,11 @@ fn unknown_channels(shared: &Shared, event: &AppointmentEvent, names: &[&str]) -
     let configured: Vec<&str> = shared.config.channels.keys().map(String::as_str).collect();
     let reason = format!(
         "{} not configured on this host: {} (configured: {})",
-        if names.len() == 1 { "channel" } else { "channels" },
+        if names.len() == 1 {
+            "channel"
+        } else {
+            "channels"
+        },
         listed.join(", "),
         configured.join(", ")
     );
@@ -383,13 +387,19 @@ async fn dead_letter(
     let mut wait = Duration::from_millis(200);
     loop {
         if revoked.is_cancelled() {
-            tracing::info!(class = letter.class.as_str(), "partition revoked before the dead letter was written; left for its next owner");
+            tracing::info!(
+                class = letter.class.as_str(),
+                "partition revoked before the dead letter was written; left for its next owner"
+            );
             return;
         }
         match shared.dlq.send(&source, letter).await {
             Ok(written) => {
                 if health.set_available() {
-                    tracing::info!(dlq_topic = shared.dlq.topic(), "dead-letter topic writable again; readiness restored");
+                    tracing::info!(
+                        dlq_topic = shared.dlq.topic(),
+                        "dead-letter topic writable again; readiness restored"
+                    );
                 }
                 shared
                     .metrics

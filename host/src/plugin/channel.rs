@@ -1,5 +1,13 @@
 //! One loaded channel plugin and the four calls of its world, whichever
 //! released version of the contract it was built for.
+//!
+//! This is where WIT values become host values, and so the boundary for
+//! what a plugin says: every string it hands back (a rejection, a
+//! disposition's reason, a message id, a settings problem, each line it
+//! prints) leaves here scrubbed of every configured credential
+//! ([`crate::scrub::known`]) and cut to the channel's limits
+//! (`text_bytes`, `output_line_bytes`), so nothing downstream (logs, dead
+//! letters, CLI output) can carry a reflected secret or an unbounded text.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,6 +24,7 @@ use super::runtime::root_message;
 use super::sandbox::Sandbox;
 use crate::config::PluginLimits;
 use crate::redact;
+use crate::scrub;
 
 /// At most this much of a plugin's stderr is quoted in a trap message: enough
 /// for a panic message, not enough to flood a dead-letter record.
@@ -124,6 +133,13 @@ impl ChannelPlugin {
             path: path.to_path_buf(),
             source,
         })?;
+        // The name goes into every log line of the plugin's: bounded too.
+        let (name, version) = (
+            std::mem::take(&mut plugin.info.name),
+            std::mem::take(&mut plugin.info.version),
+        );
+        plugin.info.name = plugin.text(name);
+        plugin.info.version = plugin.text(version);
         Ok(plugin)
     }
 
@@ -151,18 +167,45 @@ impl ChannelPlugin {
         self.pre.version()
     }
 
+    /// A string from the plugin, made safe to pass on (see the module doc).
+    fn text(&self, text: String) -> String {
+        scrub::plugin_text(text, self.limits.text_bytes)
+    }
+
+    /// A disposition with its texts made safe (see the module doc).
+    fn clean(&self, d: wit::Disposition) -> wit::Disposition {
+        match d {
+            wit::Disposition::Delivered(wit::Delivered {
+                provider_message_id,
+            }) => wit::Disposition::Delivered(wit::Delivered {
+                provider_message_id: provider_message_id.map(|id| self.text(id)),
+            }),
+            wit::Disposition::Retry(wit::RetryLater { after_ms, reason }) => {
+                wit::Disposition::Retry(wit::RetryLater {
+                    after_ms,
+                    reason: self.text(reason),
+                })
+            }
+            wit::Disposition::Permanent(reason) => wit::Disposition::Permanent(self.text(reason)),
+            wit::Disposition::ChannelDown(reason) => {
+                wit::Disposition::ChannelDown(self.text(reason))
+            }
+        }
+    }
+
     /// Lets the plugin vet its settings; `Ok(Err(problems))` lists each one.
     pub fn check_settings(
         &self,
         settings: &[wit::Setting],
     ) -> Result<Result<(), Vec<String>>, PluginError> {
-        futures_executor::block_on(self.call(
+        let checked = futures_executor::block_on(self.call(
             "check-settings",
             async |i: &Instance, s: &mut Store<Sandbox>| match i {
                 Instance::V0_2(c) => c.call_check_settings(s, settings).await,
                 Instance::V0_1(c) => c.call_check_settings(s, &compat::settings(settings)).await,
             },
-        ))
+        ))?;
+        Ok(checked.map_err(|problems| problems.into_iter().map(|p| self.text(p)).collect()))
     }
 
     /// Renders an event as the message `message`; `Ok(Err(reason))` is the
@@ -180,19 +223,21 @@ impl ChannelPlugin {
         message: &wit::Message,
         settings: &[wit::Setting],
     ) -> Result<Result<Vec<wit::HttpRequest>, String>, PluginError> {
-        self.call(
-            "render",
-            async |i: &Instance, s: &mut Store<Sandbox>| match i {
-                Instance::V0_2(c) => c.call_render(s, event, message, settings).await,
-                Instance::V0_1(c) => {
-                    let rendered = c
-                        .call_render(s, &compat::event(event), &compat::settings(settings))
-                        .await?;
-                    Ok(rendered.map(compat::requests))
-                }
-            },
-        )
-        .await
+        let rendered = self
+            .call(
+                "render",
+                async |i: &Instance, s: &mut Store<Sandbox>| match i {
+                    Instance::V0_2(c) => c.call_render(s, event, message, settings).await,
+                    Instance::V0_1(c) => {
+                        let rendered = c
+                            .call_render(s, &compat::event(event), &compat::settings(settings))
+                            .await?;
+                        Ok(rendered.map(compat::requests))
+                    }
+                },
+            )
+            .await?;
+        Ok(rendered.map_err(|reason| self.text(reason)))
     }
 
     /// Classifies a provider response (see [`ChannelPlugin::render`] on how
@@ -205,24 +250,26 @@ impl ChannelPlugin {
         settings: &[wit::Setting],
         context: wit::CallContext,
     ) -> Result<wit::Disposition, PluginError> {
-        self.call(
-            "classify",
-            async |i: &Instance, s: &mut Store<Sandbox>| match i {
-                Instance::V0_2(c) => c.call_classify(s, response, settings, context).await,
-                Instance::V0_1(c) => {
-                    let verdict = c
-                        .call_classify(
-                            s,
-                            &compat::response(response),
-                            &compat::settings(settings),
-                            compat::context(&context),
-                        )
-                        .await?;
-                    Ok(compat::disposition(response.status, verdict))
-                }
-            },
-        )
-        .await
+        let verdict = self
+            .call(
+                "classify",
+                async |i: &Instance, s: &mut Store<Sandbox>| match i {
+                    Instance::V0_2(c) => c.call_classify(s, response, settings, context).await,
+                    Instance::V0_1(c) => {
+                        let verdict = c
+                            .call_classify(
+                                s,
+                                &compat::response(response),
+                                &compat::settings(settings),
+                                compat::context(&context),
+                            )
+                            .await?;
+                        Ok(compat::disposition(response.status, verdict))
+                    }
+                },
+            )
+            .await?;
+        Ok(self.clean(verdict))
     }
 
     /// Runs `f` in a fresh sandboxed instance, forwards what the plugin
@@ -339,7 +386,8 @@ impl ChannelPlugin {
             if line.trim().is_empty() {
                 continue;
             }
-            let line = redact::text(line);
+            let line = scrub::plugin_text(line.to_string(), self.limits.output_line_bytes);
+            let line = redact::text(&line);
             if stream == "stderr" {
                 tracing::warn!(plugin = %self.info.name, channel = %self.channel, stream, "{line}");
             } else {
@@ -356,7 +404,9 @@ fn first_line(s: &str) -> &str {
 fn stderr_tail(pipe: &MemoryOutputPipe) -> String {
     let bytes = pipe.contents();
     let text = String::from_utf8_lossy(&bytes);
-    let text = text.trim();
+    // Scrubbed whole before the tail is taken, so the cut cannot leave the
+    // end of a secret behind.
+    let text = scrub::known().scrub(text.trim()).into_owned();
     let start = text.len().saturating_sub(STDERR_TAIL_BYTES);
     let start = (start..=text.len())
         .find(|i| text.is_char_boundary(*i))

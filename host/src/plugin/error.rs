@@ -13,6 +13,24 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A directory, FIFO, device or socket: refused before it is read, since
+    /// reading one can block start-up or never end.
+    #[error("channel `{channel}`: plugin file {} is {kind}, not a regular file", path.display())]
+    NotAFile {
+        channel: String,
+        path: PathBuf,
+        /// What it is instead, e.g. "a FIFO (named pipe)".
+        kind: &'static str,
+    },
+    /// Larger than `plugins.max_file_mib`; `size` is `None` when the file
+    /// grew past the limit while being read.
+    #[error("channel `{channel}`: plugin file {} is {}, over the limit of {limit} bytes (plugins.max_file_mib)", path.display(), size_text(*.size, *.limit))]
+    TooLarge {
+        channel: String,
+        path: PathBuf,
+        size: Option<u64>,
+        limit: usize,
+    },
     #[error("channel `{channel}`: {} is not a WebAssembly component: {reason}", path.display())]
     NotAComponent {
         channel: String,
@@ -36,6 +54,13 @@ pub enum LoadError {
     },
     #[error("cannot start the plugin runtime: {0}")]
     Runtime(String),
+}
+
+fn size_text(size: Option<u64>, limit: usize) -> String {
+    match size {
+        Some(size) => format!("{size} bytes"),
+        None => format!("more than {limit} bytes"),
+    }
 }
 
 /// One call into a plugin failed. The plugin was stopped; the host and every

@@ -1,5 +1,13 @@
-//! The one engine, linker and epoch ticker every plugin shares.
+//! The one engine, linker and epoch ticker every plugin shares, and loading
+//! plugin files.
+//!
+//! Invariant: only a regular file of at most `plugins.max_file_mib` is read,
+//! and never more than that many bytes of it: a FIFO, directory, device or
+//! socket named as a plugin is refused before it is opened for reading, so
+//! start-up cannot hang on it or read without end.
 
+use std::fs::File;
+use std::io::Read as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +38,8 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<Sandbox>,
     max_memory_bytes: usize,
+    /// Plugin files larger than this are refused unread.
+    max_file_bytes: usize,
     ticker: Option<Ticker>,
 }
 
@@ -96,6 +106,7 @@ impl PluginRuntime {
             engine,
             linker,
             max_memory_bytes: max_memory_bytes.max(config.default_limits.memory_bytes),
+            max_file_bytes: config.max_file_bytes,
             ticker: Some(Ticker { stop, thread }),
         })
     }
@@ -108,11 +119,7 @@ impl PluginRuntime {
         path: &Path,
         limits: PluginLimits,
     ) -> Result<ChannelPlugin, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            channel: channel.to_string(),
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = read_plugin_file(channel, path, self.max_file_bytes)?;
         let wrong = |reason: String| LoadError::WrongWorld {
             channel: channel.to_string(),
             path: path.to_path_buf(),
@@ -167,6 +174,104 @@ impl Drop for PluginRuntime {
             // The thread wakes within one tick; joining keeps shutdown clean.
             let _ = t.thread.join();
         }
+    }
+}
+
+/// Reads a plugin file: a regular file of at most `limit` bytes.
+fn read_plugin_file(channel: &str, path: &Path, limit: usize) -> Result<Vec<u8>, LoadError> {
+    let read = |source| LoadError::Read {
+        channel: channel.to_string(),
+        path: path.to_path_buf(),
+        source,
+    };
+    // Checked before opening, by path: opening a FIFO for reading blocks
+    // until a writer comes, and a socket cannot be opened at all (ENXIO,
+    // which would not say what is wrong).
+    let before = std::fs::metadata(path).map_err(read)?;
+    check_plugin_file(channel, path, &before, limit)?;
+    let file = open_without_blocking(path).map_err(read)?;
+    // Checked again on the open handle: what was checked is what is read,
+    // even if the path was swapped for something else meanwhile.
+    let meta = file.metadata().map_err(read)?;
+    check_plugin_file(channel, path, &meta, limit)?;
+    let expected = usize::try_from(meta.len()).unwrap_or(limit).min(limit);
+    let mut bytes = Vec::with_capacity(expected);
+    // One byte past the limit tells a file that grew (or whose size the
+    // file system misreports) from one that fits.
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(cap).read_to_end(&mut bytes).map_err(read)?;
+    if bytes.len() > limit {
+        return Err(LoadError::TooLarge {
+            channel: channel.to_string(),
+            path: path.to_path_buf(),
+            size: None,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Opens `path` for reading without blocking: should the path be swapped
+/// for a FIFO after the check by path, the open returns at once (and the
+/// check on the handle refuses it) instead of waiting for a writer.
+fn open_without_blocking(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // No effect on a regular file's reads.
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    options.open(path)
+}
+
+fn check_plugin_file(
+    channel: &str,
+    path: &Path,
+    meta: &std::fs::Metadata,
+    limit: usize,
+) -> Result<(), LoadError> {
+    if !meta.is_file() {
+        return Err(LoadError::NotAFile {
+            channel: channel.to_string(),
+            path: path.to_path_buf(),
+            kind: file_kind(&meta.file_type()),
+        });
+    }
+    if meta.len() > u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Err(LoadError::TooLarge {
+            channel: channel.to_string(),
+            path: path.to_path_buf(),
+            size: Some(meta.len()),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// What a path that is not a regular file is, for the operator.
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "neither a file nor a directory"
     }
 }
 

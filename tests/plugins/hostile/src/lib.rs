@@ -16,6 +16,18 @@
 //! | `read-env`           | reads the environment; empty → rejection                   |
 //! | `foreign-host`       | POSTs the appointment e-mail to `evil.example.com`         |
 //! | `set-auth`           | sets its own `Authorization` header                        |
+//! | `reflect`            | renders as `ok`; `classify` copies the whole answer (status, headers, body) into its verdict (message id for 2xx, `retry` reason for 5xx, `permanent` reason otherwise) and prints it to stdout and stderr |
+//! | `many-headers`       | one POST with setting `count` (24,600) distinct headers    |
+//! | `huge-header-value`  | one POST with a header of setting `bytes` (1 MiB) bytes    |
+//! | `many-requests`      | setting `count` (10,000) POSTs to `{base_url}/hook`        |
+//! | `method`             | one request with method setting `method` (`TRACE`), or `X` × setting `bytes` |
+//! | `big-body`           | one POST with a body of setting `bytes` (2 MiB) bytes      |
+//! | `long-url`           | one POST to `{base_url}/hook?pad=` plus setting `bytes` (100,000) bytes |
+//! | `path`               | one POST to `{base_url}` + setting `path` (`/hook/../admin`) |
+//!
+//! The last seven test the host's caps and allow-lists on outbound requests.
+//! With setting `poison_event_id` they misbehave on that event only and
+//! render the others as `ok`.
 //!
 //! `classify` answers `delivered` for 2xx and `permanent` for anything else
 //! (a 401 too: the host's rule for 0.1.0 plugins turns that one into
@@ -67,6 +79,14 @@ const BEHAVIORS: &[&str] = &[
     "foreign-host",
     "set-auth",
     "poison",
+    "many-headers",
+    "huge-header-value",
+    "many-requests",
+    "method",
+    "big-body",
+    "long-url",
+    "path",
+    "reflect",
 ];
 
 /// Nothing resolves under `.invalid` (RFC 2606): an unconfigured `ok` channel
@@ -99,15 +119,94 @@ fn post(url: String, headers: Vec<Header>, body: impl Into<Vec<u8>>) -> Vec<Http
     }]
 }
 
+/// A number setting, or `default` when unset or not a number.
+fn number(settings: &[Setting], key: &str, default: usize) -> usize {
+    setting(settings, key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The outbound misbehaviours: requests the host must cap or refuse.
+fn outbound(behavior: &str, base: &str, settings: &[Setting]) -> Vec<HttpRequest> {
+    let hook = format!("{base}/hook");
+    let one = |method: String, url: String, headers: Vec<Header>, body: Vec<u8>| {
+        vec![HttpRequest {
+            method,
+            url,
+            headers,
+            body,
+        }]
+    };
+    let header = |name: String, value: String| Header { name, value };
+    match behavior {
+        "many-headers" => {
+            let headers = (0..number(settings, "count", 24_600))
+                .map(|i| header(format!("x-h-{i}"), "v".to_string()))
+                .collect();
+            post(hook, headers, "many headers")
+        }
+        "huge-header-value" => post(
+            hook,
+            vec![header(
+                "x-big".to_string(),
+                "a".repeat(number(settings, "bytes", 1 << 20)),
+            )],
+            "huge header",
+        ),
+        "many-requests" => (0..number(settings, "count", 10_000))
+            .flat_map(|i| post(hook.clone(), Vec::new(), format!("request {i}")))
+            .collect(),
+        "method" => {
+            let method = match (setting(settings, "method"), setting(settings, "bytes")) {
+                (Some(m), _) => m.to_string(),
+                (None, Some(_)) => "X".repeat(number(settings, "bytes", 0)),
+                (None, None) => "TRACE".to_string(),
+            };
+            one(method, hook, Vec::new(), b"method".to_vec())
+        }
+        "big-body" => post(
+            hook,
+            Vec::new(),
+            vec![b'b'; number(settings, "bytes", 2 << 20)],
+        ),
+        "long-url" => post(
+            format!(
+                "{hook}?pad={}",
+                "a".repeat(number(settings, "bytes", 100_000))
+            ),
+            Vec::new(),
+            "long url",
+        ),
+        "path" => post(
+            format!(
+                "{base}{}",
+                setting(settings, "path").unwrap_or("/hook/../admin")
+            ),
+            Vec::new(),
+            "path",
+        ),
+        _ => Vec::new(),
+    }
+}
+
 impl bindings::Guest for Hostile {
     fn describe() -> PluginInfo {
         PluginInfo {
             name: "hostile".to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             required_fields: Vec::new(),
-            known_settings: ["behavior", "base_url", "target", "path", "poison_event_id"]
-                .map(String::from)
-                .to_vec(),
+            known_settings: [
+                "behavior",
+                "base_url",
+                "target",
+                "path",
+                "poison_event_id",
+                "count",
+                "bytes",
+                "method",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 
@@ -207,6 +306,14 @@ impl bindings::Guest for Hostile {
                 }],
                 event.event_id,
             )),
+            b @ ("many-headers" | "huge-header-value" | "many-requests" | "method" | "big-body"
+            | "long-url" | "path") => match setting(&settings, "poison_event_id") {
+                Some(id) if id != event.event_id => Ok(post(hook, Vec::new(), event.event_id)),
+                _ => Ok(outbound(b, base, &settings)),
+            },
+            // An echoing provider's answer, credentials and all, is what
+            // this one hands back from classify.
+            "reflect" => Ok(post(hook, Vec::new(), event.event_id)),
             other => Err(format!("unknown behavior `{other}`")),
         }
     }
@@ -220,6 +327,9 @@ impl bindings::Guest for Hostile {
         if matches!(behavior, Some("trap" | "classify-trap")) {
             panic!("hostile plugin: deliberate trap in classify");
         }
+        if behavior == Some("reflect") {
+            return reflect(&response);
+        }
         match response.status {
             200..=299 => Disposition::Delivered(Delivered {
                 provider_message_id: None,
@@ -232,5 +342,33 @@ impl bindings::Guest for Hostile {
             }
             status => Disposition::Permanent(format!("hostile: HTTP {status}")),
         }
+    }
+}
+
+/// The whole answer as one text, put everywhere a plugin's words go: the
+/// verdict's reason or message id, stdout and stderr.
+fn reflect(response: &HttpResponse) -> Disposition {
+    let headers: Vec<String> = response
+        .headers
+        .iter()
+        .map(|h| format!("{}: {}", h.name, h.value))
+        .collect();
+    let dump = format!(
+        "reflected HTTP {} | {} | {}",
+        response.status,
+        headers.join(" | "),
+        String::from_utf8_lossy(&response.body)
+    );
+    println!("{dump}");
+    eprintln!("{dump}");
+    match response.status {
+        200..=299 => Disposition::Delivered(Delivered {
+            provider_message_id: Some(dump),
+        }),
+        500..=599 => Disposition::Retry(RetryLater {
+            after_ms: None,
+            reason: dump,
+        }),
+        _ => Disposition::Permanent(dump),
     }
 }

@@ -227,20 +227,7 @@ fn render_cli_shows_the_contract_version() {
     let path = mixed_config(&dir);
     let event = dir.write("event.json", SAMPLE_EVENT);
     for (channel, contract) in [("email", "0.2.0"), ("old", "0.1.0")] {
-        let out = notify_host(
-            &[
-                "plugin",
-                "render",
-                "--config",
-                path.to_str().unwrap_or_default(),
-                "--channel",
-                channel,
-                "--event",
-                event.to_str().unwrap_or_default(),
-            ],
-            &[],
-            dir.path(),
-        );
+        let out = plugin_with_event("render", &path, channel, &event, &[], dir.path());
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(json_stdout(&out)["plugin"]["contract"], contract);
     }

@@ -111,6 +111,34 @@ pub fn notify_host(args: &[&str], env: &[(&str, String)], cwd: &Path) -> Output 
     cmd.output().expect("run notify-host")
 }
 
+/// `notify-host plugin COMMAND --config CONFIG --channel CHANNEL --event EVENT`
+/// (render or send), as [`notify_host`] runs it.
+pub fn plugin_with_event(
+    command: &str,
+    config: &Path,
+    channel: &str,
+    event: &Path,
+    env: &[(&str, String)],
+    cwd: &Path,
+) -> Output {
+    let config = config.to_string_lossy();
+    let event = event.to_string_lossy();
+    notify_host(
+        &[
+            "plugin",
+            command,
+            "--config",
+            &config,
+            "--channel",
+            channel,
+            "--event",
+            &event,
+        ],
+        env,
+        cwd,
+    )
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -380,20 +380,7 @@ fn cli_refuses_hostile_output_with_the_refusal_exit_code() {
                 "over the cap of 16 (plugins.caps.requests_per_render)",
             ),
         ] {
-            let out = notify_host(
-                &[
-                    "plugin",
-                    command,
-                    "--config",
-                    &config.to_string_lossy(),
-                    "--channel",
-                    channel,
-                    "--event",
-                    &event.to_string_lossy(),
-                ],
-                &[],
-                dir.path(),
-            );
+            let out = plugin_with_event(command, &config, channel, &event, &[], dir.path());
             assert_eq!(
                 out.status.code(),
                 Some(3),
@@ -657,20 +644,7 @@ fn plugin_send(provider: &str, extra: &str, env: &[(&str, String)]) -> std::proc
         ),
     );
     let event = dir.write("event.json", SAMPLE_EVENT);
-    notify_host(
-        &[
-            "plugin",
-            "send",
-            "--config",
-            &config.to_string_lossy(),
-            "--channel",
-            "hook",
-            "--event",
-            &event.to_string_lossy(),
-        ],
-        env,
-        dir.path(),
-    )
+    plugin_with_event("send", &config, "hook", &event, env, dir.path())
 }
 
 /// `HTTP_PROXY`, `http_proxy`, `HTTPS_PROXY` and `ALL_PROXY` in the

@@ -409,22 +409,7 @@ fn plugin_send_never_resends_an_answered_request_either() {
         "event.json",
         r#"{"event_id":"cli-1","notify":{"accepting":true},"appointment":{"appointment_id":"a-1"}}"#,
     );
-    let send = |channel: &str| {
-        notify_host(
-            &[
-                "plugin",
-                "send",
-                "--config",
-                &config.to_string_lossy(),
-                "--channel",
-                channel,
-                "--event",
-                &event.to_string_lossy(),
-            ],
-            &[],
-            w.path(),
-        )
-    };
+    let send = |channel: &str| plugin_with_event("send", &config, channel, &event, &[], w.path());
     let out = send("accepting");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let json = json_stdout(&out);

@@ -72,20 +72,7 @@ fn render(channel: &str, env: &[(&str, String)]) -> Value {
     let w = Workdir::new();
     let event = w.write("event.json", SAMPLE_EVENT);
     let config = root().join("config.toml");
-    let out = notify_host(
-        &[
-            "plugin",
-            "render",
-            "--config",
-            config.to_str().unwrap_or_default(),
-            "--channel",
-            channel,
-            "--event",
-            event.to_str().unwrap_or_default(),
-        ],
-        env,
-        w.path(),
-    );
+    let out = plugin_with_event("render", &config, channel, &event, env, w.path());
     assert!(
         out.status.success(),
         "render failed: {}\n{}",
@@ -198,17 +185,11 @@ fn send(channel: &str, reply: Reply) -> (std::process::Output, Vec<Recorded>) {
     let w = Workdir::new();
     let event = w.write("event.json", SAMPLE_EVENT);
     let config = root().join("config.toml");
-    let out = notify_host(
-        &[
-            "plugin",
-            "send",
-            "--config",
-            config.to_str().unwrap_or_default(),
-            "--channel",
-            channel,
-            "--event",
-            event.to_str().unwrap_or_default(),
-        ],
+    let out = plugin_with_event(
+        "send",
+        &config,
+        channel,
+        &event,
         &shipped_env(&provider.url(), &provider.url()),
         w.path(),
     );

@@ -378,3 +378,69 @@ fn a_dead_letter_topic_gone_mid_run_fails_readiness_and_holds_the_offset_until_i
     );
     assert!(logged[0].contains("Unavailable"), "{}", logged[0]);
 }
+
+#[test]
+fn a_plugin_reason_of_twelve_mebibytes_is_cut_and_dead_lettered_once() {
+    let s = setup("longreason", vec![], vec![]);
+    let hook = StandIn::start(vec![Reply::new(400, "")]);
+    // An odd cap: the cut falls inside a two-byte character.
+    let config = s.config_with(&format!(
+        "\n[channels.talker]\nplugin = {:?}\nbase_url = \"{}\"\nmemory_limit_mib = 128\nsettings = {{ behavior = \"long-reason\" }}\n",
+        hostile_wasm(),
+        hook.url()
+    ));
+    let text = std::fs::read_to_string(&config).expect("config").replacen(
+        "[pipeline]\n",
+        "[plugins.caps]\ntext_bytes = 1023\n\n[pipeline]\n",
+        1,
+    );
+    std::fs::write(&config, text).expect("config");
+    let host = Host::start(&config);
+    let payload = |id: &str| {
+        serde_json::json!({
+            "event_id": id,
+            "notify": { "talker": true },
+            "appointment": { "appointment_id": "a-talk" }
+        })
+        .to_string()
+        .into_bytes()
+    };
+    publish(&s.t.topic, &[payload("t-1"), payload("t-2")]);
+    // Both committed: the first letter was written, so the key went on.
+    s.wait_committed(2);
+    let letters = read_topic(&s.t.dlq, 3, Duration::from_secs(5));
+    assert_eq!(
+        letters.len(),
+        2,
+        "one letter per event: {}",
+        host.log_text()
+    );
+    for l in &letters {
+        assert_eq!(l.header("notify.error_class"), Some("permanent"));
+        let reason = l.header("notify.reason").unwrap_or_default();
+        assert!(
+            reason.ends_with("… [cut at 1023 bytes]"),
+            "{}",
+            &reason[reason.len().saturating_sub(80)..]
+        );
+        let kept = reason.trim_end_matches("… [cut at 1023 bytes]");
+        assert_eq!(kept.len(), 1022, "cut back to a character boundary");
+        assert!(kept.chars().all(|c| c == 'é'), "whole characters only");
+    }
+    assert_eq!(
+        hook.received().len(),
+        2,
+        "each event sent once, not retried"
+    );
+    let longest = host
+        .logs
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(String::len)
+        .max();
+    assert!(
+        longest.unwrap_or(0) < 16 * 1024,
+        "no log line carries the reason whole ({longest:?} bytes)"
+    );
+}

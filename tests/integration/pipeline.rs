@@ -44,7 +44,7 @@ impl Setup {
         )
     }
     /// The config with one more table appended (a hostile plugin's channel).
-    fn config_with(&self, table: &str) -> std::path::PathBuf {
+    pub fn config_with(&self, table: &str) -> std::path::PathBuf {
         let config = self.config("");
         let mut text = std::fs::read_to_string(&config).expect("config");
         text.push_str(table);

@@ -17,6 +17,7 @@
 //! | `foreign-host`       | POSTs the appointment e-mail to `evil.example.com`         |
 //! | `set-auth`           | sets its own `Authorization` header                        |
 //! | `reflect`            | renders as `ok`; `classify` copies the whole answer (status, headers, body) into its verdict (message id for 2xx, `retry` reason for 5xx, `permanent` reason otherwise) and prints it to stdout and stderr |
+//! | `long-reason`        | renders as `ok`; `classify` answers `permanent` with a reason of setting `bytes` (12 MiB) bytes of `é` |
 //! | `many-headers`       | one POST with setting `count` (24,600) distinct headers    |
 //! | `huge-header-value`  | one POST with a header of setting `bytes` (1 MiB) bytes    |
 //! | `many-requests`      | setting `count` (10,000) POSTs to `{base_url}/hook`        |
@@ -87,7 +88,12 @@ const BEHAVIORS: &[&str] = &[
     "long-url",
     "path",
     "reflect",
+    "long-reason",
 ];
+
+/// The review's case: a reason far past a Kafka header's (and a stock
+/// broker's 1 MiB record) limit.
+const LONG_REASON_BYTES: usize = 12 * 1024 * 1024;
 
 /// Nothing resolves under `.invalid` (RFC 2606): an unconfigured `ok` channel
 /// cannot reach anyone.
@@ -314,6 +320,7 @@ impl bindings::Guest for Hostile {
             // An echoing provider's answer, credentials and all, is what
             // this one hands back from classify.
             "reflect" => Ok(post(hook, Vec::new(), event.event_id)),
+            "long-reason" => Ok(post(hook, Vec::new(), event.event_id)),
             other => Err(format!("unknown behavior `{other}`")),
         }
     }
@@ -329,6 +336,14 @@ impl bindings::Guest for Hostile {
         }
         if behavior == Some("reflect") {
             return reflect(&response);
+        }
+        if behavior == Some("long-reason") {
+            // Two-byte characters, so a cut at an odd byte count must step
+            // back to a character boundary.
+            let bytes: usize = setting(&settings, "bytes")
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(LONG_REASON_BYTES);
+            return Disposition::Permanent("é".repeat(bytes / 2));
         }
         match response.status {
             200..=299 => Disposition::Delivered(Delivered {

@@ -14,7 +14,7 @@ use clap::{Args, Subcommand};
 use futures_executor::block_on;
 use notify_host::attempt::{self, Observed};
 use notify_host::channels::{Channel, Channels, RenderError};
-use notify_host::config::{ConfigError, LogConfig, LogFormat};
+use notify_host::config::{Config, ConfigError, LogConfig, LogFormat};
 use notify_host::plugin::{Disposition, Header, HttpResponse, Purpose};
 use notify_host::transport::Transport;
 use notify_host::{event, scrub, telemetry};
@@ -80,7 +80,7 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
     });
     match cmd {
         PluginCommand::Render { config, target } => {
-            with_channel(&config.config, &target.channel, |ch| {
+            with_channel(&config.config, &target.channel, |ch, _| {
                 render(ch, &target.event)
             })
         }
@@ -91,12 +91,12 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
             headers,
             body,
             attempt,
-        } => with_channel(&config.config, &channel, |ch| {
+        } => with_channel(&config.config, &channel, |ch, _| {
             classify(ch, status, &headers, body.as_deref(), attempt)
         }),
         PluginCommand::Send { config, target } => {
-            with_channel(&config.config, &target.channel, |ch| {
-                send(ch, &target.event)
+            with_channel(&config.config, &target.channel, |ch, config| {
+                send(ch, &target.event, config.plugins.response_body_limit)
             })
         }
     }
@@ -105,7 +105,7 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
 fn with_channel(
     config_path: &Path,
     name: &str,
-    f: impl FnOnce(&Channel) -> Result<ExitCode>,
+    f: impl FnOnce(&Channel, &Config) -> Result<ExitCode>,
 ) -> Result<ExitCode> {
     let config = match load_config(config_path) {
         Ok(c) => c,
@@ -135,7 +135,7 @@ fn with_channel(
     let channel = channels
         .get(name)
         .context("channel vanished after loading")?;
-    f(channel)
+    f(channel, &config)
 }
 
 fn print_json(value: &Value) -> Result<()> {
@@ -242,7 +242,7 @@ fn classify(
     Ok(ExitCode::SUCCESS)
 }
 
-fn send(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
+fn send(ch: &Channel, event_path: &Path, body_limit: usize) -> Result<ExitCode> {
     let event = match read_event(event_path)? {
         Ok(e) => e,
         Err(v) => bail!("{} breaks the event contract: {v}", event_path.display()),
@@ -251,7 +251,8 @@ fn send(ch: &Channel, event_path: &Path) -> Result<ExitCode> {
         Ok(r) => r,
         Err(e) => return report_unsendable(ch, &e),
     };
-    let transport = Transport::new(1024 * 1024, [&ch.config])?;
+    // The pipeline's limit, so the plugin classifies what it would in service.
+    let transport = Transport::new(body_limit, [&ch.config])?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

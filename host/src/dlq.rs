@@ -276,7 +276,8 @@ impl DeadLetters {
                 value: Some(value),
             });
         };
-        add("notify.reason", cut(&letter.reason, MAX_REASON_BYTES));
+        let reason = crate::scrub::cut(letter.reason.clone(), MAX_REASON_BYTES);
+        add("notify.reason", &reason);
         add("notify.error_class", letter.class.as_str());
         if let Some(c) = &letter.channel {
             add("notify.channel", c);
@@ -333,18 +334,6 @@ impl DeadLetters {
     }
 }
 
-/// `s` cut to at most `max` bytes on a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,15 +365,6 @@ mod tests {
             WriteFailure::Transient,
             "not a production error"
         );
-    }
-
-    #[test]
-    fn reasons_are_cut_on_a_character_boundary() {
-        assert_eq!(cut("abc", 10), "abc");
-        assert_eq!(cut("abcdef", 3), "abc");
-        // 'é' is two bytes: a cut in its middle steps back before it.
-        assert_eq!(cut("aé", 2), "a");
-        assert_eq!(cut("", 0), "");
     }
 
     #[test]

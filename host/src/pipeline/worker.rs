@@ -292,13 +292,7 @@ fn unknown_channels(shared: &Shared, event: &AppointmentEvent, names: &[&str]) -
     let mut listed: Vec<String> = names
         .iter()
         .take(SHOWN)
-        .map(|n| {
-            let mut end = n.len().min(NAME_BYTES);
-            while !n.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("`{}`", &n[..end])
-        })
+        .map(|n| format!("`{}`", crate::scrub::cut(n.to_string(), NAME_BYTES)))
         .collect();
     if names.len() > SHOWN {
         listed.push(format!("and {} more", names.len() - SHOWN));

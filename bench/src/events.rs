@@ -51,7 +51,7 @@ pub fn payload(id: EventRef, key: u64) -> String {
         "appointment": {
             "appointment_id": appointment_id(key),
             "user_id": key,
-            "time": "2026-02-20T15:00:00Z",
+            "time": "2099-02-20T15:00:00Z",
             "email": format!("user{key}@example.com"),
             // +1 555 then seven digits: valid E.164 for any key below 10^7.
             "phone_e164": format!("+1555{:07}", key % 10_000_000),

@@ -2,7 +2,7 @@
 //!
 //! - `GET /health/live`: 200 while the process serves requests.
 //! - `GET /health/ready`: 200 only when Kafka is reachable and partitions are
-//!   assigned, every enabled plugin is loaded, the dedup store answers and
+//!   assigned, every enabled plugin is loaded, the ledger answers and
 //!   the dead-letter topic can be written (a missing topic or a denied write
 //!   fails it until a write succeeds); otherwise 503 with a JSON body naming
 //!   each failing check. Either way
@@ -26,9 +26,11 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::dedup::DedupStore;
+use crate::config::Config;
 use crate::dlq::DlqHealth;
 use crate::health::Health;
+use crate::kafka::HostProducer;
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 
 /// What readiness is made of; the pipeline and Kafka callbacks update it.
@@ -48,9 +50,13 @@ pub struct Readiness {
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
-    pub dedup: DedupStore,
+    pub ledger: Ledger,
     pub health: Arc<Health>,
     pub dlq: Arc<DlqHealth>,
+    /// The running config: the API token, channel modes (release).
+    pub config: Arc<Config>,
+    /// Re-publishes held events on release; `None` in tools without Kafka.
+    pub producer: Option<HostProducer>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -92,11 +98,8 @@ async fn ready(State(state): State<AdminState>) -> Response {
     if let Some(reason) = state.dlq.unavailable() {
         failing.push(json!({ "check": "dead_letter_topic", "reason": reason }));
     }
-    let dedup = state.dedup.clone();
-    match tokio::task::spawn_blocking(move || dedup.len()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => failing.push(json!({ "check": "dedup_store", "reason": e.to_string() })),
-        Err(e) => failing.push(json!({ "check": "dedup_store", "reason": e.to_string() })),
+    if let Err(e) = state.ledger.stats().await {
+        failing.push(json!({ "check": "ledger", "reason": e.to_string() }));
     }
     // A provider outage does not make the host unready: restarting it would
     // not help, and the work is held, not lost. The channels' states are in

@@ -13,6 +13,7 @@
 //! - [`channels`]: enabled channels = config + plugin.
 //! - [`attempt`]: one send of one request and its classification (pipeline and CLI).
 //! - [`health`]: each channel's circuit, throttle and rate limit.
+//! - [`ledger`]: every delivery's state on record (dedup, status API, hold, replay).
 //! - [`pipeline`]: Kafka messages in, deliveries out, offsets committed behind them.
 //! - [`redact`], [`telemetry`]: masked, structured logs.
 //! - [`scrub`]: credentials kept out of plugin input and output, CLI output and logs.
@@ -21,16 +22,17 @@ pub mod admin;
 pub mod attempt;
 pub mod channels;
 pub mod config;
-pub mod dedup;
 pub mod dlq;
 pub mod event;
 pub mod health;
 pub mod kafka;
+pub mod ledger;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
 pub mod plugin;
 pub mod redact;
+pub mod replay;
 pub mod retry;
 pub mod scrub;
 pub mod telemetry;

@@ -30,6 +30,8 @@ pub const OUTCOMES: &[&str] = &[
     "disabled",
     "dead_letter",
     "revoked",
+    "held",
+    "expired",
 ];
 
 /// Every `status_class` of `notify_provider_requests_total`.

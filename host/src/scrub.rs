@@ -126,7 +126,8 @@ impl Secrets {
             config
                 .channels
                 .values()
-                .flat_map(|c| Secrets::values_of(&c.auth)),
+                .flat_map(|c| Secrets::values_of(&c.auth))
+                .chain(config.admin_token.as_ref().map(|t| t.expose().to_string())),
         )
     }
 

@@ -227,7 +227,7 @@ fn no_event_is_lost_under_kills_and_provider_faults() {
                 requested.insert((id.clone(), "sms".into()));
             }
             format!(
-                r#"{{"event_id":"{id}","notify":{{"email":{email},"sms":{sms}}},"appointment":{{"appointment_id":"a-{}","time":"2026-02-20T15:00:00Z","email":"user@example.com","phone_e164":"+15555550123"}}}}"#,
+                r#"{{"event_id":"{id}","notify":{{"email":{email},"sms":{sms}}},"appointment":{{"appointment_id":"a-{}","time":"2099-02-20T15:00:00Z","email":"user@example.com","phone_e164":"+15555550123"}}}}"#,
                 i % 50
             )
             .into_bytes()

@@ -60,8 +60,8 @@ const NASTY: &[&str] = &[
     "a@b.co,c@d.co",
     "user@example.com\r\nBcc: x@y.z",
     "9999-99-99T99:99:99Z",
-    "2026-02-20T15:00:00Z",
-    "2026-02-20T15:00:00+14:00",
+    "2099-02-20T15:00:00Z",
+    "2099-02-20T15:00:00+14:00",
     "-0001-01-01T00:00:00Z",
     "1e309",
     "null",
@@ -110,7 +110,7 @@ fn mutated_event(rng: &mut fastrand::Rng) -> Vec<u8> {
         "appointment": {
             "appointment_id": rng.u32(..),
             "user_id": "u-1",
-            "time": "2026-02-20T15:00:00Z",
+            "time": "2099-02-20T15:00:00Z",
             "email": "user@example.com",
             "phone_e164": "+15555550123"
         }

@@ -50,7 +50,7 @@ pub const SAMPLE_EVENT: &str = r#"{
   "appointment": {
     "appointment_id": "a1b2c3",
     "user_id": 42,
-    "time": "2026-02-20T15:00:00Z",
+    "time": "2099-02-20T15:00:00Z",
     "email": "user@example.com",
     "phone_e164": "+15555550123"
   }

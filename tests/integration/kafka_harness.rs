@@ -638,7 +638,7 @@ pub fn event(id: &str, email: bool, sms: bool) -> Vec<u8> {
         "appointment": {
             "appointment_id": format!("appt-{id}"),
             "user_id": 7,
-            "time": "2026-02-20T15:00:00Z",
+            "time": "2099-02-20T15:00:00Z",
             "email": "user@example.com",
             "phone_e164": "+15555550123"
         }

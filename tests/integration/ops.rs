@@ -11,7 +11,7 @@ const MAILGUN_OK: &str = r#"{"id":"<m@mg>","message":"Queued. Thank you."}"#;
 
 fn event(id: &str) -> Vec<u8> {
     format!(
-        r#"{{"event_id":"{id}","notify":{{"email":true}},"appointment":{{"appointment_id":"a-{id}","time":"2026-02-20T15:00:00Z","email":"user@example.com"}}}}"#
+        r#"{{"event_id":"{id}","notify":{{"email":true}},"appointment":{{"appointment_id":"a-{id}","time":"2099-02-20T15:00:00Z","email":"user@example.com"}}}}"#
     )
     .into_bytes()
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use notify_host::admin::{self, AdminState, Readiness};
 use notify_host::channels::Channels;
 use notify_host::config::ConfigError;
-use notify_host::dedup::DedupStore;
+use notify_host::ledger::{embedded::Embedded, Ledger};
 use notify_host::dlq::DeadLetters;
 use notify_host::health::Health;
 use notify_host::kafka::{HostContext, TopicCheck};
@@ -21,9 +21,11 @@ use notify_host::{kafka, telemetry};
 
 use super::{load_config, report_config_error};
 
-/// Expired dedup entries are swept this often; a sweep is one write
-/// transaction over the table.
-const DEDUP_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+/// The ledger drops buckets past the retention this often (a bucket is an
+/// eighth of the retention, so this is at most a bucket's width late).
+fn sweep_interval(retention: Duration) -> Duration {
+    (retention / 8).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
 
 pub fn run(config_path: &Path) -> Result<ExitCode> {
     let config = match load_config(config_path) {
@@ -58,14 +60,17 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         tracing::info!(channel = c.name(), plugin = %info.name, version = %info.version, contract = c.plugin.contract_version(), path = %c.config.plugin_path.display(), "channel ready");
     }
     for c in config.channels.values().filter(|c| !c.enabled) {
-        tracing::info!(channel = %c.name, "channel disabled in config: requests for it are skipped");
+        match c.mode {
+            notify_host::config::ChannelMode::Hold => tracing::info!(channel = %c.name, mode = "hold", "channel on hold: requests for it are kept in the ledger for `notify-host deliveries release`"),
+            _ => tracing::info!(channel = %c.name, mode = "off", "channel off: requests for it are skipped"),
+        }
     }
 
-    let dedup = DedupStore::open(
-        &config.dedup.path,
-        config.dedup.retention,
-        config.dedup.cache_bytes,
-    )?;
+    let ledger = Ledger::new(Arc::new(Embedded::open(
+        &config.ledger.path,
+        config.ledger.retention,
+        config.ledger.cache_bytes,
+    )?));
     let transport = Transport::new(
         config.plugins.response_body_limit,
         config.enabled_channels(),
@@ -91,7 +96,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         }
         TopicCheck::Unknown(reason) => tracing::warn!(dlq_topic = %config.kafka.dlq_topic, error = %reason, "cannot check the dead-letter topic yet (no answer from the broker); starting anyway"),
     }
-    let dlq = DeadLetters::new(producer, config.kafka.dlq_topic.clone());
+    let dlq = DeadLetters::new(producer.clone(), config.kafka.dlq_topic.clone());
     let tracker = Arc::new(std::sync::Mutex::new(OffsetTracker::new()));
     let metrics = Arc::new(Metrics::for_config(
         config.channels.keys().map(String::as_str),
@@ -112,9 +117,11 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         let admin_state = AdminState {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
-            dedup: dedup.clone(),
+            ledger: ledger.clone(),
             health: health.clone(),
             dlq: dlq.health().clone(),
+            config: Arc::new(config.clone()),
+            producer: Some(producer.clone()),
         };
         let admin = tokio::spawn(admin::serve(listener, admin_state, async move {
             let _ = admin_stopped.await;
@@ -127,18 +134,21 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             readiness: readiness.clone(),
         };
         let consumer = Arc::new(kafka::consumer(&config.kafka, context)?);
-        let sweeper = dedup.clone();
+        let sweeper = ledger.clone();
+        let every = sweep_interval(config.ledger.retention);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(DEDUP_SWEEP_INTERVAL);
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let store = sweeper.clone();
-                match tokio::task::spawn_blocking(move || store.sweep_expired()).await {
-                    Ok(Ok(n)) if n > 0 => {
-                        tracing::info!(removed = n, "expired dedup entries removed")
-                    }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "dedup sweep failed"),
-                    _ => {}
+                match sweeper.sweep().await {
+                    Ok(s) if s.buckets_dropped > 0 => tracing::info!(
+                        records = s.records_dropped,
+                        buckets = s.buckets_dropped,
+                        held_writer_ms = s.held_writer.as_millis() as u64,
+                        "ledger records past the retention dropped"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "ledger retention pass failed; retried at the next"),
                 }
             }
         });
@@ -147,14 +157,14 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             topic = %config.kafka.topic,
             dlq_topic = %config.kafka.dlq_topic,
             group_id = %config.kafka.group_id,
-            dedup = %config.dedup.path.display(),
+            ledger = %config.ledger.path.display(),
             "notify-host running; waiting for SIGTERM or Ctrl-C"
         );
         let shared = Arc::new(Shared {
             config: Arc::new(config.clone()),
             channels: Arc::new(channels),
             transport,
-            dedup,
+            ledger,
             dlq,
             metrics,
             health,

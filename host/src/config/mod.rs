@@ -216,16 +216,42 @@ pub struct PipelineConfig {
     /// An event naming more channels than this is dead-lettered as a whole,
     /// so one event cannot fan out into thousands of sends or dead letters.
     pub max_channels_per_event: usize,
+    /// An event older than this (by `occurred_at`, else its Kafka
+    /// timestamp) is recorded `expired` instead of sent; `None`: no limit.
+    pub max_event_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DedupConfig {
-    /// The store file.
+pub struct LedgerConfig {
+    /// The ledger file.
     pub path: PathBuf,
-    /// How long a delivery is remembered.
+    /// How long a delivery is remembered (and listed by the status API).
     pub retention: Duration,
     /// The store's page cache; bounds its share of the host's memory.
     pub cache_bytes: usize,
+}
+
+/// What a channel does with the deliveries events ask of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelMode {
+    /// Sends (the default).
+    On,
+    /// Sends nothing; records each requested delivery as `held` (with the
+    /// event) for `notify-host deliveries release` once the channel is on.
+    Hold,
+    /// Sends nothing and keeps nothing: each requested delivery is recorded
+    /// `skipped`.
+    Off,
+}
+
+impl ChannelMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelMode::On => "on",
+            ChannelMode::Hold => "hold",
+            ChannelMode::Off => "off",
+        }
+    }
 }
 
 /// One `[channels.NAME]` table, validated.
@@ -233,7 +259,10 @@ pub struct DedupConfig {
 pub struct ChannelConfig {
     /// The key under `[channels]`; events request it with `"notify": {NAME: true}`.
     pub name: String,
+    /// `mode == On`: the plugin is loaded and requests are sent. A channel
+    /// on hold or off loads no plugin and needs no credentials.
     pub enabled: bool,
+    pub mode: ChannelMode,
     /// Absolute path of the plugin component.
     pub plugin_path: PathBuf,
     pub base_url: Option<Url>,
@@ -274,9 +303,12 @@ pub struct Config {
     pub path: PathBuf,
     pub kafka: KafkaConfig,
     pub pipeline: PipelineConfig,
-    pub dedup: DedupConfig,
+    pub ledger: LedgerConfig,
     /// Where the health and metrics server listens.
     pub admin_listen: std::net::SocketAddr,
+    /// The bearer token the status API (`/v1`) requires; `None`: the API is
+    /// off (404), never open.
+    pub admin_token: Option<Secret>,
     pub plugins: PluginRuntimeConfig,
     pub log: LogConfig,
     /// Every channel, enabled or not, by name.
@@ -479,7 +511,7 @@ const DEFAULT_SHUTDOWN_GRACE_SECONDS: f64 = 8.0;
 /// redb's own default is 1 GiB, which a week of deliveries would fill. A
 /// lookup is for a recent event (a redelivery), so a small cache of the
 /// tree's upper pages serves it; the OS page cache holds the rest.
-const DEFAULT_DEDUP_CACHE_MIB: u64 = 16;
+const DEFAULT_LEDGER_CACHE_MIB: u64 = 16;
 /// Appointment events are under 1 KiB; anything past 64 KiB is a producer bug.
 const DEFAULT_MAX_EVENT_KIB: u64 = 64;
 /// The contract has two channels and a host rarely more than a handful; 16
@@ -510,8 +542,11 @@ const DEFAULT_OUTPUT_LINE_BYTES: u64 = 4096;
 /// `TRACE` (which echoes the request, credentials included) and custom
 /// methods are refused.
 pub const ALLOWED_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+/// The status API's token guards every delivery on record: 16 characters
+/// at least (`openssl rand -hex 32` gives 64).
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
 /// The topic's retention (seed 001): Kafka cannot redeliver older events.
-const DEFAULT_DEDUP_RETENTION_HOURS: f64 = 168.0;
+const DEFAULT_LEDGER_RETENTION_HOURS: f64 = 168.0;
 
 /// The prototype's environment variables (seed 003) override these keys.
 pub const KAFKA_ENV_OVERRIDES: &[(&str, &str)] = &[
@@ -691,15 +726,15 @@ fn in_disabled_channel(value: &toml::Value, key: &str) -> bool {
     let (Some("channels"), Some(name)) = (parts.next(), parts.next()) else {
         return false;
     };
-    if parts.next() == Some("enabled") {
+    if matches!(parts.next(), Some("enabled" | "mode")) {
         return false;
     }
-    let enabled = value
-        .get("channels")
-        .and_then(|c| c.get(name))
-        .and_then(|c| c.get("enabled"));
+    let channel = value.get("channels").and_then(|c| c.get(name));
+    let enabled = channel.and_then(|c| c.get("enabled"));
+    let mode = channel.and_then(|c| c.get("mode"));
     matches!(enabled, Some(toml::Value::Boolean(false)))
         || matches!(enabled, Some(toml::Value::String(s)) if s.trim() == "false")
+        || matches!(mode, Some(toml::Value::String(s)) if matches!(s.trim().to_ascii_lowercase().as_str(), "hold" | "off"))
 }
 
 fn validate(
@@ -849,29 +884,36 @@ fn validate(
             1,
             1024,
         ) as usize,
+        max_event_age: p.max_event_age.filter(|d| !d.is_zero()),
     };
-    let dedup = DedupConfig {
+    if raw.dedup.is_some() {
+        problems.push(Problem::new(
+            "dedup",
+            "[dedup] is now [ledger] (the same keys: path, retention_hours, cache_mib; the default file is data/ledger.redb); rename the table",
+        ));
+    }
+    let ledger = LedgerConfig {
         path: base_dir.join(
-            raw.dedup
+            raw.ledger
                 .path
                 .as_deref()
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
-                .unwrap_or("data/dedup.redb"),
+                .unwrap_or("data/ledger.redb"),
         ),
         retention: seconds(
             &mut problems,
-            "dedup.retention_hours",
-            raw.dedup.retention_hours.map(|h| h * 3600.0),
-            DEFAULT_DEDUP_RETENTION_HOURS * 3600.0,
+            "ledger.retention_hours",
+            raw.ledger.retention_hours.map(|h| h * 3600.0),
+            DEFAULT_LEDGER_RETENTION_HOURS * 3600.0,
             0.001,
             24.0 * 3600.0 * 3650.0,
         ),
         cache_bytes: (bounded(
             &mut problems,
-            "dedup.cache_mib",
-            raw.dedup.cache_mib,
-            DEFAULT_DEDUP_CACHE_MIB,
+            "ledger.cache_mib",
+            raw.ledger.cache_mib,
+            DEFAULT_LEDGER_CACHE_MIB,
             1,
             64 * 1024,
         ) as usize)
@@ -888,6 +930,33 @@ fn validate(
             ));
             std::net::SocketAddr::from(([127, 0, 0, 1], 9090))
         }),
+    };
+
+    // Off unless set: an empty `${NOTIFY_ADMIN_TOKEN:-}` keeps the API off.
+    let admin_token = match raw.admin.token.as_deref() {
+        None => None,
+        Some(t) if t.trim().is_empty() => None,
+        Some(t) => match check_credential(t, CredentialForm::HeaderValue) {
+            Ok(()) if t.len() >= MIN_ADMIN_TOKEN_LEN => Some(Secret::new(t)),
+            Ok(()) => {
+                problems.push(Problem::new(
+                    "admin.token",
+                    format!(
+                        "{} is {} characters; use at least {MIN_ADMIN_TOKEN_LEN} (e.g. `openssl rand -hex 32`)",
+                        interpolated.describe("admin.token"),
+                        t.len()
+                    ),
+                ));
+                None
+            }
+            Err(why) => {
+                problems.push(Problem::new(
+                    "admin.token",
+                    format!("{} {why}", interpolated.describe("admin.token")),
+                ));
+                None
+            }
+        },
     };
 
     let mut channels = BTreeMap::new();
@@ -911,8 +980,9 @@ fn validate(
         path: PathBuf::new(),
         kafka,
         pipeline,
-        dedup,
+        ledger,
         admin_listen,
+        admin_token,
         plugins: PluginRuntimeConfig {
             max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
             default_limits,
@@ -1276,6 +1346,46 @@ fn bounded(
     }
 }
 
+/// `mode` (on, hold, off), or the older `enabled` (false is `off`).
+fn channel_mode(
+    name: &str,
+    enabled: Option<bool>,
+    mode: Option<&str>,
+    problems: &mut Vec<Problem>,
+) -> ChannelMode {
+    let from_enabled = enabled.map(|on| if on { ChannelMode::On } else { ChannelMode::Off });
+    let mode = match mode.map(str::trim) {
+        None | Some("") => None,
+        Some(m) => match m.to_ascii_lowercase().as_str() {
+            "on" => Some(ChannelMode::On),
+            "hold" => Some(ChannelMode::Hold),
+            "off" => Some(ChannelMode::Off),
+            _ => {
+                problems.push(Problem::new(
+                    format!("channels.{name}.mode"),
+                    format!("\"{m}\" is not a mode: use \"on\", \"hold\" (keep requests for `notify-host deliveries release`) or \"off\" (skip them)"),
+                ));
+                Some(ChannelMode::On)
+            }
+        },
+    };
+    match (mode, from_enabled) {
+        (Some(m), Some(e)) if m != e => {
+            problems.push(Problem::new(
+                format!("channels.{name}.enabled"),
+                format!(
+                    "contradicts channels.{name}.mode = \"{}\"; `enabled` is the older spelling of mode on/off: keep only `mode`",
+                    m.as_str()
+                ),
+            ));
+            m
+        }
+        (Some(m), _) => m,
+        (None, Some(e)) => e,
+        (None, None) => ChannelMode::On,
+    }
+}
+
 fn validate_channel(
     name: &str,
     ch: RawChannel,
@@ -1286,7 +1396,8 @@ fn validate_channel(
 ) -> Option<ChannelConfig> {
     let key = |k: &str| format!("channels.{name}.{k}");
     let before = problems.len();
-    let enabled = ch.enabled.unwrap_or(true);
+    let mode = channel_mode(name, ch.enabled, ch.mode.as_deref(), problems);
+    let enabled = mode == ChannelMode::On;
 
     if name.is_empty()
         || !name
@@ -1534,6 +1645,7 @@ fn validate_channel(
     (problems.len() == before).then(|| ChannelConfig {
         name: name.to_string(),
         enabled,
+        mode,
         plugin_path,
         base_url,
         allowed,

@@ -15,8 +15,10 @@ pub struct RawConfig {
     pub kafka: RawKafka,
     #[serde(default)]
     pub pipeline: RawPipeline,
+    /// Replaced by `[ledger]`; kept only to name the new key in the error.
+    pub dedup: Option<toml::Value>,
     #[serde(default)]
-    pub dedup: RawDedup,
+    pub ledger: RawLedger,
     #[serde(default)]
     pub admin: RawAdmin,
     #[serde(default)]
@@ -57,11 +59,13 @@ pub struct RawPipeline {
     pub max_event_kib: Option<u64>,
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub max_channels_per_event: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_duration")]
+    pub max_event_age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDedup {
+pub struct RawLedger {
     pub path: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_f64")]
     pub retention_hours: Option<f64>,
@@ -73,6 +77,7 @@ pub struct RawDedup {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +170,7 @@ pub struct RawCaps {
 pub struct RawChannel {
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub enabled: Option<bool>,
+    pub mode: Option<String>,
     pub plugin: Option<String>,
     pub base_url: Option<String>,
     #[serde(default)]
@@ -269,6 +275,10 @@ mod lenient {
         let Some(s) = Option::<Scalar>::deserialize(d)? else {
             return Ok(None);
         };
+        // `${VAR:-}` interpolates to "": no value, as if the key were absent.
+        if matches!(&s, Scalar::Str(v) if v.trim().is_empty()) {
+            return Ok(None);
+        }
         let parsed = match &s {
             Scalar::Int(i) => u64::try_from(*i).ok().map(std::time::Duration::from_secs),
             Scalar::Float(f) if f.is_finite() && *f >= 0.0 => {

@@ -33,6 +33,7 @@
 //! - On shutdown, fetching stops, in-flight work gets `shutdown_grace` to
 //!   finish, what is done is committed, and the rest is left for redelivery.
 
+mod deadline;
 mod keyed;
 mod worker;
 

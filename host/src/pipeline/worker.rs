@@ -14,16 +14,24 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+
+use super::deadline;
 use crate::attempt::{self, Hooks, Observed};
 use crate::channels::{Channels, RenderError};
-use crate::config::Config;
-use crate::dedup::DedupStore;
+use crate::config::{ChannelMode, Config};
 use crate::dlq::{DeadLetter, DeadLetters, ErrorClass, Source, WriteFailure, Written};
 use crate::event::{self, AppointmentEvent};
 use crate::health::{ChannelGate, Health};
+use crate::ledger::{
+    self, Admission, Arrival, AttemptRecord, Delivery, DeliveryKey, HeldMessage, Ledger,
+    Purpose as LedgerPurpose, Recipient, Record, SourceRef, State,
+};
 use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels};
-use crate::plugin::{Disposition, Purpose};
+use crate::plugin::{Disposition, Message as PluginMessage, Purpose};
 use crate::retry::RetryPolicy;
+use crate::scrub;
 use crate::transport::{OutboundRequest, Transport};
 
 /// What the pipeline needs to work an event.
@@ -31,7 +39,7 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub channels: Arc<Channels>,
     pub transport: Transport,
-    pub dedup: DedupStore,
+    pub ledger: Ledger,
     pub dlq: DeadLetters,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -47,10 +55,15 @@ pub enum ChannelOutcome {
         attempts: u32,
         provider_message_id: Option<String>,
     },
-    /// Recorded as delivered earlier (redelivery or duplicate publish).
-    AlreadyDelivered,
-    /// Requested but disabled in config.
+    /// Ended earlier (delivered, dead-lettered, expired, cancelled) or
+    /// already held: a redelivery or a duplicate publish; nothing done.
+    AlreadyDone(State),
+    /// The channel is off: recorded `skipped`.
     Disabled,
+    /// The channel is on hold: recorded `held` with the event.
+    Held,
+    /// Past its useful time: recorded `expired`, not sent.
+    Expired(String),
     DeadLetter(DeadLetter),
     /// The partition was revoked before this channel was done: nothing more
     /// was sent, and its next owner works the event again.
@@ -232,6 +245,7 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>, revoked: Cance
             }
         }
     }
+    let arrived = Arrived::of(&msg);
     async move {
         let requested: Vec<&str> = event.requested_channels().collect();
         if let Some(letter) = too_many_channels(&shared, &event, requested.len()) {
@@ -251,12 +265,22 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>, revoked: Cance
             let event = event.clone();
             let name = name.to_string();
             let revoked = revoked.clone();
-            async move { deliver(&shared, &event, &name, &revoked).await }
+            let arrived = &arrived;
+            async move { deliver(&shared, &event, &name, &revoked, arrived).await }
         });
         // Channels of one event go out concurrently: e-mail does not wait on SMS.
-        for outcome in futures_util::future::join_all(work).await {
+        for (outcome, record) in futures_util::future::join_all(work).await {
             if let ChannelOutcome::DeadLetter(letter) = outcome {
-                dead_letter(&shared, &msg, &letter, &revoked).await;
+                // Recorded only once the dead letter is safe: a record
+                // without it would make a redelivery skip the channel and
+                // lose the letter.
+                if dead_letter(&shared, &msg, &letter, &revoked).await {
+                    if let Some(mut delivery) = record {
+                        delivery.error_class = Some(letter.class.as_str().to_string());
+                        delivery.set(State::DeadLettered, Some(letter.reason.clone()));
+                        write_final(&shared, &delivery, None).await;
+                    }
+                }
             }
         }
         if let Some(letter) = unknown_letter {
@@ -368,7 +392,7 @@ async fn dead_letter(
     msg: &OwnedMessage,
     letter: &DeadLetter,
     revoked: &CancellationToken,
-) {
+) -> bool {
     let source = Source {
         topic: msg.topic(),
         partition: msg.partition(),
@@ -385,7 +409,7 @@ async fn dead_letter(
                 class = letter.class.as_str(),
                 "partition revoked before the dead letter was written; left for its next owner"
             );
-            return;
+            return false;
         }
         match shared.dlq.send(&source, letter).await {
             Ok(written) => {
@@ -404,7 +428,7 @@ async fn dead_letter(
                     .inc();
                 let payload_omitted = written == Written::PayloadOmitted;
                 tracing::info!(dlq_topic = shared.dlq.topic(), class = letter.class.as_str(), channel = letter.channel.as_deref(), reason = %letter.reason, payload_omitted, "dead-lettered");
-                return;
+                return true;
             }
             Err(e) => {
                 let failure = e.failure();
@@ -447,21 +471,87 @@ fn letter(
     })
 }
 
-/// One channel of one event, to its end.
+/// How the event came to the host: what its deliveries' records say about
+/// it, and what a hold keeps.
+pub struct Arrived {
+    pub arrival: Arrival,
+    /// The dead letter it replays (`notify.replay_of`).
+    pub replay_of: Option<String>,
+    pub source: SourceRef,
+    /// The Kafka record's timestamp (its age when it has no `occurred_at`).
+    pub timestamp: Option<DateTime<Utc>>,
+    msg: Arc<OwnedMessage>,
+}
+
+impl Arrived {
+    pub fn of(msg: &Arc<OwnedMessage>) -> Arrived {
+        let replay_of = msg.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == ledger::REPLAY_OF_HEADER)
+                .map(|h| String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+        });
+        Arrived {
+            arrival: if replay_of.is_some() {
+                Arrival::Replay
+            } else {
+                Arrival::Normal
+            },
+            replay_of,
+            source: SourceRef {
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+            },
+            timestamp: msg
+                .timestamp()
+                .to_millis()
+                .and_then(DateTime::<Utc>::from_timestamp_millis),
+            msg: msg.clone(),
+        }
+    }
+
+    /// The event as a hold keeps it, byte for byte, for its release.
+    fn held_message(&self) -> HeldMessage {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        HeldMessage {
+            topic: self.msg.topic().to_string(),
+            key_b64: self.msg.key().map(b64),
+            // Only a UTF-8 event gets this far (`event::parse`).
+            payload: String::from_utf8_lossy(self.msg.payload().unwrap_or_default()).into_owned(),
+            headers: self
+                .msg
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), b64(h.value.unwrap_or_default())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// One channel of one event, to its end; with the delivery's record as it
+/// stands (for `process` to finish a dead letter's).
 async fn deliver(
     shared: &Arc<Shared>,
     event: &Arc<AppointmentEvent>,
     name: &str,
     revoked: &CancellationToken,
-) -> ChannelOutcome {
+    arrived: &Arrived,
+) -> (ChannelOutcome, Option<Delivery>) {
     let started = Instant::now();
-    let outcome = deliver_inner(shared, event, name, revoked).await;
+    let mut record = None;
+    let outcome = deliver_inner(shared, event, name, revoked, arrived, &mut record).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let event_id = event.event_id.as_str();
     let word = match &outcome {
         ChannelOutcome::Delivered { .. } => "delivered",
-        ChannelOutcome::AlreadyDelivered => "duplicate",
+        ChannelOutcome::AlreadyDone(_) => "duplicate",
         ChannelOutcome::Disabled => "disabled",
+        ChannelOutcome::Held => "held",
+        ChannelOutcome::Expired(_) => "expired",
         ChannelOutcome::DeadLetter(_) => "dead_letter",
         ChannelOutcome::Revoked => "revoked",
     };
@@ -473,7 +563,7 @@ async fn deliver(
             outcome: word.to_string(),
         })
         .inc();
-    if outcome == ChannelOutcome::AlreadyDelivered {
+    if matches!(outcome, ChannelOutcome::AlreadyDone(_)) {
         shared
             .metrics
             .dedup_hits
@@ -495,17 +585,31 @@ async fn deliver(
                 "channel delivered"
             )
         }
-        ChannelOutcome::AlreadyDelivered => tracing::info!(
+        ChannelOutcome::AlreadyDone(state) => tracing::info!(
             event_id,
             channel = name,
             outcome = "duplicate",
-            "channel already delivered for this event; not sent again"
+            state = state.as_str(),
+            "channel already done for this event (see state); not sent again"
         ),
         ChannelOutcome::Disabled => tracing::info!(
             event_id,
             channel = name,
             outcome = "disabled",
-            "channel requested but disabled in config; skipped"
+            "channel requested but off in config; skipped"
+        ),
+        ChannelOutcome::Held => tracing::info!(
+            event_id,
+            channel = name,
+            outcome = "held",
+            "channel on hold; kept for release"
+        ),
+        ChannelOutcome::Expired(reason) => tracing::info!(
+            event_id,
+            channel = name,
+            outcome = "expired",
+            reason = %reason,
+            "past its useful time; not sent"
         ),
         ChannelOutcome::DeadLetter(l) => {
             tracing::warn!(event_id, channel = name, outcome = "dead_letter", class = l.class.as_str(), attempts = l.attempts, provider_status = l.provider_status, reason = %l.reason, elapsed_ms, "channel failed")
@@ -518,25 +622,25 @@ async fn deliver(
             "partition revoked before the channel was done; left for its next owner"
         ),
     }
-    outcome
+    (outcome, record)
 }
 
-/// Whether the dedup store has the delivery; `None` if the partition was
+/// What the ledger has for the delivery; `None` if the partition was
 /// revoked first. Sending without knowing could send twice, and waiting loses
 /// nothing (the event stays in flight, its offset uncommitted), so a failed
 /// lookup is a transient failure of the host, retried with backoff until the
-/// store answers: never taken as "not delivered".
-async fn delivered_before<E: std::fmt::Display>(
-    mut lookup: impl FnMut() -> Result<bool, E>,
+/// ledger answers: never taken as "not on record".
+async fn on_record<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    mut lookup: impl FnMut() -> F,
     channel: &str,
     revoked: &CancellationToken,
-) -> Option<bool> {
+) -> Option<T> {
     let mut wait = Duration::from_millis(100);
     loop {
-        match lookup() {
-            Ok(delivered) => return Some(delivered),
+        match lookup().await {
+            Ok(found) => return Some(found),
             Err(e) => {
-                tracing::error!(channel, error = %e, retry_in_ms = wait.as_millis() as u64, "dedup lookup failed; not sending until the store answers");
+                tracing::error!(channel, error = %e, retry_in_ms = wait.as_millis() as u64, "ledger lookup failed; not sending until the ledger answers");
                 if !sleep_unless_revoked(wait, revoked).await {
                     return None;
                 }
@@ -559,10 +663,75 @@ async fn deliver_inner(
     event: &Arc<AppointmentEvent>,
     name: &str,
     revoked: &CancellationToken,
+    ctx: &Arrived,
+    record: &mut Option<Delivery>,
 ) -> ChannelOutcome {
     // Unknown names never get here: `process` dead-letters them together.
-    if shared.config.channels.get(name).is_some_and(|c| !c.enabled) {
-        return ChannelOutcome::Disabled;
+    let mode = shared
+        .config
+        .channels
+        .get(name)
+        .map_or(ChannelMode::Off, |c| c.mode);
+    let key = DeliveryKey {
+        event_id: event.event_id.clone(),
+        channel: name.to_string(),
+        purpose: LedgerPurpose::Confirmation,
+    };
+    let existing = match on_record(|| shared.ledger.get(&key), name, revoked).await {
+        Some(existing) => existing,
+        None => return ChannelOutcome::Revoked,
+    };
+    let admission = ledger::admit(existing.as_ref().map(|d| d.state), mode, ctx.arrival);
+    let entry = record.insert(existing.unwrap_or_else(|| {
+        Delivery::new(&key, &event.appointment_id, recipient(event))
+    }));
+    if ctx.arrival == Arrival::Replay {
+        entry.replay_of = ctx.replay_of.clone();
+    }
+    match admission {
+        Admission::AlreadyDone(state) => {
+            entry.duplicates = entry.duplicates.saturating_add(1);
+            entry.updated_at = Utc::now();
+            // Only a count: a lost one loses nothing.
+            drop(shared.ledger.put(Record {
+                delivery: entry.clone(),
+                held: None,
+            }));
+            return ChannelOutcome::AlreadyDone(state);
+        }
+        Admission::Skip => {
+            entry.set(
+                State::Skipped,
+                Some(format!("channel `{name}` is off (mode = \"off\")")),
+            );
+            write_final(shared, entry, None).await;
+            return ChannelOutcome::Disabled;
+        }
+        Admission::Hold => {
+            entry.source = Some(ctx.source.clone());
+            entry.set(
+                State::Held,
+                Some(format!(
+                    "channel `{name}` is on hold (mode = \"hold\"): kept for `notify-host deliveries release --channel {name}`"
+                )),
+            );
+            write_final(shared, entry, Some(ctx.held_message())).await;
+            return ChannelOutcome::Held;
+        }
+        Admission::Send => {}
+    }
+    entry.source = Some(ctx.source.clone());
+    let useful_until = useful_until(event);
+    entry.useful_until = useful_until;
+    if let Some(reason) = deadline::expired(
+        Utc::now(),
+        useful_until,
+        event_age_from(event, ctx),
+        shared.config.pipeline.max_event_age,
+    ) {
+        entry.set(State::Expired, Some(reason.clone()));
+        write_final(shared, entry, None).await;
+        return ChannelOutcome::Expired(reason);
     }
     let (Some(channel), Some(gate)) = (shared.channels.get(name), shared.health.get(name)) else {
         return letter(
@@ -574,23 +743,24 @@ async fn deliver_inner(
             None,
         );
     };
-    match delivered_before(
-        || shared.dedup.is_delivered(&event.event_id, name),
-        name,
-        revoked,
-    )
-    .await
-    {
-        Some(true) => return ChannelOutcome::AlreadyDelivered,
-        Some(false) => {}
-        None => return ChannelOutcome::Revoked,
-    }
+    entry.set(State::Pending, None);
+    // In-between states are not awaited: the writer applies them in order
+    // before this delivery's final record (see `ledger`).
+    drop(shared.ledger.put(Record {
+        delivery: entry.clone(),
+        held: None,
+    }));
     let policy = channel.config.retry;
     let first_attempt = Instant::now();
+    let message = PluginMessage {
+        purpose: Purpose::Confirmation,
+        reminder: None,
+        useful_until: useful_until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    };
 
     let mut attempt = 1;
     let requests = loop {
-        match render(shared, event, name).await {
+        match render(shared, event, name, &message).await {
             Ok(r) => break r,
             Err(RenderError::Plugin(e)) => {
                 match retry_or_give_up(
@@ -652,6 +822,14 @@ async fn deliver_inner(
         if revoked.is_cancelled() {
             return ChannelOutcome::Revoked;
         }
+        // A send that waited (a long outage) past the message's useful time
+        // is not made.
+        if let Some(reason) = deadline::expired(Utc::now(), useful_until, None, None) {
+            drop(permit);
+            entry.set(State::Expired, Some(reason.clone()));
+            write_final(shared, entry, None).await;
+            return ChannelOutcome::Expired(reason);
+        }
         let outcome = attempt::attempt(
             channel,
             &shared.transport,
@@ -665,6 +843,7 @@ async fn deliver_inner(
         )
         .await;
         let status = outcome.status();
+        entry.push_attempt(attempt_record(attempt, &outcome));
         let counted = permit.finish(outcome.observed.signal());
         throttle_on_retry_after(gate, &policy, &outcome.observed, status);
         if let Observed::Unclassified { status, error } = &outcome.observed {
@@ -695,6 +874,11 @@ async fn deliver_inner(
                     retry_in_ms = wait.as_millis() as u64,
                     "transient failure; retrying"
                 );
+                entry.set(State::Retrying, None);
+                drop(shared.ledger.put(Record {
+                    delivery: entry.clone(),
+                    held: None,
+                }));
                 if !sleep_unless_revoked(wait, revoked).await {
                     return ChannelOutcome::Revoked;
                 }
@@ -713,6 +897,13 @@ async fn deliver_inner(
                     provider_status = status,
                     "channel not healthy; waiting for it (not counted as an attempt)"
                 );
+                if entry.state != State::Waiting {
+                    entry.set(State::Waiting, Some(format!("channel `{name}` is down: waiting for the provider to recover")));
+                    drop(shared.ledger.put(Record {
+                        delivery: entry.clone(),
+                        held: None,
+                    }));
+                }
             }
             Decision::DeadLetter { class, reason } => {
                 return letter(name, event, class, reason, attempt, status)
@@ -720,17 +911,100 @@ async fn deliver_inner(
         }
     }
 
-    // Durable before the offset can be committed: record() waits for fsync.
-    let mut wait = Duration::from_millis(100);
-    while let Err(e) = shared.dedup.record_delivered(&event.event_id, name).await {
-        tracing::error!(channel = name, error = %e, "cannot record the delivery; retrying so a redelivery does not send twice");
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(5));
-    }
+    // Durable before the offset can be committed: a final record waits for
+    // its fsync.
+    entry.provider_message_id = provider_message_id.clone();
+    entry.set(State::Delivered, None);
+    write_final(shared, entry, None).await;
     ChannelOutcome::Delivered {
         attempts: attempt,
         provider_message_id,
     }
+}
+
+/// Writes a final record, retrying until the ledger takes it: the offset
+/// behind it must not be committed without it, and a redelivery without it
+/// would send (or dead-letter) again.
+async fn write_final(shared: &Shared, delivery: &Delivery, held: Option<HeldMessage>) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let record = Record {
+            delivery: delivery.clone(),
+            held: held.clone(),
+        };
+        match shared.ledger.put(record).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(channel = %delivery.channel, state = delivery.state.as_str(), error = %e, "cannot record the delivery; retrying so a redelivery does not send twice");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The ledger's view of one attempt: outcome word, status, latency, and
+/// the start of the answer (or the error), masked.
+fn attempt_record(number: u32, outcome: &attempt::Outcome) -> AttemptRecord {
+    let word = match &outcome.observed {
+        Observed::Classified(Disposition::Delivered(_)) => "delivered",
+        Observed::Classified(Disposition::Retry(_)) => "retry",
+        Observed::Classified(Disposition::ChannelDown(_)) => "channel_down",
+        Observed::Classified(Disposition::Permanent(_)) => "permanent",
+        Observed::Unreachable(_) => "unreachable",
+        Observed::Unclassified { .. } => "unclassified",
+    };
+    let snippet = match (&outcome.received, &outcome.observed) {
+        (Some(r), _) => {
+            let body = &r.response.body[..r.response.body.len().min(ledger::SNIPPET_BYTES)];
+            Some(String::from_utf8_lossy(body).into_owned())
+        }
+        (None, Observed::Unreachable(reason)) => Some(reason.clone()),
+        _ => None,
+    }
+    .filter(|s| !s.is_empty())
+    // The answer was scrubbed of credentials before classify; contact
+    // data is masked as in the logs.
+    .map(|s| scrub::cut(crate::redact::text(&s).into_owned(), ledger::SNIPPET_BYTES));
+    AttemptRecord {
+        number,
+        at: Utc::now(),
+        outcome: word.to_string(),
+        provider_status: outcome.status(),
+        latency_ms: outcome
+            .received
+            .as_ref()
+            .map(|r| r.latency.as_millis() as u64),
+        snippet,
+    }
+}
+
+/// The recipient as the ledger keeps it: masked.
+fn recipient(event: &AppointmentEvent) -> Recipient {
+    let mask = |s: &Option<String>| s.as_deref().map(|v| crate::redact::text(v).into_owned());
+    Recipient {
+        email: mask(&event.email),
+        phone: mask(&event.phone_e164),
+    }
+}
+
+/// Until when a confirmation is worth sending: the appointment's start.
+fn useful_until(event: &AppointmentEvent) -> Option<DateTime<Utc>> {
+    let t = event.time.as_deref()?;
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// How old the event is: from its `occurred_at`, else its Kafka timestamp.
+fn event_age_from(event: &AppointmentEvent, ctx: &Arrived) -> Option<chrono::TimeDelta> {
+    let born = event
+        .occurred_at
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .or(ctx.timestamp)?;
+    Some(Utc::now() - born)
 }
 
 /// A provider that answers 429 with a Retry-After throttles the account or
@@ -754,6 +1028,7 @@ async fn render(
     shared: &Arc<Shared>,
     event: &AppointmentEvent,
     name: &str,
+    message: &PluginMessage,
 ) -> Result<Vec<OutboundRequest>, RenderError> {
     let Some(ch) = shared.channels.get(name) else {
         return Err(RenderError::Empty {
@@ -762,7 +1037,7 @@ async fn render(
     };
     let _slot = shared.plugin_slots.acquire().await;
     let started = Instant::now();
-    let result = ch.render(event).await;
+    let result = ch.render_message(event, message).await;
     attempt::observe_call(&shared.metrics, name, "render", started);
     result
 }
@@ -893,17 +1168,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failing_dedup_lookup_is_retried_with_backoff_never_taken_as_not_delivered() {
+    async fn a_failing_ledger_lookup_is_retried_with_backoff_never_taken_as_not_on_record() {
         let started = tokio::time::Instant::now();
         let mut calls = Vec::new();
-        let answer = delivered_before(
+        let answer = on_record(
             || {
                 calls.push(started.elapsed());
-                if calls.len() <= 4 {
+                std::future::ready(if calls.len() <= 4 {
                     Err("disk I/O error")
                 } else {
                     Ok(true)
-                }
+                })
             },
             "email",
             &CancellationToken::new(),
@@ -916,14 +1191,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_revoke_ends_a_dedup_store_outage_wait() {
+    async fn a_revoke_ends_a_ledger_outage_wait() {
         let revoked = CancellationToken::new();
         let cancel = revoked.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(3)).await;
             cancel.cancel();
         });
-        let answer = delivered_before(|| Err::<bool, _>("gone"), "sms", &revoked).await;
+        let answer = on_record(
+            || std::future::ready(Err::<bool, _>("gone")),
+            "sms",
+            &revoked,
+        )
+        .await;
         assert_eq!(answer, None);
     }
 

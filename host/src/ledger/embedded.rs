@@ -1,0 +1,983 @@
+//! The embedded ledger: one redb file in the data directory, owned by one
+//! host process (redb locks it).
+//!
+//! Layout: records live in time buckets, each a set of tables named by the
+//! bucket's creation-time range (`deliveries@START-END` and its indexes:
+//! `keys@…` key → id, `appointments@…` appointment → ids, `held@…` held ids).
+//! A record stays in the bucket of its creation for its whole life, so the
+//! retention pass drops whole buckets (a few table deletions in one short
+//! transaction) instead of deleting rows one by one under the write lock.
+//! The bucket width is an eighth of the retention (0.1 s to 1 day), so a record
+//! is dropped between the retention and 9/8 of it, and a lookup looks in at
+//! most nine buckets.
+//!
+//! Writes go through one writer thread that group-commits whatever is queued:
+//! one transaction, and one fsync only when a record in it is final.
+//!
+//! A record's value is a short binary header (state, purpose, creation time,
+//! channel) that list filters read without decoding, then the record's JSON.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
+use redb::{
+    Database, Durability, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+    WriteTransaction,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Backend, Delivery, DeliveryKey, Filter, LedgerError, Purpose, Record, Scan, State, Stats,
+    Sweep,
+};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const NEXT_ID: &str = "next_id";
+const CURSOR_KEY: &str = "cursor_key";
+
+/// Records taken into one transaction at most; bounds the time a batch holds
+/// the writer.
+const MAX_BATCH: usize = 4096;
+/// Records one list request looks at, at most: a rare filter over a big
+/// ledger returns a short (even empty) page with a cursor to go on, instead
+/// of reading the whole file in one request.
+const SCAN_BUDGET: usize = 20_000;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn store_err(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Store(e.to_string())
+}
+
+/// One time bucket: records created in `[start, end)` (ms since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Bucket {
+    start: u64,
+    end: u64,
+}
+
+impl Bucket {
+    fn name(&self, table: &str) -> String {
+        format!("{table}@{}-{}", self.start, self.end)
+    }
+
+    fn parse(name: &str) -> Option<Bucket> {
+        let range = name.strip_prefix("deliveries@")?;
+        let (start, end) = range.split_once('-')?;
+        Some(Bucket {
+            start: start.parse().ok()?,
+            end: end.parse().ok()?,
+        })
+    }
+}
+
+struct Names {
+    records: String,
+    keys: String,
+    appointments: String,
+    held: String,
+}
+
+impl Names {
+    fn of(b: &Bucket) -> Names {
+        Names {
+            records: b.name("deliveries"),
+            keys: b.name("keys"),
+            appointments: b.name("appointments"),
+            held: b.name("held"),
+        }
+    }
+    fn records(&self) -> TableDefinition<'_, u64, &'static [u8]> {
+        TableDefinition::new(&self.records)
+    }
+    fn keys(&self) -> TableDefinition<'_, &'static str, u64> {
+        TableDefinition::new(&self.keys)
+    }
+    fn appointments(&self) -> MultimapTableDefinition<'_, &'static str, u64> {
+        MultimapTableDefinition::new(&self.appointments)
+    }
+    fn held(&self) -> TableDefinition<'_, u64, &'static str> {
+        TableDefinition::new(&self.held)
+    }
+}
+
+/// The stored value: header, then JSON.
+fn encode(record: &Record) -> Result<Vec<u8>, LedgerError> {
+    let d = &record.delivery;
+    let json = serde_json::to_vec(record).map_err(store_err)?;
+    let channel = d.channel.as_bytes();
+    let channel_len = u8::try_from(channel.len())
+        .map_err(|_| LedgerError::Store(format!("channel name over 255 bytes: {}", d.channel)))?;
+    let mut out = Vec::with_capacity(11 + channel.len() + json.len());
+    out.push(state_code(d.state));
+    out.push(purpose_code(d.purpose));
+    out.extend_from_slice(&d.created_at.timestamp_millis().to_be_bytes());
+    out.push(channel_len);
+    out.extend_from_slice(channel);
+    out.extend_from_slice(&json);
+    Ok(out)
+}
+
+/// The header's view of a stored value.
+struct Header<'a> {
+    state: Option<State>,
+    purpose: Option<Purpose>,
+    created_ms: i64,
+    channel: &'a [u8],
+    json: &'a [u8],
+}
+
+fn header(bytes: &[u8]) -> Option<Header<'_>> {
+    let state = *bytes.first()?;
+    let purpose = *bytes.get(1)?;
+    let created: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
+    let channel_len = *bytes.get(10)? as usize;
+    let channel = bytes.get(11..11 + channel_len)?;
+    Some(Header {
+        state: State::ALL.get(state as usize).copied(),
+        purpose: Purpose::ALL.get(purpose as usize).copied(),
+        created_ms: i64::from_be_bytes(created),
+        channel,
+        json: bytes.get(11 + channel_len..)?,
+    })
+}
+
+fn state_code(s: State) -> u8 {
+    State::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8
+}
+
+fn purpose_code(p: Purpose) -> u8 {
+    Purpose::ALL.iter().position(|x| *x == p).unwrap_or(0) as u8
+}
+
+fn decode(id: u64, bytes: &[u8]) -> Result<Record, LedgerError> {
+    let h = header(bytes).ok_or_else(|| LedgerError::Corrupt {
+        id,
+        reason: "header cut short".into(),
+    })?;
+    let mut record: Record = serde_json::from_slice(h.json).map_err(|e| LedgerError::Corrupt {
+        id,
+        reason: e.to_string(),
+    })?;
+    record.delivery.id = id;
+    Ok(record)
+}
+
+/// Whether the header passes `filter` (the same test as [`Filter::matches`],
+/// without decoding the JSON).
+fn header_matches(h: &Header<'_>, filter: &Filter) -> bool {
+    filter
+        .channel
+        .as_ref()
+        .is_none_or(|c| c.as_bytes() == h.channel)
+        && filter.state.is_none_or(|s| Some(s) == h.state)
+        && filter.purpose.is_none_or(|p| Some(p) == h.purpose)
+        && filter
+            .since
+            .is_none_or(|t| h.created_ms >= t.timestamp_millis())
+        && filter
+            .until
+            .is_none_or(|t| h.created_ms < t.timestamp_millis())
+}
+
+enum Op {
+    Put {
+        record: Box<Record>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Sweep {
+        done: oneshot::Sender<Result<Sweep, String>>,
+    },
+}
+
+/// What the writer thread and the readers share.
+struct Shared {
+    db: Database,
+    /// Every bucket, oldest first.
+    buckets: RwLock<Vec<Bucket>>,
+    width_ms: u64,
+    retention_ms: u64,
+}
+
+impl Shared {
+    fn buckets(&self) -> Vec<Bucket> {
+        match self.buckets.read() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_buckets(&self, f: impl FnOnce(&mut Vec<Bucket>)) {
+        match self.buckets.write() {
+            Ok(mut b) => f(&mut b),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+/// The embedded backend; see the module doc.
+pub struct Embedded {
+    shared: Arc<Shared>,
+    writer: Option<mpsc::UnboundedSender<Op>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    cursor_key: [u8; 32],
+    path: PathBuf,
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer; joining it releases the file
+        // lock before a reopen (tests, restarts in one process).
+        self.writer.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Embedded {
+    /// Opens (or creates) the ledger file and starts its writer thread.
+    pub fn open(
+        path: &Path,
+        retention: Duration,
+        cache_bytes: usize,
+    ) -> Result<Embedded, LedgerError> {
+        let fail = |e: &dyn std::fmt::Display| LedgerError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+        }
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| fail(&e))?;
+        let txn = db.begin_write().map_err(|e| fail(&e))?;
+        let (cursor_key, buckets) = {
+            let mut meta = txn.open_table(META).map_err(|e| fail(&e))?;
+            let existing = meta
+                .get(CURSOR_KEY)
+                .map_err(|e| fail(&e))?
+                .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
+            let key = match existing {
+                Some(k) => k,
+                None => {
+                    let mut k = [0u8; 32];
+                    for chunk in k.chunks_mut(8) {
+                        chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
+                    }
+                    meta.insert(CURSOR_KEY, k.as_slice())
+                        .map_err(|e| fail(&e))?;
+                    k
+                }
+            };
+            let mut buckets: Vec<Bucket> = txn
+                .list_tables()
+                .map_err(|e| fail(&e))?
+                .filter_map(|t| Bucket::parse(t.name()))
+                .collect();
+            buckets.sort();
+            (key, buckets)
+        };
+        txn.commit().map_err(|e| fail(&e))?;
+
+        let retention_ms = retention.as_millis().max(1) as u64;
+        let width_ms = (retention_ms / 8).clamp(100, 86_400_000);
+        let shared = Arc::new(Shared {
+            db,
+            buckets: RwLock::new(buckets),
+            width_ms,
+            retention_ms,
+        });
+        let (writer, rx) = mpsc::unbounded_channel();
+        let for_writer = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || write_loop(&for_writer, rx))
+            .map_err(|e| fail(&e))?;
+        Ok(Embedded {
+            shared,
+            writer: Some(writer),
+            thread: Some(thread),
+            cursor_key,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn send(&self, op: Op) -> Result<(), LedgerError> {
+        self.writer
+            .as_ref()
+            .ok_or(LedgerError::WriterGone)?
+            .send(op)
+            .map_err(|_| LedgerError::WriterGone)
+    }
+
+    /// Runs `f` on a blocking thread with a read transaction.
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared, &ReadTransaction) -> Result<T, LedgerError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, LedgerError>> {
+        let shared = self.shared.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let txn = shared.db.begin_read().map_err(store_err)?;
+                f(&shared, &txn)
+            })
+            .await
+            .map_err(|e| LedgerError::Store(format!("ledger read task failed: {e}")))?
+        }
+        .boxed()
+    }
+}
+
+/// The record of `key`, looking newest bucket first.
+fn lookup(
+    shared: &Shared,
+    txn: &ReadTransaction,
+    key: &str,
+) -> Result<Option<Record>, LedgerError> {
+    for b in shared.buckets().iter().rev() {
+        let names = Names::of(b);
+        let keys = match txn.open_table(names.keys()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => continue,
+            Err(e) => return Err(store_err(e)),
+        };
+        let Some(id) = keys.get(key).map_err(store_err)?.map(|v| v.value()) else {
+            continue;
+        };
+        let records = txn.open_table(names.records()).map_err(store_err)?;
+        return match records.get(id).map_err(store_err)? {
+            Some(v) => decode(id, v.value()).map(Some),
+            None => Ok(None),
+        };
+    }
+    Ok(None)
+}
+
+/// Records of `ids` in `bucket`, skipping ids whose record is gone.
+fn load(txn: &ReadTransaction, b: &Bucket, ids: &[u64]) -> Result<Vec<Record>, LedgerError> {
+    let names = Names::of(b);
+    let records = match txn.open_table(names.records()) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(store_err(e)),
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(v) = records.get(*id).map_err(store_err)? {
+            out.push(decode(*id, v.value())?);
+        }
+    }
+    Ok(out)
+}
+
+impl Backend for Embedded {
+    fn get(&self, key: &DeliveryKey) -> BoxFuture<'static, Result<Option<Delivery>, LedgerError>> {
+        // A point read takes microseconds from the cache: done in place, as
+        // the dedup lookup always was, rather than paying a thread hop.
+        let result = (|| {
+            let txn = self.shared.db.begin_read().map_err(store_err)?;
+            Ok(lookup(&self.shared, &txn, &key.encode())?.map(|r| r.delivery))
+        })();
+        std::future::ready(result).boxed()
+    }
+
+    fn put(&self, record: Record) -> BoxFuture<'static, Result<(), LedgerError>> {
+        let (done, rx) = oneshot::channel();
+        let sent = self.send(Op::Put {
+            record: Box::new(record),
+            done,
+        });
+        async move {
+            sent?;
+            match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => Err(LedgerError::Store(message)),
+                Err(_) => Err(LedgerError::WriterGone),
+            }
+        }
+        .boxed()
+    }
+
+    fn event(&self, event_id: &str) -> BoxFuture<'static, Result<Vec<Delivery>, LedgerError>> {
+        let event_id = event_id.to_string();
+        self.read(move |shared, txn| {
+            let prefix = DeliveryKey::event_prefix(&event_id);
+            let mut out = Vec::new();
+            for b in shared.buckets() {
+                let names = Names::of(&b);
+                let keys = match txn.open_table(names.keys()) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                    Err(e) => return Err(store_err(e)),
+                };
+                let mut ids = Vec::new();
+                for entry in keys.range(prefix.as_str()..).map_err(store_err)? {
+                    let (k, v) = entry.map_err(store_err)?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    ids.push(v.value());
+                }
+                out.extend(
+                    load(txn, &b, &ids)?
+                        .into_iter()
+                        .map(|r| r.delivery)
+                        // An id holding the separator shares the prefix.
+                        .filter(|d| d.event_id == event_id),
+                );
+            }
+            out.sort_by_key(|d| d.id);
+            Ok(out)
+        })
+    }
+
+    fn appointment(
+        &self,
+        appointment_id: &str,
+    ) -> BoxFuture<'static, Result<Vec<Delivery>, LedgerError>> {
+        let appointment_id = appointment_id.to_string();
+        self.read(move |shared, txn| {
+            let mut out = Vec::new();
+            for b in shared.buckets() {
+                let names = Names::of(&b);
+                let index = match txn.open_multimap_table(names.appointments()) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                    Err(e) => return Err(store_err(e)),
+                };
+                let mut ids = Vec::new();
+                for v in index.get(appointment_id.as_str()).map_err(store_err)? {
+                    ids.push(v.map_err(store_err)?.value());
+                }
+                out.extend(load(txn, &b, &ids)?.into_iter().map(|r| r.delivery));
+            }
+            out.sort_by_key(|d| std::cmp::Reverse(d.id));
+            Ok(out)
+        })
+    }
+
+    fn list(
+        &self,
+        filter: Filter,
+        before: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Scan, LedgerError>> {
+        self.read(move |shared, txn| {
+            let mut found = Vec::new();
+            let mut scanned = 0usize;
+            let mut last_seen = None;
+            for b in shared.buckets().iter().rev() {
+                // Buckets are creation-time ranges: skip those the time
+                // filters rule out whole.
+                let since = filter.since.map(|t| t.timestamp_millis());
+                let until = filter.until.map(|t| t.timestamp_millis());
+                if since.is_some_and(|s| (b.end as i64) <= s)
+                    || until.is_some_and(|u| (b.start as i64) >= u)
+                {
+                    continue;
+                }
+                let names = Names::of(b);
+                let records = match txn.open_table(names.records()) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                    Err(e) => return Err(store_err(e)),
+                };
+                let range = match before {
+                    Some(before) => records.range(..before),
+                    None => records.range::<u64>(..),
+                }
+                .map_err(store_err)?;
+                for entry in range.rev() {
+                    let (k, v) = entry.map_err(store_err)?;
+                    let id = k.value();
+                    if scanned == SCAN_BUDGET {
+                        // Out of budget: the next page starts at this record.
+                        return Ok(Scan {
+                            deliveries: found,
+                            next_before: last_seen,
+                        });
+                    }
+                    scanned += 1;
+                    let bytes = v.value();
+                    let passes = header(bytes).is_some_and(|h| header_matches(&h, &filter));
+                    if passes {
+                        if found.len() == limit {
+                            // One more exists: the page is full and has a next.
+                            return Ok(Scan {
+                                deliveries: found,
+                                next_before: last_seen,
+                            });
+                        }
+                        found.push(decode(id, bytes)?.delivery);
+                    }
+                    last_seen = Some(id);
+                }
+            }
+            Ok(Scan {
+                deliveries: found,
+                next_before: None,
+            })
+        })
+    }
+
+    fn held(
+        &self,
+        channel: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<Record>, LedgerError>> {
+        let channel = channel.to_string();
+        self.read(move |shared, txn| {
+            let mut out = Vec::new();
+            for b in shared.buckets() {
+                let names = Names::of(&b);
+                let held = match txn.open_table(names.held()) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                    Err(e) => return Err(store_err(e)),
+                };
+                let from = after.map_or(0, |a| a.saturating_add(1));
+                let mut ids = Vec::new();
+                for entry in held.range(from..).map_err(store_err)? {
+                    let (k, v) = entry.map_err(store_err)?;
+                    if v.value() == channel {
+                        ids.push(k.value());
+                    }
+                    if out.len() + ids.len() >= limit {
+                        break;
+                    }
+                }
+                out.extend(
+                    load(txn, &b, &ids)?
+                        .into_iter()
+                        .filter(|r| r.delivery.state == State::Held),
+                );
+                if out.len() >= limit {
+                    out.truncate(limit);
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn sweep(&self) -> BoxFuture<'static, Result<Sweep, LedgerError>> {
+        let (done, rx) = oneshot::channel();
+        let sent = self.send(Op::Sweep { done });
+        async move {
+            sent?;
+            match rx.await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(message)) => Err(LedgerError::Store(message)),
+                Err(_) => Err(LedgerError::WriterGone),
+            }
+        }
+        .boxed()
+    }
+
+    fn stats(&self) -> BoxFuture<'static, Result<Stats, LedgerError>> {
+        let path = self.path.clone();
+        self.read(move |shared, txn| {
+            let buckets = shared.buckets();
+            let mut records = 0;
+            for b in &buckets {
+                match txn.open_table(Names::of(b).records()) {
+                    Ok(t) => records += t.len().map_err(store_err)?,
+                    Err(redb::TableError::TableDoesNotExist(_)) => {}
+                    Err(e) => return Err(store_err(e)),
+                }
+            }
+            let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            Ok(Stats {
+                records,
+                file_bytes,
+                buckets: buckets.len(),
+            })
+        })
+    }
+
+    fn cursor_key(&self) -> [u8; 32] {
+        self.cursor_key
+    }
+}
+
+/// The writer's own state: the next id, known after the first transaction.
+struct Writer {
+    next_id: Option<u64>,
+}
+
+impl Writer {
+    fn next_id(&mut self, txn: &WriteTransaction) -> Result<u64, redb::Error> {
+        if let Some(n) = self.next_id {
+            return Ok(n);
+        }
+        let meta = txn.open_table(META)?;
+        let n = meta
+            .get(NEXT_ID)?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map_or(1, u64::from_be_bytes);
+        Ok(n)
+    }
+
+    /// The bucket a record created now goes to (created if new). Never
+    /// earlier than the newest bucket, so ids and buckets stay in the same
+    /// order whatever the clock does.
+    fn current_bucket(&self, shared: &Shared) -> Bucket {
+        let now = now_ms();
+        let start = now - now % shared.width_ms;
+        let newest = shared.buckets().last().copied();
+        match newest {
+            Some(b) if b.end > now || b.start >= start => b,
+            _ => {
+                let b = Bucket {
+                    start,
+                    end: start + shared.width_ms,
+                };
+                shared.set_buckets(|all| all.push(b));
+                b
+            }
+        }
+    }
+
+    fn put(
+        &mut self,
+        shared: &Shared,
+        txn: &WriteTransaction,
+        mut record: Record,
+    ) -> Result<(), redb::Error> {
+        let key = record.delivery.key().encode();
+        // The bucket already holding the key, if any (newest first).
+        let mut found = None;
+        for b in shared.buckets().iter().rev() {
+            let names = Names::of(b);
+            if let Some(id) = txn.open_table(names.keys())?.get(key.as_str())? {
+                found = Some((*b, id.value()));
+                break;
+            }
+        }
+        let (bucket, id) = match found {
+            Some(hit) => hit,
+            None => {
+                let id = self.next_id(txn)?;
+                self.next_id = Some(id + 1);
+                txn.open_table(META)?
+                    .insert(NEXT_ID, (id + 1).to_be_bytes().as_slice())?;
+                (self.current_bucket(shared), id)
+            }
+        };
+        record.delivery.id = id;
+        if record.delivery.state != State::Held {
+            record.held = None;
+        }
+        let bytes = encode(&record).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+        let names = Names::of(&bucket);
+        txn.open_table(names.records())?.insert(id, bytes.as_slice())?;
+        if found.is_none() {
+            txn.open_table(names.keys())?.insert(key.as_str(), id)?;
+            txn.open_multimap_table(names.appointments())?
+                .insert(record.delivery.appointment_id.as_str(), id)?;
+        }
+        let mut held = txn.open_table(names.held())?;
+        if record.delivery.state == State::Held {
+            held.insert(id, record.delivery.channel.as_str())?;
+        } else if found.is_some() {
+            held.remove(id)?;
+        }
+        Ok(())
+    }
+
+    fn sweep(&self, shared: &Shared, txn: &WriteTransaction) -> Result<Sweep, redb::Error> {
+        let cutoff = now_ms().saturating_sub(shared.retention_ms);
+        let old: Vec<Bucket> = shared
+            .buckets()
+            .into_iter()
+            .filter(|b| b.end <= cutoff)
+            .collect();
+        let mut sweep = Sweep::default();
+        for b in &old {
+            let names = Names::of(b);
+            if let Ok(t) = txn.open_table(names.records()) {
+                sweep.records_dropped += t.len()?;
+            }
+            txn.delete_table(names.records())?;
+            txn.delete_table(names.keys())?;
+            txn.delete_multimap_table(names.appointments())?;
+            txn.delete_table(names.held())?;
+            sweep.buckets_dropped += 1;
+        }
+        Ok(sweep)
+    }
+}
+
+/// Takes whatever is queued, applies it in one transaction, and answers
+/// each. A batch is flushed to disk when it holds a final record or a sweep.
+fn write_loop(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let mut writer = Writer { next_id: None };
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let durable = batch.iter().any(|op| match op {
+            Op::Put { record, .. } => record.delivery.state.is_final(),
+            Op::Sweep { .. } => true,
+        });
+        let started = Instant::now();
+        let id_before = writer.next_id;
+        let buckets_before = shared.buckets();
+        let mut sweeps = Vec::new();
+        let result = (|| -> Result<(), redb::Error> {
+            let mut txn = shared.db.begin_write()?;
+            txn.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })
+            .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            for op in &batch {
+                match op {
+                    Op::Put { record, .. } => writer.put(shared, &txn, (**record).clone())?,
+                    Op::Sweep { .. } => sweeps.push(writer.sweep(shared, &txn)?),
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        let held_writer = started.elapsed();
+        match &result {
+            Ok(()) => {
+                // Dropped buckets are forgotten only once the drop committed.
+                let cutoff = now_ms().saturating_sub(shared.retention_ms);
+                if !sweeps.is_empty() {
+                    shared.set_buckets(|all| all.retain(|b| b.end > cutoff));
+                }
+            }
+            Err(_) => {
+                // Nothing of the batch happened: ids and buckets as before.
+                writer.next_id = id_before;
+                shared.set_buckets(|all| *all = buckets_before.clone());
+            }
+        }
+        let result = result.map_err(|e| e.to_string());
+        let mut sweeps = sweeps.into_iter();
+        for op in batch {
+            // A caller may have given up (shutdown); nothing to do then.
+            match op {
+                Op::Put { done, .. } => {
+                    let _ = done.send(result.clone());
+                }
+                Op::Sweep { done } => {
+                    let answer = result.clone().map(|()| {
+                        let mut s = sweeps.next().unwrap_or_default();
+                        s.held_writer = held_writer;
+                        s
+                    });
+                    let _ = done.send(answer);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Ledger, Recipient, MAX_PAGE};
+
+    const CACHE: usize = 1 << 20;
+
+    fn key(event: &str, channel: &str) -> DeliveryKey {
+        DeliveryKey {
+            event_id: event.into(),
+            channel: channel.into(),
+            purpose: Purpose::Confirmation,
+        }
+    }
+
+    fn record(event: &str, channel: &str, state: State) -> Record {
+        let mut d = Delivery::new(&key(event, channel), &format!("appt-{event}"), Recipient::default());
+        d.state = state;
+        Record {
+            delivery: d,
+            held: None,
+        }
+    }
+
+    fn open(dir: &Path, retention: Duration) -> Ledger {
+        Ledger::new(Arc::new(
+            Embedded::open(&dir.join("ledger.redb"), retention, CACHE).expect("open"),
+        ))
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopening_and_keep_their_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = {
+            let ledger = open(dir.path(), Duration::from_secs(3600));
+            assert_eq!(ledger.get(&key("e1", "email")).await.expect("get"), None);
+            ledger
+                .put(record("e1", "email", State::Pending))
+                .await
+                .expect("put");
+            ledger
+                .put(record("e1", "email", State::Delivered))
+                .await
+                .expect("put");
+            let d = ledger.get(&key("e1", "email")).await.expect("get").expect("there");
+            assert_eq!(d.state, State::Delivered);
+            assert_eq!(ledger.get(&key("e1", "sms")).await.expect("get"), None);
+            d.id
+        };
+        let ledger = open(dir.path(), Duration::from_secs(3600));
+        let d = ledger.get(&key("e1", "email")).await.expect("get").expect("there");
+        assert_eq!((d.id, d.state), (id, State::Delivered));
+        // A new record after the reopen gets a new, larger id.
+        ledger.put(record("e2", "email", State::Delivered)).await.expect("put");
+        let d2 = ledger.get(&key("e2", "email")).await.expect("get").expect("there");
+        assert!(d2.id > id, "{} > {id}", d2.id);
+        assert_eq!(ledger.stats().await.expect("stats").records, 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_batched_and_all_applied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = open(dir.path(), Duration::from_secs(3600));
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let l = ledger.clone();
+                tokio::spawn(async move { l.put(record(&format!("e{i}"), "sms", State::Delivered)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("join").expect("put");
+        }
+        assert_eq!(ledger.stats().await.expect("stats").records, 300);
+    }
+
+    #[tokio::test]
+    async fn events_and_appointments_find_their_deliveries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = open(dir.path(), Duration::from_secs(3600));
+        for (e, c) in [("e1", "email"), ("e1", "sms"), ("e10", "email"), ("e1\u{1f}sms", "email")] {
+            ledger.put(record(e, c, State::Delivered)).await.expect("put");
+        }
+        let of_e1: Vec<String> = ledger
+            .event("e1")
+            .await
+            .expect("event")
+            .into_iter()
+            .map(|d| format!("{}/{}", d.event_id, d.channel))
+            .collect();
+        assert_eq!(of_e1, ["e1/email", "e1/sms"], "no other event's record");
+        let appt = ledger.appointment("appt-e1").await.expect("appointment");
+        assert_eq!(appt.len(), 2);
+        assert!(appt[0].id > appt[1].id, "newest first");
+        assert!(ledger.event("nope").await.expect("event").is_empty());
+    }
+
+    #[tokio::test]
+    async fn pages_walk_every_record_once_while_new_ones_arrive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = open(dir.path(), Duration::from_secs(3600));
+        for i in 0..250 {
+            let state = if i % 5 == 0 { State::DeadLettered } else { State::Delivered };
+            ledger.put(record(&format!("e{i}"), "email", state)).await.expect("put");
+        }
+        let filter = Filter::default();
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut added = 0;
+        loop {
+            let page = ledger.list(&filter, 40, cursor.as_deref()).await.expect("list");
+            seen.extend(page.deliveries.iter().map(|d| d.id));
+            // New deliveries arrive between pages: never in this walk.
+            for _ in 0..7 {
+                ledger
+                    .put(record(&format!("new{added}"), "email", State::Pending))
+                    .await
+                    .expect("put");
+                added += 1;
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 250);
+        let mut sorted = seen.clone();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        assert_eq!(sorted, seen, "newest first, no repeats");
+
+        let dead = Filter {
+            state: Some(State::DeadLettered),
+            ..Filter::default()
+        };
+        let page = ledger.list(&dead, MAX_PAGE, None).await.expect("list");
+        assert_eq!(page.deliveries.len(), 50);
+        assert!(page.next_cursor.is_none());
+        assert!(page.deliveries.iter().all(|d| d.state == State::DeadLettered));
+        let refused = ledger.list(&dead, 10, Some("AAAA")).await;
+        assert!(matches!(refused, Err(crate::ledger::ListError::BadCursor(_))));
+    }
+
+    #[tokio::test]
+    async fn held_deliveries_keep_their_event_until_they_leave_hold() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = open(dir.path(), Duration::from_secs(3600));
+        for i in 0..3 {
+            let mut r = record(&format!("h{i}"), "sms", State::Held);
+            r.held = Some(crate::ledger::HeldMessage {
+                topic: "t".into(),
+                key_b64: None,
+                payload: format!("{{\"event_id\":\"h{i}\"}}"),
+                headers: vec![],
+            });
+            ledger.put(r).await.expect("put");
+        }
+        ledger.put(record("other", "email", State::Delivered)).await.expect("put");
+        let held = ledger.held("sms", None, 100).await.expect("held");
+        assert_eq!(held.len(), 3);
+        assert!(held.iter().all(|r| r.held.is_some()));
+        let first_two = ledger.held("sms", None, 2).await.expect("held");
+        let rest = ledger.held("sms", Some(first_two[1].delivery.id), 100).await.expect("held");
+        assert_eq!(rest.len(), 1);
+        // Sent: no longer held, and its event is no longer kept.
+        ledger.put(record("h0", "sms", State::Delivered)).await.expect("put");
+        let held = ledger.held("sms", None, 100).await.expect("held");
+        assert_eq!(held.len(), 2);
+        assert!(ledger.held("email", None, 100).await.expect("held").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_retention_pass_drops_old_buckets_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 800 ms retention: 100 ms buckets.
+        let ledger = open(dir.path(), Duration::from_millis(800));
+        ledger.put(record("old", "email", State::Delivered)).await.expect("put");
+        let nothing = ledger.sweep().await.expect("sweep");
+        assert_eq!(nothing.records_dropped, 0);
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        ledger.put(record("new", "email", State::Delivered)).await.expect("put");
+        let sweep = ledger.sweep().await.expect("sweep");
+        assert_eq!((sweep.buckets_dropped, sweep.records_dropped), (1, 1));
+        assert_eq!(ledger.get(&key("old", "email")).await.expect("get"), None);
+        assert!(ledger.get(&key("new", "email")).await.expect("get").is_some());
+        assert_eq!(ledger.stats().await.expect("stats").records, 1);
+    }
+}

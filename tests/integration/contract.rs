@@ -69,7 +69,7 @@ fn both_contract_versions_load_in_one_host() {
     let reminder = Message {
         purpose: Purpose::Reminder,
         reminder: Some("day-before".into()),
-        useful_until: Some("2026-02-20T15:00:00Z".into()),
+        useful_until: Some("2099-02-20T15:00:00Z".into()),
     };
     for name in ["email", "old"] {
         let ch = channels.get(name).expect(name);

@@ -69,7 +69,7 @@ COPY --from=build /out/notify-host /app/notify-host
 COPY --from=build /out/plugins/ /app/plugins/
 COPY config.toml /app/config.toml
 
-# The dedup store (config: dedup.path = "${NOTIFY_DATA_DIR:-data}/dedup.redb").
+# The ledger (config: ledger.path = "${NOTIFY_DATA_DIR:-data}/ledger.redb").
 # Created here, owned by the service user, so a fresh named volume mounted on
 # it inherits that owner.
 RUN mkdir -p /app/data && chown notify:notify /app/data

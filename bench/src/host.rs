@@ -141,7 +141,7 @@ group_id = {group}
 [pipeline]
 {max_in_flight}commit_interval_ms = 200
 
-[dedup]
+[ledger]
 path = {dedup}
 
 [admin]

@@ -265,7 +265,7 @@ impl Bench<'_> {
         let admin_port = sys::free_port()?;
         let dedup: PathBuf = self
             .workdir
-            .join(format!("{}-{run:08x}-dedup.redb", spec.label));
+            .join(format!("{}-{run:08x}-ledger.redb", spec.label));
         let config = HostConfig {
             bootstrap: &self.broker.bootstrap,
             topic: &topic,

@@ -99,6 +99,11 @@ pub struct Metrics {
     pub circuit_state: Family<ChannelLabels, Gauge>,
     pub circuit_opens: Family<ChannelLabels, Counter>,
     pub waiting: Family<ChannelLabels, Gauge>,
+    // The ledger (see `ledger`): its size, and how long a final record
+    // takes to be durable (the wait before an offset can be committed).
+    pub ledger_records: Gauge,
+    pub ledger_file_bytes: Gauge,
+    pub ledger_write: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -143,6 +148,10 @@ impl Metrics {
             circuit_state: Family::default(),
             circuit_opens: Family::default(),
             waiting: Family::default(),
+            ledger_records: Gauge::default(),
+            ledger_file_bytes: Gauge::default(),
+            // A group-committed fsync: 0.1 ms .. ~0.4 s.
+            ledger_write: Histogram::new(exponential_buckets(0.000_1, 2.0, 13)),
             registry: Registry::default(),
         };
         registry.register(
@@ -174,6 +183,21 @@ impl Metrics {
             "notify_consumer_lag",
             "Messages between the committed position and the end of the partition",
             m.consumer_lag.clone(),
+        );
+        registry.register(
+            "notify_ledger_records",
+            "Deliveries on record in the ledger (updated at each retention pass)",
+            m.ledger_records.clone(),
+        );
+        registry.register(
+            "notify_ledger_file_bytes",
+            "Size of the ledger file (updated at each retention pass)",
+            m.ledger_file_bytes.clone(),
+        );
+        registry.register(
+            "notify_ledger_write_seconds",
+            "Time for a final delivery record to be durable",
+            m.ledger_write.clone(),
         );
         registry.register(
             "notify_in_flight",

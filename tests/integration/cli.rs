@@ -38,20 +38,24 @@ fn shipped_config_checks_out_with_the_seed_environment() {
 }
 
 #[test]
-fn sms_can_be_off_without_twilio_credentials() {
+fn sms_can_be_on_hold_without_twilio_credentials() {
     let env: Vec<_> = shipped_env("https://api.mailgun.net", "")
         .into_iter()
         .filter(|(k, _)| !k.starts_with("TWILIO_"))
-        .chain([("NOTIFY_SMS_ENABLED", "false".to_string())])
+        .chain([("NOTIFY_SMS_MODE", "hold".to_string())])
         .collect();
     let out = notify_host(&["check-config", "--config", "config.toml"], &env, &root());
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("channel sms: disabled"));
+    assert!(
+        stdout(&out).contains("channel sms: on hold"),
+        "{}",
+        stdout(&out)
+    );
 
     // With SMS on, the missing credentials are named.
     let env: Vec<_> = env
         .into_iter()
-        .filter(|(k, _)| *k != "NOTIFY_SMS_ENABLED")
+        .filter(|(k, _)| *k != "NOTIFY_SMS_MODE")
         .collect();
     let out = notify_host(&["check-config", "--config", "config.toml"], &env, &root());
     assert_eq!(out.status.code(), Some(2));

@@ -660,9 +660,9 @@ fn container_compose_creates_both_topics_before_the_service_starts() {
         .concat()
         .join(" ");
     let bootstrap = internal_bootstrap(&doc);
-    let retention_hours = toml_file("config.toml")["dedup"]["retention_hours"]
+    let retention_hours = toml_file("config.toml")["ledger"]["retention_hours"]
         .as_integer()
-        .expect("config.toml: dedup.retention_hours");
+        .expect("config.toml: ledger.retention_hours");
     let retention = format!("retention.ms={}", retention_hours * 3_600_000);
 
     let mut created = BTreeSet::new();
@@ -703,7 +703,7 @@ fn container_compose_creates_both_topics_before_the_service_starts() {
         );
         assert!(
             words.contains(&retention.as_str()),
-            "{topic} must keep events as long as the dedup store remembers them ({retention}): {words:?}"
+            "{topic} must keep events as long as the ledger remembers them ({retention}): {words:?}"
         );
         created.insert(topic.to_string());
     }
@@ -780,7 +780,7 @@ fn container_compose_runs_the_host_with_env_file_secrets_and_a_readiness_check()
         "the healthcheck probes /health/ready on port {admin_port}: {test:?}"
     );
 
-    // The dedup store on a named volume, where the config puts it.
+    // The ledger on a named volume, where the config puts it.
     let data_dir = env
         .get("NOTIFY_DATA_DIR")
         .expect("notify-host sets NOTIFY_DATA_DIR");
@@ -1084,8 +1084,8 @@ fn container_env_example_as_shipped_passes_check_config() {
     let report = stdout(&out);
     assert!(report.contains("channel email: enabled"), "{report}");
     assert!(
-        report.contains("channel sms: disabled"),
-        "SMS ships off (verification pending): {report}"
+        report.contains("channel sms: on hold"),
+        "SMS ships on hold (verification pending): {report}"
     );
     assert!(!report.contains(MAILGUN_KEY) && !stderr(&out).contains(MAILGUN_KEY));
 }
@@ -1338,7 +1338,7 @@ fn container_dockerignore_keeps_build_output_and_secrets_out() {
         "target/release/notify-host",
         ".tools/tansu",
         ".git",
-        "data/dedup.redb",
+        "data/ledger.redb",
         ".env",
         "plugins/mailgun.wasm",
         "tests/plugins/hostile.wasm",

@@ -442,7 +442,7 @@ group_id = "{group}"
 shutdown_grace_seconds = 5
 {pipeline_extra}
 
-[dedup]
+[ledger]
 path = "{dedup}"
 
 [admin]
@@ -478,7 +478,7 @@ settings = {{ account_sid = "{sid}", from = "+15005550006" }}
         } else {
             format!("commit_interval_ms = 200\n{extra}")
         },
-        dedup = w.path().join("data/dedup.redb").display(),
+        dedup = w.path().join("data/ledger.redb").display(),
         mailgun_wasm = mailgun_wasm().display(),
         twilio_wasm = wasm("plugins/twilio.wasm").display(),
         sid = TWILIO_SID,
@@ -645,4 +645,61 @@ pub fn event(id: &str, email: bool, sms: bool) -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
+}
+
+/// The status API token the tests configure (`with_api_token`).
+pub const API_TOKEN: &str = "test-admin-token-5d1c0e9b7a";
+
+/// `config` with the status API switched on: `admin.token` from
+/// `NOTIFY_ADMIN_TOKEN`, which `Host::start_with_env(.., &api_env())` sets.
+pub fn with_api_token(config: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(config).expect("config");
+    let text = text.replacen(
+        "[admin]\n",
+        "[admin]\ntoken = \"${NOTIFY_ADMIN_TOKEN:-}\"\n",
+        1,
+    );
+    std::fs::write(config, text).expect("config");
+    config.to_path_buf()
+}
+
+/// The environment that gives the host [`API_TOKEN`].
+pub fn api_env() -> [(&'static str, &'static str); 1] {
+    [("NOTIFY_ADMIN_TOKEN", API_TOKEN)]
+}
+
+/// A blocking request with a bearer token: (status, content type, body).
+pub fn api_request(method: &str, url: &str, token: Option<&str>) -> Option<(u16, String, String)> {
+    runtime().block_on(async {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).ok()?;
+        let mut request = reqwest::Client::new()
+            .request(method, url)
+            .timeout(Duration::from_secs(10));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let r = request.send().await.ok()?;
+        let status = r.status().as_u16();
+        let content_type = r
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Some((status, content_type, r.text().await.ok()?))
+    })
+}
+
+/// `GET /v1/events/{event_id}` with [`API_TOKEN`]: the event's deliveries
+/// (empty when the ledger has none yet).
+pub fn api_event_deliveries(admin: &str, event_id: &str) -> Vec<serde_json::Value> {
+    let url = format!("{admin}/v1/events/{event_id}");
+    match api_request("GET", &url, Some(API_TOKEN)) {
+        Some((200, _, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+            let list = v.get("deliveries").cloned().unwrap_or(v);
+            list.as_array().cloned().unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
 }

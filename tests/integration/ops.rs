@@ -117,7 +117,7 @@ fn not_ready_without_kafka() {
         "{body}"
     );
     assert!(
-        !checks.contains(&"plugins") && !checks.contains(&"dedup_store"),
+        !checks.contains(&"plugins") && !checks.contains(&"ledger"),
         "{body}"
     );
     assert!(host.terminate().success());

@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use notify_host::admin::{self, AdminState, Readiness};
 use notify_host::channels::Channels;
 use notify_host::config::ConfigError;
-use notify_host::ledger::{embedded::Embedded, Ledger};
 use notify_host::dlq::DeadLetters;
 use notify_host::health::Health;
 use notify_host::kafka::{HostContext, TopicCheck};
+use notify_host::ledger::{embedded::Embedded, Ledger};
 use notify_host::metrics::Metrics;
 use notify_host::offsets::OffsetTracker;
 use notify_host::pipeline::{self, Shared};
@@ -61,8 +61,12 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
     }
     for c in config.channels.values().filter(|c| !c.enabled) {
         match c.mode {
-            notify_host::config::ChannelMode::Hold => tracing::info!(channel = %c.name, mode = "hold", "channel on hold: requests for it are kept in the ledger for `notify-host deliveries release`"),
-            _ => tracing::info!(channel = %c.name, mode = "off", "channel off: requests for it are skipped"),
+            notify_host::config::ChannelMode::Hold => {
+                tracing::info!(channel = %c.name, mode = "hold", "channel on hold: requests for it are kept in the ledger for `notify-host deliveries release`")
+            }
+            _ => {
+                tracing::info!(channel = %c.name, mode = "off", "channel off: requests for it are skipped")
+            }
         }
     }
 
@@ -136,6 +140,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         let consumer = Arc::new(kafka::consumer(&config.kafka, context)?);
         let sweeper = ledger.clone();
         let every = sweep_interval(config.ledger.retention);
+        let gauges = metrics.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
@@ -149,6 +154,10 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
                     ),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "ledger retention pass failed; retried at the next"),
+                }
+                if let Ok(stats) = sweeper.stats().await {
+                    gauges.ledger_records.set(stats.records as i64);
+                    gauges.ledger_file_bytes.set(stats.file_bytes as i64);
                 }
             }
         });

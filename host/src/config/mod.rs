@@ -1353,7 +1353,13 @@ fn channel_mode(
     mode: Option<&str>,
     problems: &mut Vec<Problem>,
 ) -> ChannelMode {
-    let from_enabled = enabled.map(|on| if on { ChannelMode::On } else { ChannelMode::Off });
+    let from_enabled = enabled.map(|on| {
+        if on {
+            ChannelMode::On
+        } else {
+            ChannelMode::Off
+        }
+    });
     let mode = match mode.map(str::trim) {
         None | Some("") => None,
         Some(m) => match m.to_ascii_lowercase().as_str() {

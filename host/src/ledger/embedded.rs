@@ -25,14 +25,12 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
 use redb::{
     Database, Durability, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
-    WriteTransaction,
+    ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Backend, Delivery, DeliveryKey, Filter, LedgerError, Purpose, Record, Scan, State, Stats,
-    Sweep,
+    Backend, Delivery, DeliveryKey, Filter, LedgerError, Purpose, Record, Scan, State, Stats, Sweep,
 };
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -683,7 +681,8 @@ impl Writer {
         }
         let bytes = encode(&record).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
         let names = Names::of(&bucket);
-        txn.open_table(names.records())?.insert(id, bytes.as_slice())?;
+        txn.open_table(names.records())?
+            .insert(id, bytes.as_slice())?;
         if found.is_none() {
             txn.open_table(names.keys())?.insert(key.as_str(), id)?;
             txn.open_multimap_table(names.appointments())?
@@ -810,7 +809,11 @@ mod tests {
     }
 
     fn record(event: &str, channel: &str, state: State) -> Record {
-        let mut d = Delivery::new(&key(event, channel), &format!("appt-{event}"), Recipient::default());
+        let mut d = Delivery::new(
+            &key(event, channel),
+            &format!("appt-{event}"),
+            Recipient::default(),
+        );
         d.state = state;
         Record {
             delivery: d,
@@ -838,17 +841,32 @@ mod tests {
                 .put(record("e1", "email", State::Delivered))
                 .await
                 .expect("put");
-            let d = ledger.get(&key("e1", "email")).await.expect("get").expect("there");
+            let d = ledger
+                .get(&key("e1", "email"))
+                .await
+                .expect("get")
+                .expect("there");
             assert_eq!(d.state, State::Delivered);
             assert_eq!(ledger.get(&key("e1", "sms")).await.expect("get"), None);
             d.id
         };
         let ledger = open(dir.path(), Duration::from_secs(3600));
-        let d = ledger.get(&key("e1", "email")).await.expect("get").expect("there");
+        let d = ledger
+            .get(&key("e1", "email"))
+            .await
+            .expect("get")
+            .expect("there");
         assert_eq!((d.id, d.state), (id, State::Delivered));
         // A new record after the reopen gets a new, larger id.
-        ledger.put(record("e2", "email", State::Delivered)).await.expect("put");
-        let d2 = ledger.get(&key("e2", "email")).await.expect("get").expect("there");
+        ledger
+            .put(record("e2", "email", State::Delivered))
+            .await
+            .expect("put");
+        let d2 = ledger
+            .get(&key("e2", "email"))
+            .await
+            .expect("get")
+            .expect("there");
         assert!(d2.id > id, "{} > {id}", d2.id);
         assert_eq!(ledger.stats().await.expect("stats").records, 2);
     }
@@ -860,7 +878,10 @@ mod tests {
         let tasks: Vec<_> = (0..300)
             .map(|i| {
                 let l = ledger.clone();
-                tokio::spawn(async move { l.put(record(&format!("e{i}"), "sms", State::Delivered)).await })
+                tokio::spawn(async move {
+                    l.put(record(&format!("e{i}"), "sms", State::Delivered))
+                        .await
+                })
             })
             .collect();
         for t in tasks {
@@ -873,8 +894,16 @@ mod tests {
     async fn events_and_appointments_find_their_deliveries() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = open(dir.path(), Duration::from_secs(3600));
-        for (e, c) in [("e1", "email"), ("e1", "sms"), ("e10", "email"), ("e1\u{1f}sms", "email")] {
-            ledger.put(record(e, c, State::Delivered)).await.expect("put");
+        for (e, c) in [
+            ("e1", "email"),
+            ("e1", "sms"),
+            ("e10", "email"),
+            ("e1\u{1f}sms", "email"),
+        ] {
+            ledger
+                .put(record(e, c, State::Delivered))
+                .await
+                .expect("put");
         }
         let of_e1: Vec<String> = ledger
             .event("e1")
@@ -895,15 +924,25 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = open(dir.path(), Duration::from_secs(3600));
         for i in 0..250 {
-            let state = if i % 5 == 0 { State::DeadLettered } else { State::Delivered };
-            ledger.put(record(&format!("e{i}"), "email", state)).await.expect("put");
+            let state = if i % 5 == 0 {
+                State::DeadLettered
+            } else {
+                State::Delivered
+            };
+            ledger
+                .put(record(&format!("e{i}"), "email", state))
+                .await
+                .expect("put");
         }
         let filter = Filter::default();
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         let mut added = 0;
         loop {
-            let page = ledger.list(&filter, 40, cursor.as_deref()).await.expect("list");
+            let page = ledger
+                .list(&filter, 40, cursor.as_deref())
+                .await
+                .expect("list");
             seen.extend(page.deliveries.iter().map(|d| d.id));
             // New deliveries arrive between pages: never in this walk.
             for _ in 0..7 {
@@ -931,9 +970,15 @@ mod tests {
         let page = ledger.list(&dead, MAX_PAGE, None).await.expect("list");
         assert_eq!(page.deliveries.len(), 50);
         assert!(page.next_cursor.is_none());
-        assert!(page.deliveries.iter().all(|d| d.state == State::DeadLettered));
+        assert!(page
+            .deliveries
+            .iter()
+            .all(|d| d.state == State::DeadLettered));
         let refused = ledger.list(&dead, 10, Some("AAAA")).await;
-        assert!(matches!(refused, Err(crate::ledger::ListError::BadCursor(_))));
+        assert!(matches!(
+            refused,
+            Err(crate::ledger::ListError::BadCursor(_))
+        ));
     }
 
     #[tokio::test]
@@ -950,18 +995,31 @@ mod tests {
             });
             ledger.put(r).await.expect("put");
         }
-        ledger.put(record("other", "email", State::Delivered)).await.expect("put");
+        ledger
+            .put(record("other", "email", State::Delivered))
+            .await
+            .expect("put");
         let held = ledger.held("sms", None, 100).await.expect("held");
         assert_eq!(held.len(), 3);
         assert!(held.iter().all(|r| r.held.is_some()));
         let first_two = ledger.held("sms", None, 2).await.expect("held");
-        let rest = ledger.held("sms", Some(first_two[1].delivery.id), 100).await.expect("held");
+        let rest = ledger
+            .held("sms", Some(first_two[1].delivery.id), 100)
+            .await
+            .expect("held");
         assert_eq!(rest.len(), 1);
         // Sent: no longer held, and its event is no longer kept.
-        ledger.put(record("h0", "sms", State::Delivered)).await.expect("put");
+        ledger
+            .put(record("h0", "sms", State::Delivered))
+            .await
+            .expect("put");
         let held = ledger.held("sms", None, 100).await.expect("held");
         assert_eq!(held.len(), 2);
-        assert!(ledger.held("email", None, 100).await.expect("held").is_empty());
+        assert!(ledger
+            .held("email", None, 100)
+            .await
+            .expect("held")
+            .is_empty());
     }
 
     #[tokio::test]
@@ -969,15 +1027,25 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         // 800 ms retention: 100 ms buckets.
         let ledger = open(dir.path(), Duration::from_millis(800));
-        ledger.put(record("old", "email", State::Delivered)).await.expect("put");
+        ledger
+            .put(record("old", "email", State::Delivered))
+            .await
+            .expect("put");
         let nothing = ledger.sweep().await.expect("sweep");
         assert_eq!(nothing.records_dropped, 0);
         tokio::time::sleep(Duration::from_millis(1_000)).await;
-        ledger.put(record("new", "email", State::Delivered)).await.expect("put");
+        ledger
+            .put(record("new", "email", State::Delivered))
+            .await
+            .expect("put");
         let sweep = ledger.sweep().await.expect("sweep");
         assert_eq!((sweep.buckets_dropped, sweep.records_dropped), (1, 1));
         assert_eq!(ledger.get(&key("old", "email")).await.expect("get"), None);
-        assert!(ledger.get(&key("new", "email")).await.expect("get").is_some());
+        assert!(ledger
+            .get(&key("new", "email"))
+            .await
+            .expect("get")
+            .is_some());
         assert_eq!(ledger.stats().await.expect("stats").records, 1);
     }
 }

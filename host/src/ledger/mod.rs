@@ -584,8 +584,18 @@ mod tests {
             (None, On, Replay, A::Send),
             (Some(S::Delivered), On, Normal, A::AlreadyDone(S::Delivered)),
             (Some(S::Delivered), On, Replay, A::AlreadyDone(S::Delivered)),
-            (Some(S::Delivered), Hold, Normal, A::AlreadyDone(S::Delivered)),
-            (Some(S::DeadLettered), On, Normal, A::AlreadyDone(S::DeadLettered)),
+            (
+                Some(S::Delivered),
+                Hold,
+                Normal,
+                A::AlreadyDone(S::Delivered),
+            ),
+            (
+                Some(S::DeadLettered),
+                On,
+                Normal,
+                A::AlreadyDone(S::DeadLettered),
+            ),
             (Some(S::DeadLettered), On, Replay, A::Send),
             (Some(S::DeadLettered), Hold, Replay, A::Hold),
             (Some(S::Held), On, Normal, A::Send),
@@ -612,10 +622,7 @@ mod tests {
     #[test]
     fn only_in_between_states_are_written_without_a_flush() {
         let unflushed: Vec<State> = State::ALL.into_iter().filter(|s| !s.is_final()).collect();
-        assert_eq!(
-            unflushed,
-            [State::Pending, State::Retrying, State::Waiting]
-        );
+        assert_eq!(unflushed, [State::Pending, State::Retrying, State::Waiting]);
     }
 
     #[test]

@@ -585,6 +585,13 @@ async fn deliver(
                 "channel delivered"
             )
         }
+        ChannelOutcome::AlreadyDone(State::Delivered) => tracing::info!(
+            event_id,
+            channel = name,
+            outcome = "duplicate",
+            state = "delivered",
+            "channel already delivered for this event; not sent again"
+        ),
         ChannelOutcome::AlreadyDone(state) => tracing::info!(
             event_id,
             channel = name,
@@ -682,9 +689,9 @@ async fn deliver_inner(
         None => return ChannelOutcome::Revoked,
     };
     let admission = ledger::admit(existing.as_ref().map(|d| d.state), mode, ctx.arrival);
-    let entry = record.insert(existing.unwrap_or_else(|| {
-        Delivery::new(&key, &event.appointment_id, recipient(event))
-    }));
+    let entry = record.insert(
+        existing.unwrap_or_else(|| Delivery::new(&key, &event.appointment_id, recipient(event))),
+    );
     if ctx.arrival == Arrival::Replay {
         entry.replay_of = ctx.replay_of.clone();
     }
@@ -692,11 +699,18 @@ async fn deliver_inner(
         Admission::AlreadyDone(state) => {
             entry.duplicates = entry.duplicates.saturating_add(1);
             entry.updated_at = Utc::now();
-            // Only a count: a lost one loses nothing.
-            drop(shared.ledger.put(Record {
-                delivery: entry.clone(),
-                held: None,
-            }));
+            // Only a count: a failed write loses nothing, so it is not
+            // retried (but awaited, so the record says it before the commit).
+            if let Err(e) = shared
+                .ledger
+                .put(Record {
+                    delivery: entry.clone(),
+                    held: None,
+                })
+                .await
+            {
+                tracing::warn!(channel = name, error = %e, "cannot count a duplicate in the ledger");
+            }
             return ChannelOutcome::AlreadyDone(state);
         }
         Admission::Skip => {
@@ -898,7 +912,12 @@ async fn deliver_inner(
                     "channel not healthy; waiting for it (not counted as an attempt)"
                 );
                 if entry.state != State::Waiting {
-                    entry.set(State::Waiting, Some(format!("channel `{name}` is down: waiting for the provider to recover")));
+                    entry.set(
+                        State::Waiting,
+                        Some(format!(
+                            "channel `{name}` is down: waiting for the provider to recover"
+                        )),
+                    );
                     drop(shared.ledger.put(Record {
                         delivery: entry.clone(),
                         held: None,
@@ -932,8 +951,15 @@ async fn write_final(shared: &Shared, delivery: &Delivery, held: Option<HeldMess
             delivery: delivery.clone(),
             held: held.clone(),
         };
+        let started = Instant::now();
         match shared.ledger.put(record).await {
-            Ok(()) => return,
+            Ok(()) => {
+                shared
+                    .metrics
+                    .ledger_write
+                    .observe(started.elapsed().as_secs_f64());
+                return;
+            }
             Err(e) => {
                 tracing::error!(channel = %delivery.channel, state = delivery.state.as_str(), error = %e, "cannot record the delivery; retrying so a redelivery does not send twice");
                 tokio::time::sleep(wait).await;

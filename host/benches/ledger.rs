@@ -37,7 +37,7 @@ fn rss_mib() -> f64 {
 /// A delivered record as the pipeline writes it: one attempt with a
 /// Mailgun-sized answer snippet.
 fn delivered(i: u64) -> Record {
-    let channel = if i % 3 == 0 { "sms" } else { "email" };
+    let channel = if i.is_multiple_of(3) { "sms" } else { "email" };
     let key = DeliveryKey {
         event_id: format!("{:08x}-5b1e-4c0a-9f3e-{:012x}", i >> 20, i),
         channel: channel.to_string(),
@@ -62,7 +62,7 @@ fn delivered(i: u64) -> Record {
         )),
     });
     d.provider_message_id = Some(format!("<20261202.{i:016x}@mg.example.com>"));
-    d.state = if i % 50 == 0 {
+    d.state = if i.is_multiple_of(50) {
         State::DeadLettered
     } else {
         State::Delivered

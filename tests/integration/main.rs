@@ -2,6 +2,7 @@
 //! real `notify-host` binary, the real compiled plugins, and real HTTP
 //! servers on 127.0.0.1. Build the plugins first: ./scripts/test.sh does.
 
+mod api;
 mod chaos;
 mod classify;
 mod cli;
@@ -13,10 +14,12 @@ mod hardening;
 mod harness;
 mod hostile;
 mod kafka_harness;
+mod ledger;
 mod ops;
 mod outage;
 mod pipeline;
 mod rebalance;
+mod replay;
 mod secrets;
 mod spec;
 mod vendors;

@@ -1,6 +1,8 @@
 //! Command-line interface: the service itself and the tools a plugin author
 //! and an operator use to check their work.
 
+mod deliveries;
+mod dlq;
 mod plugin_cmd;
 mod publish;
 mod service;
@@ -55,6 +57,15 @@ enum Command {
     /// Tools for plugin authors: render, classify and send with a real plugin.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+    /// The dead-letter topic: list dead letters, replay them after fixing
+    /// the cause.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// The delivery ledger of a running host, through its status API
+    /// (token in NOTIFY_ADMIN_TOKEN): show an event, list, release a
+    /// held channel.
+    #[command(subcommand)]
+    Deliveries(deliveries::DeliveriesCommand),
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +86,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::CheckConfig(args) => check_config(&args.config),
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Publish(args) => publish::run(args),
+        Command::Dlq(cmd) => dlq::run(cmd),
+        Command::Deliveries(cmd) => deliveries::run(cmd),
         Command::Health {
             url,
             timeout_seconds,
@@ -122,7 +135,11 @@ fn check_config(path: &Path) -> Result<ExitCode> {
                     allowed.join(", ")
                 );
             }
-            None => println!("  channel {}: disabled", c.name),
+            None if c.mode == notify_host::config::ChannelMode::Hold => println!(
+                "  channel {}: on hold (requests kept in the ledger for `notify-host deliveries release`; no plugin loaded)",
+                c.name
+            ),
+            None => println!("  channel {}: off (requests skipped)", c.name),
         }
     }
     Ok(ExitCode::SUCCESS)

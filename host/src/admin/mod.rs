@@ -1,4 +1,5 @@
-//! The admin HTTP server: liveness, readiness and Prometheus metrics.
+//! The admin HTTP server: liveness, readiness, Prometheus metrics and the
+//! status API.
 //!
 //! - `GET /health/live`: 200 while the process serves requests.
 //! - `GET /health/ready`: 200 only when Kafka is reachable and partitions are
@@ -10,9 +11,14 @@
 //!   why it is not closed, and how many sends wait for it: a provider
 //!   outage does not make the host unready (a restart would not help).
 //! - `GET /metrics`: Prometheus text exposition.
+//! - `/v1/...`: the status API ([`api`]), behind the bearer token; off (404)
+//!   without one. Health and metrics need no token.
 //!
 //! It listens on a private address by default (127.0.0.1:9090): health and
 //! metrics are for the operator's tooling, not the internet.
+
+pub mod api;
+pub mod problem;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -67,6 +73,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .merge(api::router(&state))
         .with_state(state)
 }
 

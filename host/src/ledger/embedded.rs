@@ -338,6 +338,19 @@ impl Embedded {
     }
 }
 
+/// A table of `txn`, or `None` when it does not exist (yet, or any more):
+/// readers see the buckets of their snapshot, which may lag the list.
+fn existing<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    def: TableDefinition<'_, K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, LedgerError> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(store_err(e)),
+    }
+}
+
 /// The record of `key`, looking newest bucket first.
 fn lookup(
     shared: &Shared,
@@ -346,10 +359,8 @@ fn lookup(
 ) -> Result<Option<Record>, LedgerError> {
     for b in shared.buckets().iter().rev() {
         let names = Names::of(b);
-        let keys = match txn.open_table(names.keys()) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => continue,
-            Err(e) => return Err(store_err(e)),
+        let Some(keys) = existing(txn, names.keys())? else {
+            continue;
         };
         let Some(id) = keys.get(key).map_err(store_err)?.map(|v| v.value()) else {
             continue;
@@ -366,10 +377,8 @@ fn lookup(
 /// Records of `ids` in `bucket`, skipping ids whose record is gone.
 fn load(txn: &ReadTransaction, b: &Bucket, ids: &[u64]) -> Result<Vec<Record>, LedgerError> {
     let names = Names::of(b);
-    let records = match txn.open_table(names.records()) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(store_err(e)),
+    let Some(records) = existing(txn, names.records())? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
@@ -415,10 +424,8 @@ impl Backend for Embedded {
             let mut out = Vec::new();
             for b in shared.buckets() {
                 let names = Names::of(&b);
-                let keys = match txn.open_table(names.keys()) {
-                    Ok(t) => t,
-                    Err(redb::TableError::TableDoesNotExist(_)) => continue,
-                    Err(e) => return Err(store_err(e)),
+                let Some(keys) = existing(txn, names.keys())? else {
+                    continue;
                 };
                 let mut ids = Vec::new();
                 for entry in keys.range(prefix.as_str()..).map_err(store_err)? {
@@ -487,10 +494,8 @@ impl Backend for Embedded {
                     continue;
                 }
                 let names = Names::of(b);
-                let records = match txn.open_table(names.records()) {
-                    Ok(t) => t,
-                    Err(redb::TableError::TableDoesNotExist(_)) => continue,
-                    Err(e) => return Err(store_err(e)),
+                let Some(records) = existing(txn, names.records())? else {
+                    continue;
                 };
                 let range = match before {
                     Some(before) => records.range(..before),
@@ -541,10 +546,8 @@ impl Backend for Embedded {
             let mut out = Vec::new();
             for b in shared.buckets() {
                 let names = Names::of(&b);
-                let held = match txn.open_table(names.held()) {
-                    Ok(t) => t,
-                    Err(redb::TableError::TableDoesNotExist(_)) => continue,
-                    Err(e) => return Err(store_err(e)),
+                let Some(held) = existing(txn, names.held())? else {
+                    continue;
                 };
                 let from = after.map_or(0, |a| a.saturating_add(1));
                 let mut ids = Vec::new();

@@ -758,12 +758,7 @@ async fn deliver_inner(
         );
     };
     entry.set(State::Pending, None);
-    // In-between states are not awaited: the writer applies them in order
-    // before this delivery's final record (see `ledger`).
-    drop(shared.ledger.put(Record {
-        delivery: entry.clone(),
-        held: None,
-    }));
+    note(shared, entry);
     let policy = channel.config.retry;
     let first_attempt = Instant::now();
     let message = PluginMessage {
@@ -889,10 +884,7 @@ async fn deliver_inner(
                     "transient failure; retrying"
                 );
                 entry.set(State::Retrying, None);
-                drop(shared.ledger.put(Record {
-                    delivery: entry.clone(),
-                    held: None,
-                }));
+                note(shared, entry);
                 if !sleep_unless_revoked(wait, revoked).await {
                     return ChannelOutcome::Revoked;
                 }
@@ -918,10 +910,7 @@ async fn deliver_inner(
                             "channel `{name}` is down: waiting for the provider to recover"
                         )),
                     );
-                    drop(shared.ledger.put(Record {
-                        delivery: entry.clone(),
-                        held: None,
-                    }));
+                    note(shared, entry);
                 }
             }
             Decision::DeadLetter { class, reason } => {
@@ -939,6 +928,16 @@ async fn deliver_inner(
         attempts: attempt,
         provider_message_id,
     }
+}
+
+/// Writes an in-between state (pending, retrying, waiting) without waiting
+/// for it: the ledger applies it, in order, before this delivery's final
+/// record, and losing it in a crash loses nothing (see `ledger`).
+fn note(shared: &Shared, delivery: &Delivery) {
+    drop(shared.ledger.put(Record {
+        delivery: delivery.clone(),
+        held: None,
+    }));
 }
 
 /// Writes a final record, retrying until the ledger takes it: the offset

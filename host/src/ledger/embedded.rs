@@ -40,6 +40,11 @@ const CURSOR_KEY: &str = "cursor_key";
 /// Records taken into one transaction at most; bounds the time a batch holds
 /// the writer.
 const MAX_BATCH: usize = 4096;
+/// How long the writer waits after the first queued write for more to
+/// join its transaction. Each commit writes every index page it touched
+/// and flushes: gathering costs this much latency per final record and
+/// saves page writes (see the closing note of issue 12 for the numbers).
+const GATHER: Duration = Duration::from_millis(2);
 /// Records one list request looks at, at most: a rare filter over a big
 /// ledger returns a short (even empty) page with a cursor to go on, instead
 /// of reading the whole file in one request.
@@ -614,9 +619,52 @@ impl Backend for Embedded {
     }
 }
 
+/// One bucket's tables, open for a write transaction.
+struct BucketTables<'t> {
+    records: redb::Table<'t, u64, &'static [u8]>,
+    keys: redb::Table<'t, &'static str, u64>,
+    appointments: redb::MultimapTable<'t, &'static str, u64>,
+    held: redb::Table<'t, u64, &'static str>,
+}
+
+/// The tables a batch touched, each opened once for the whole batch:
+/// opening a redb table per write (and writing its root back at each
+/// close) cost more than the writes themselves.
+#[derive(Default)]
+struct OpenTables<'t> {
+    buckets: Vec<(Bucket, BucketTables<'t>)>,
+}
+
+impl<'t> OpenTables<'t> {
+    fn of(
+        &mut self,
+        txn: &'t WriteTransaction,
+        bucket: Bucket,
+    ) -> Result<&mut BucketTables<'t>, redb::Error> {
+        let at = match self.buckets.iter().position(|(b, _)| *b == bucket) {
+            Some(i) => i,
+            None => {
+                let names = Names::of(&bucket);
+                let tables = BucketTables {
+                    records: txn.open_table(names.records())?,
+                    keys: txn.open_table(names.keys())?,
+                    appointments: txn.open_multimap_table(names.appointments())?,
+                    held: txn.open_table(names.held())?,
+                };
+                self.buckets.push((bucket, tables));
+                self.buckets.len() - 1
+            }
+        };
+        Ok(&mut self.buckets[at].1)
+    }
+}
+
 /// The writer's own state: the next id, known after the first transaction.
 struct Writer {
     next_id: Option<u64>,
+    /// A new id was taken in this transaction: `next_id` is written once,
+    /// at its end.
+    ids_taken: bool,
 }
 
 impl Writer {
@@ -652,18 +700,18 @@ impl Writer {
         }
     }
 
-    fn put(
+    fn put<'t>(
         &mut self,
         shared: &Shared,
-        txn: &WriteTransaction,
-        mut record: Record,
+        txn: &'t WriteTransaction,
+        open: &mut OpenTables<'t>,
+        record: &Record,
     ) -> Result<(), redb::Error> {
         let key = record.delivery.key().encode();
         // The bucket already holding the key, if any (newest first).
         let mut found = None;
         for b in shared.buckets().iter().rev() {
-            let names = Names::of(b);
-            if let Some(id) = txn.open_table(names.keys())?.get(key.as_str())? {
+            if let Some(id) = open.of(txn, *b)?.keys.get(key.as_str())? {
                 found = Some((*b, id.value()));
                 break;
             }
@@ -673,29 +721,34 @@ impl Writer {
             None => {
                 let id = self.next_id(txn)?;
                 self.next_id = Some(id + 1);
-                txn.open_table(META)?
-                    .insert(NEXT_ID, (id + 1).to_be_bytes().as_slice())?;
+                self.ids_taken = true;
                 (self.current_bucket(shared), id)
             }
         };
-        record.delivery.id = id;
-        if record.delivery.state != State::Held {
-            record.held = None;
+        let held = record.delivery.state == State::Held;
+        // The id is the table key (decode sets it); the event is kept only
+        // while held.
+        let bytes = if held || record.held.is_none() {
+            encode(record)
+        } else {
+            encode(&Record {
+                delivery: record.delivery.clone(),
+                held: None,
+            })
         }
-        let bytes = encode(&record).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-        let names = Names::of(&bucket);
-        txn.open_table(names.records())?
-            .insert(id, bytes.as_slice())?;
+        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+        let tables = open.of(txn, bucket)?;
+        tables.records.insert(id, bytes.as_slice())?;
         if found.is_none() {
-            txn.open_table(names.keys())?.insert(key.as_str(), id)?;
-            txn.open_multimap_table(names.appointments())?
+            tables.keys.insert(key.as_str(), id)?;
+            tables
+                .appointments
                 .insert(record.delivery.appointment_id.as_str(), id)?;
         }
-        let mut held = txn.open_table(names.held())?;
-        if record.delivery.state == State::Held {
-            held.insert(id, record.delivery.channel.as_str())?;
+        if held {
+            tables.held.insert(id, record.delivery.channel.as_str())?;
         } else if found.is_some() {
-            held.remove(id)?;
+            tables.held.remove(id)?;
         }
         Ok(())
     }
@@ -726,8 +779,15 @@ impl Writer {
 /// Takes whatever is queued, applies it in one transaction, and answers
 /// each. A batch is flushed to disk when it holds a final record or a sweep.
 fn write_loop(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Op>) {
-    let mut writer = Writer { next_id: None };
+    let mut writer = Writer {
+        next_id: None,
+        ids_taken: false,
+    };
     while let Some(first) = rx.blocking_recv() {
+        // A moment for the writes close behind to join this transaction:
+        // the two channels of one event, or the next events, then share
+        // the index pages a commit writes and flushes.
+        std::thread::sleep(GATHER);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -751,11 +811,23 @@ fn write_loop(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Op>) {
                 Durability::None
             })
             .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            writer.ids_taken = false;
+            let mut open = OpenTables::default();
             for op in &batch {
-                match op {
-                    Op::Put { record, .. } => writer.put(shared, &txn, (**record).clone())?,
-                    Op::Sweep { .. } => sweeps.push(writer.sweep(shared, &txn)?),
+                if let Op::Put { record, .. } = op {
+                    writer.put(shared, &txn, &mut open, record)?;
                 }
+            }
+            // Closed before a sweep, which deletes tables.
+            drop(open);
+            for op in &batch {
+                if let Op::Sweep { .. } = op {
+                    sweeps.push(writer.sweep(shared, &txn)?);
+                }
+            }
+            if let (true, Some(next)) = (writer.ids_taken, writer.next_id) {
+                txn.open_table(META)?
+                    .insert(NEXT_ID, next.to_be_bytes().as_slice())?;
             }
             txn.commit()?;
             Ok(())

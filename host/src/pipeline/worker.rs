@@ -689,6 +689,7 @@ async fn deliver_inner(
         None => return ChannelOutcome::Revoked,
     };
     let admission = ledger::admit(existing.as_ref().map(|d| d.state), mode, ctx.arrival);
+    let on_record_before = existing.is_some();
     let entry = record.insert(
         existing.unwrap_or_else(|| Delivery::new(&key, &event.appointment_id, recipient(event))),
     );
@@ -758,7 +759,13 @@ async fn deliver_inner(
         );
     };
     entry.set(State::Pending, None);
-    note(shared, entry);
+    // A first send is not written until it ends or has to wait: most
+    // take one provider round trip, and a write per state would cost a
+    // quarter of the host's throughput (measured). A record that is
+    // worked again (replay, release, a crash) says so at once.
+    if on_record_before {
+        note(shared, entry);
+    }
     let policy = channel.config.retry;
     let first_attempt = Instant::now();
     let message = PluginMessage {
@@ -787,6 +794,8 @@ async fn deliver_inner(
                             .get_or_create(&Metrics::channel(name))
                             .inc();
                         tracing::warn!(channel = name, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "plugin failed rendering; retrying");
+                        entry.set(State::Retrying, Some(format!("the plugin failed rendering: {e}")));
+                        note(shared, entry);
                         if !sleep_unless_revoked(wait, revoked).await {
                             return ChannelOutcome::Revoked;
                         }

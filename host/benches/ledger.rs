@@ -181,18 +181,33 @@ fn main() {
             println!("kept {}", path.display());
             return;
         }
-        // The retention pass over everything: reopened with a retention that
-        // puts every bucket past it.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The retention pass: the same deliveries written again with an
+        // 800 ms retention (100 ms buckets), then, once all are past it,
+        // one pass drops every bucket.
+        let path = dir.path().join("sweep.redb");
         let ledger = Ledger::new(Arc::new(
-            Embedded::open(&path, Duration::from_millis(1), 16 << 20).expect("reopen"),
+            Embedded::open(&path, Duration::from_millis(800), 16 << 20).expect("open"),
         ));
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let mut pending = Vec::with_capacity(1024);
+        for i in 0..n {
+            pending.push(ledger.put(delivered(i)));
+            if pending.len() == 1024 {
+                for r in futures_util::future::join_all(pending.drain(..)).await {
+                    r.expect("put");
+                }
+            }
+        }
+        for r in futures_util::future::join_all(pending).await {
+            r.expect("put");
+        }
+        let before = ledger.stats().await.expect("stats");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         let t = Instant::now();
         let sweep = ledger.sweep().await.expect("sweep");
         println!(
-            "retention pass: {} records in {} buckets dropped; writer held {:.1} ms ({:.1} ms end to end)",
+            "retention pass: {} of {} records in {} buckets dropped; writer held {:.1} ms ({:.1} ms end to end)",
             sweep.records_dropped,
+            before.records,
             sweep.buckets_dropped,
             sweep.held_writer.as_secs_f64() * 1e3,
             t.elapsed().as_secs_f64() * 1e3

@@ -794,7 +794,10 @@ async fn deliver_inner(
                             .get_or_create(&Metrics::channel(name))
                             .inc();
                         tracing::warn!(channel = name, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "plugin failed rendering; retrying");
-                        entry.set(State::Retrying, Some(format!("the plugin failed rendering: {e}")));
+                        entry.set(
+                            State::Retrying,
+                            Some(format!("the plugin failed rendering: {e}")),
+                        );
                         note(shared, entry);
                         if !sleep_unless_revoked(wait, revoked).await {
                             return ChannelOutcome::Revoked;

@@ -580,14 +580,29 @@ impl Backend for Embedded {
     }
 
     fn sweep(&self) -> BoxFuture<'static, Result<Sweep, LedgerError>> {
-        let (done, rx) = oneshot::channel();
-        let sent = self.send(Op::Sweep { done });
+        // One bucket per transaction: the writes queued meanwhile go in
+        // between, so the writer is held for one bucket's drop at a time.
+        let writer = self.writer.clone();
         async move {
-            sent?;
-            match rx.await {
-                Ok(Ok(s)) => Ok(s),
-                Ok(Err(message)) => Err(LedgerError::Store(message)),
-                Err(_) => Err(LedgerError::WriterGone),
+            let mut total = Sweep::default();
+            loop {
+                let (done, rx) = oneshot::channel();
+                writer
+                    .as_ref()
+                    .ok_or(LedgerError::WriterGone)?
+                    .send(Op::Sweep { done })
+                    .map_err(|_| LedgerError::WriterGone)?;
+                let one = match rx.await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(message)) => return Err(LedgerError::Store(message)),
+                    Err(_) => return Err(LedgerError::WriterGone),
+                };
+                if one.buckets_dropped == 0 {
+                    return Ok(total);
+                }
+                total.buckets_dropped += one.buckets_dropped;
+                total.records_dropped += one.records_dropped;
+                total.held_writer = total.held_writer.max(one.held_writer);
             }
         }
         .boxed()
@@ -753,13 +768,21 @@ impl Writer {
         Ok(())
     }
 
-    fn sweep(&self, shared: &Shared, txn: &WriteTransaction) -> Result<Sweep, redb::Error> {
+    /// Drops the oldest bucket past the retention, if any; returns it.
+    fn sweep(
+        &self,
+        shared: &Shared,
+        txn: &WriteTransaction,
+        dropped: &mut Vec<Bucket>,
+    ) -> Result<Sweep, redb::Error> {
         let cutoff = now_ms().saturating_sub(shared.retention_ms);
         let old: Vec<Bucket> = shared
             .buckets()
             .into_iter()
-            .filter(|b| b.end <= cutoff)
+            .filter(|b| b.end <= cutoff && !dropped.contains(b))
+            .take(1)
             .collect();
+        dropped.extend(&old);
         let mut sweep = Sweep::default();
         for b in &old {
             let names = Names::of(b);
@@ -803,6 +826,7 @@ fn write_loop(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Op>) {
         let id_before = writer.next_id;
         let buckets_before = shared.buckets();
         let mut sweeps = Vec::new();
+        let mut dropped: Vec<Bucket> = Vec::new();
         let result = (|| -> Result<(), redb::Error> {
             let mut txn = shared.db.begin_write()?;
             txn.set_durability(if durable {
@@ -822,7 +846,7 @@ fn write_loop(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Op>) {
             drop(open);
             for op in &batch {
                 if let Op::Sweep { .. } = op {
-                    sweeps.push(writer.sweep(shared, &txn)?);
+                    sweeps.push(writer.sweep(shared, &txn, &mut dropped)?);
                 }
             }
             if let (true, Some(next)) = (writer.ids_taken, writer.next_id) {
@@ -836,9 +860,8 @@ fn write_loop(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Op>) {
         match &result {
             Ok(()) => {
                 // Dropped buckets are forgotten only once the drop committed.
-                let cutoff = now_ms().saturating_sub(shared.retention_ms);
-                if !sweeps.is_empty() {
-                    shared.set_buckets(|all| all.retain(|b| b.end > cutoff));
+                if !dropped.is_empty() {
+                    shared.set_buckets(|all| all.retain(|b| !dropped.contains(b)));
                 }
             }
             Err(_) => {

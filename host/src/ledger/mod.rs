@@ -364,8 +364,8 @@ pub struct Page {
 pub struct Sweep {
     pub buckets_dropped: usize,
     pub records_dropped: u64,
-    /// How long the pass held the writer (the write transaction, commit
-    /// included).
+    /// The longest the pass held the writer: it drops one bucket per
+    /// transaction (commit included), letting queued writes in between.
     pub held_writer: std::time::Duration,
 }
 

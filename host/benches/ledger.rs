@@ -74,6 +74,23 @@ fn delivered(i: u64) -> Record {
     }
 }
 
+/// Writes `n` delivered records as the pipeline does: many writers at
+/// once, group-committed.
+async fn fill(ledger: &Ledger, n: u64) {
+    let mut pending = Vec::with_capacity(1024);
+    for i in 0..n {
+        pending.push(ledger.put(delivered(i)));
+        if pending.len() == 1024 {
+            for r in futures_util::future::join_all(pending.drain(..)).await {
+                r.expect("put");
+            }
+        }
+    }
+    for r in futures_util::future::join_all(pending).await {
+        r.expect("put");
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this
     // too, as a smoke test at a size that takes a second.
@@ -96,26 +113,14 @@ fn main() {
         let ledger = Ledger::new(Arc::new(
             Embedded::open(&path, retention, 16 << 20).expect("open"),
         ));
-        // Filled as the pipeline does: many writers at once, group-committed.
         let started = Instant::now();
-        let mut pending = Vec::with_capacity(1024);
-        for i in 0..n {
-            pending.push(ledger.put(delivered(i)));
-            if pending.len() == 1024 {
-                for r in futures_util::future::join_all(pending.drain(..)).await {
-                    r.expect("put");
-                }
-            }
-        }
-        for r in futures_util::future::join_all(pending).await {
-            r.expect("put");
-        }
-        let fill = started.elapsed();
+        fill(&ledger, n).await;
+        let fill_time = started.elapsed();
         let stats = ledger.stats().await.expect("stats");
         println!(
             "filled {n} deliveries in {:.1} s ({:.0}/s); file {:.1} MiB = {:.0} bytes per delivery; {} buckets; RSS {:.1} MiB",
-            fill.as_secs_f64(),
-            n as f64 / fill.as_secs_f64(),
+            fill_time.as_secs_f64(),
+            n as f64 / fill_time.as_secs_f64(),
             stats.file_bytes as f64 / 1048576.0,
             stats.file_bytes as f64 / n as f64,
             stats.buckets,
@@ -189,18 +194,7 @@ fn main() {
         let ledger = Ledger::new(Arc::new(
             Embedded::open(&path, Duration::from_secs(8), 16 << 20).expect("open"),
         ));
-        let mut pending = Vec::with_capacity(1024);
-        for i in 0..n {
-            pending.push(ledger.put(delivered(i)));
-            if pending.len() == 1024 {
-                for r in futures_util::future::join_all(pending.drain(..)).await {
-                    r.expect("put");
-                }
-            }
-        }
-        for r in futures_util::future::join_all(pending).await {
-            r.expect("put");
-        }
+        fill(&ledger, n).await;
         let before = ledger.stats().await.expect("stats");
         tokio::time::sleep(Duration::from_secs(9)).await;
         let t = Instant::now();

@@ -18,7 +18,7 @@
 //! `incremental_assign`/`incremental_unassign` for that protocol), so each
 //! list names just those.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +62,59 @@ fn log_librdkafka(level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_messag
     }
 }
 
+/// How often one and the same client error is logged while it repeats.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// When each distinct client error was last logged, and how often it came
+/// since. librdkafka reports "all brokers are down" on every reconnect
+/// attempt (every 100 ms while the broker is away); one line per error per
+/// 30 s, with the count, is what an operator can read.
+#[derive(Debug, Default)]
+struct Repeats(HashMap<String, (std::time::Instant, u64)>);
+
+impl Repeats {
+    /// `Some(suppressed since the last line)` when `text` should be logged
+    /// at `now`.
+    fn admit(&mut self, text: &str, now: std::time::Instant, every: Duration) -> Option<u64> {
+        // Bounded: distinct error texts are few, but a broker could vary them.
+        if self.0.len() > 256 {
+            self.0.clear();
+        }
+        match self.0.get_mut(text) {
+            Some((at, n)) if now.duration_since(*at) < every => {
+                *n += 1;
+                None
+            }
+            Some((at, n)) => {
+                let suppressed = *n;
+                *at = now;
+                *n = 0;
+                Some(suppressed)
+            }
+            None => {
+                self.0.insert(text.to_string(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+static REPEATS: std::sync::LazyLock<Mutex<Repeats>> =
+    std::sync::LazyLock::new(|| Mutex::new(Repeats::default()));
+
+/// Logs a client error, once per 30 s while the same one repeats.
+fn log_client_error(error: &rdkafka::error::KafkaError, reason: &str) {
+    let text = format!("{error}: {reason}");
+    let admitted = REPEATS.lock().unwrap_or_else(|p| p.into_inner()).admit(
+        &text,
+        std::time::Instant::now(),
+        ERROR_LOG_EVERY,
+    );
+    if let Some(repeated) = admitted {
+        tracing::warn!(target: "librdkafka", %error, repeated, "{reason} (repeats are logged every 30 s)");
+    }
+}
+
 /// Producer callbacks: logging only.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProducerLogContext;
@@ -72,7 +125,7 @@ impl ClientContext for ProducerLogContext {
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", %error, "{reason}");
+        log_client_error(&error, reason);
     }
 }
 
@@ -164,7 +217,7 @@ impl ClientContext for ConsumerCallbacks {
         if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
             admin::set(&self.host.readiness.broker_up, false);
         }
-        tracing::warn!(target: "librdkafka", %error, "{reason}");
+        log_client_error(&error, reason);
     }
 
     fn stats(&self, stats: rdkafka::Statistics) {
@@ -476,7 +529,35 @@ pub const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
-    use super::is_consumer_only;
+    use super::{is_consumer_only, Repeats};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_repeating_client_error_is_logged_once_per_period_with_its_count() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let every = Duration::from_secs(30);
+        let mut r = Repeats::default();
+        // (error, at ms, logged with this many suppressed, or not logged)
+        let steps: &[(&str, u64, Option<u64>)] = &[
+            ("all brokers down", 0, Some(0)),
+            ("all brokers down", 100, None),
+            ("all brokers down", 200, None),
+            // Another error is its own line at once.
+            ("broker transport failure", 250, Some(0)),
+            ("all brokers down", 29_999, None),
+            ("all brokers down", 30_000, Some(3)),
+            ("all brokers down", 30_100, None),
+            ("broker transport failure", 40_000, Some(0)),
+        ];
+        for (i, (text, at, want)) in steps.iter().enumerate() {
+            assert_eq!(
+                r.admit(text, ms(*at), every),
+                *want,
+                "step {i}: {text} at {at} ms"
+            );
+        }
+    }
 
     #[test]
     fn the_producer_gets_shared_settings_but_not_consumer_tuning() {

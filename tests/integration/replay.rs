@@ -17,7 +17,6 @@ const MAILGUN_OK: &str = r#"{"id":"<m@mg>","message":"Queued. Thank you."}"#;
 const MAILGUN_BAD_ADDRESS: &str = r#"{"message":"'to' parameter is not a valid address"}"#;
 const TWILIO_OK: &str = r#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued"}"#;
 const TWILIO_INVALID_TO: &str = r#"{"code":21211,"message":"Invalid 'To' Phone Number","more_info":"https://www.twilio.com/docs/errors/21211","status":400}"#;
-const ADMIN_TOKEN: &str = "replay-test-admin-token-5b1e9c0d";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The suite's config, with the event id at the end of every SMS (so the
@@ -34,9 +33,6 @@ fn config_with(s: &Setup, pipeline: &str, table_extra: &[(&str, &str)]) -> PathB
         "settings = { account_sid",
         "settings = { body_template = \"Appointment {appointment_id} #{event_id}\", account_sid",
     );
-    // The dedup store became the ledger; the harness may still write the
-    // old table name.
-    text = text.replace("[dedup]\n", "[ledger]\n");
     for (table, line) in table_extra {
         let header = format!("[{table}]\n");
         assert!(text.contains(&header), "no [{table}] in the config");
@@ -341,11 +337,7 @@ fn release(config: &Path, channel: &str, dry_run: bool) -> serde_json::Value {
     if dry_run {
         args.push("--dry-run");
     }
-    let out = notify_host(
-        &args,
-        &[("NOTIFY_ADMIN_TOKEN", ADMIN_TOKEN.into())],
-        &root(),
-    );
+    let out = notify_host(&args, &[("NOTIFY_ADMIN_TOKEN", API_TOKEN.into())], &root());
     let text = ok(&out);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -357,7 +349,7 @@ fn held_sms_are_sent_once_when_released_and_a_second_release_sends_nothing() {
         vec![Reply::new(200, MAILGUN_OK)],
         vec![Reply::new(201, TWILIO_OK)],
     );
-    let token = format!("token = \"{ADMIN_TOKEN}\"");
+    let token = format!("token = \"{API_TOKEN}\"");
     let held = config(
         &s,
         &[("channels.sms", "mode = \"hold\""), ("admin", &token)],

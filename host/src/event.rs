@@ -1,11 +1,21 @@
-//! The `appointments.created` event contract (shared/SPEC.md), and its
-//! validation.
+//! The appointment event contract (shared/SPEC.md, and README's "Event
+//! types"), and its validation.
 //!
 //! Rules, verbatim from the contract: `event_id` unique per event; at least one
 //! `notify` flag true; `appointment.appointment_id` required; `appointment.email`
 //! required when `notify.email`; `appointment.phone_e164` (E.164) required when
 //! `notify.sms`; unknown fields ignored; ids may be strings or integers.
 //! Beyond email and SMS, any `notify.NAME: true` requests the channel `NAME`.
+//!
+//! `event_type` decides what the event means ([`EventKind`]):
+//! `appointments.created` (the default when absent), `appointments.rescheduled`
+//! (requires `appointment.time`, the new time) and `appointments.cancelled`.
+//! For the two lifecycle types `notify` is optional: absent, the
+//! appointment's channels from its created event are used. Any other type is
+//! a violation of kind [`ViolationKind::UnknownEventType`], which the pipeline
+//! dead-letters or skips (`pipeline.unknown_event_types`). Optional extras:
+//! a top-level `"reminders": false` (no reminders for this appointment) and
+//! `appointment.time_zone` (an IANA name, for quiet hours).
 //!
 //! A [`ContractViolation`] names the field, because it ends up in a
 //! dead-letter record that someone has to act on.
@@ -17,8 +27,48 @@ use serde_json::{Map, Value};
 
 use crate::plugin::{Appointment, Event};
 
-/// The only event type this host handles.
+/// The event type of a booking, and the default when `event_type` is absent.
 pub const EVENT_TYPE: &str = "appointments.created";
+pub const RESCHEDULED: &str = "appointments.rescheduled";
+pub const CANCELLED: &str = "appointments.cancelled";
+
+/// What an event says happened to its appointment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Created,
+    Rescheduled,
+    Cancelled,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 3] = [
+        EventKind::Created,
+        EventKind::Rescheduled,
+        EventKind::Cancelled,
+    ];
+
+    pub fn event_type(self) -> &'static str {
+        match self {
+            EventKind::Created => EVENT_TYPE,
+            EventKind::Rescheduled => RESCHEDULED,
+            EventKind::Cancelled => CANCELLED,
+        }
+    }
+
+    pub fn of(event_type: &str) -> Option<EventKind> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.event_type() == event_type)
+    }
+}
+
+/// Which rule an event broke: an unknown `event_type` may be skipped by
+/// configuration; everything else is dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViolationKind {
+    Invalid,
+    UnknownEventType,
+}
 
 /// Why an event breaks the contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,12 +77,14 @@ pub struct ContractViolation {
     /// Dotted path of the offending field, or `payload` for the whole thing.
     pub field: String,
     pub problem: String,
+    pub kind: ViolationKind,
 }
 
 fn violation(field: &str, problem: impl fmt::Display) -> ContractViolation {
     ContractViolation {
         field: field.to_string(),
         problem: problem.to_string(),
+        kind: ViolationKind::Invalid,
     }
 }
 
@@ -41,6 +93,13 @@ fn violation(field: &str, problem: impl fmt::Display) -> ContractViolation {
 pub struct AppointmentEvent {
     pub event_id: String,
     pub event_type: String,
+    pub kind: EventKind,
+    /// Whether `notify` was given (optional for the lifecycle types).
+    pub has_notify: bool,
+    /// `false` when the event opts out of reminders (`"reminders": false`).
+    pub reminders: bool,
+    /// `appointment.time_zone`, a valid IANA name.
+    pub time_zone: Option<String>,
     pub occurred_at: Option<String>,
     /// Every `notify` flag, by channel name.
     pub notify: BTreeMap<String, bool>,
@@ -80,6 +139,17 @@ impl AppointmentEvent {
         }
     }
 
+    /// The payload with `appointment.time` replaced: what a reminder of a
+    /// rescheduled appointment renders from when the reschedule carried no
+    /// contact data of its own.
+    pub fn payload_with_time(&self, time: &str) -> String {
+        let mut json = self.json.clone();
+        if let Some(appt) = json.get_mut("appointment").and_then(Value::as_object_mut) {
+            appt.insert("time".into(), Value::String(time.to_string()));
+        }
+        json.to_string()
+    }
+
     /// The event as a plugin receives it.
     pub fn to_plugin_event(&self) -> Event {
         Event {
@@ -114,19 +184,27 @@ pub fn parse(payload: &[u8]) -> Result<AppointmentEvent, ContractViolation> {
 
     let event_id =
         id(root, "event_id", "event_id")?.ok_or_else(|| violation("event_id", "required"))?;
-    let event_type = match root.get("event_type") {
-        None | Some(Value::Null) => EVENT_TYPE.to_string(),
-        Some(Value::String(t)) if t == EVENT_TYPE => t.clone(),
-        Some(Value::String(t)) => {
-            return Err(violation(
-                "event_type",
-                format_args!("expected \"{EVENT_TYPE}\", found \"{t}\""),
-            ))
-        }
+    let (event_type, kind) = match root.get("event_type") {
+        None | Some(Value::Null) => (EVENT_TYPE.to_string(), EventKind::Created),
+        Some(Value::String(t)) => match EventKind::of(t) {
+            Some(kind) => (t.clone(), kind),
+            None => {
+                let shown = crate::scrub::cut(t.clone(), 64);
+                return Err(ContractViolation {
+                    kind: ViolationKind::UnknownEventType,
+                    ..violation(
+                        "event_type",
+                        format_args!(
+                            "unknown event type \"{shown}\" (known: {EVENT_TYPE}, {RESCHEDULED}, {CANCELLED})"
+                        ),
+                    )
+                });
+            }
+        },
         Some(other) => {
             return Err(violation(
                 "event_type",
-                format_args!("expected a string, found {}", kind(other)),
+                format_args!("expected a string, found {}", kind_of(other)),
             ))
         }
     };
@@ -144,22 +222,34 @@ pub fn parse(payload: &[u8]) -> Result<AppointmentEvent, ContractViolation> {
                     other => {
                         return Err(violation(
                             &format!("notify.{name}"),
-                            format_args!("expected true or false, found {}", kind(other)),
+                            format_args!("expected true or false, found {}", kind_of(other)),
                         ))
                     }
                 }
             }
             out
         }
+        None | Some(Value::Null) if kind != EventKind::Created => BTreeMap::new(),
         None | Some(Value::Null) => return Err(violation("notify", "required")),
         Some(other) => {
             return Err(violation(
                 "notify",
-                format_args!("expected an object, found {}", kind(other)),
+                format_args!("expected an object, found {}", kind_of(other)),
             ))
         }
     };
-    if !notify.values().any(|on| *on) {
+    let has_notify = !notify.is_empty();
+    let reminders = match root.get("reminders") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(violation(
+                "reminders",
+                format_args!("expected true or false, found {}", kind_of(other)),
+            ))
+        }
+    };
+    if kind == EventKind::Created && !notify.values().any(|on| *on) {
         return Err(violation(
             "notify",
             "at least one channel flag must be true",
@@ -172,7 +262,7 @@ pub fn parse(payload: &[u8]) -> Result<AppointmentEvent, ContractViolation> {
         Some(other) => {
             return Err(violation(
                 "appointment",
-                format_args!("expected an object, found {}", kind(other)),
+                format_args!("expected an object, found {}", kind_of(other)),
             ))
         }
     };
@@ -180,6 +270,24 @@ pub fn parse(payload: &[u8]) -> Result<AppointmentEvent, ContractViolation> {
         .ok_or_else(|| violation("appointment.appointment_id", "required"))?;
     let user_id = id(appt, "user_id", "appointment.user_id")?;
     let time = timestamp(appt, "time", "appointment.time")?;
+    if kind == EventKind::Rescheduled && time.is_none() {
+        return Err(violation(
+            "appointment.time",
+            format_args!("required for {RESCHEDULED} (the new time)"),
+        ));
+    }
+    let time_zone = text(appt, "time_zone", "appointment.time_zone")?;
+    if let Some(tz) = &time_zone {
+        if tz.parse::<chrono_tz::Tz>().is_err() {
+            return Err(violation(
+                "appointment.time_zone",
+                format_args!(
+                    "\"{}\" is not an IANA time zone name (e.g. Europe/Berlin)",
+                    crate::scrub::cut(tz.clone(), 64)
+                ),
+            ));
+        }
+    }
     let email = text(appt, "email", "appointment.email")?;
     let phone_e164 = text(appt, "phone_e164", "appointment.phone_e164")?;
 
@@ -218,6 +326,10 @@ pub fn parse(payload: &[u8]) -> Result<AppointmentEvent, ContractViolation> {
     Ok(AppointmentEvent {
         event_id,
         event_type,
+        kind,
+        has_notify,
+        reminders,
+        time_zone,
         occurred_at,
         notify,
         appointment_id,
@@ -230,7 +342,7 @@ pub fn parse(payload: &[u8]) -> Result<AppointmentEvent, ContractViolation> {
     })
 }
 
-fn kind(v: &Value) -> &'static str {
+fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -254,7 +366,7 @@ fn id(
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
         Some(other) => Err(violation(
             field,
-            format_args!("expected a string or an integer, found {}", kind(other)),
+            format_args!("expected a string or an integer, found {}", kind_of(other)),
         )),
     }
 }
@@ -270,7 +382,7 @@ fn text(
         Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
         Some(other) => Err(violation(
             field,
-            format_args!("expected a string, found {}", kind(other)),
+            format_args!("expected a string, found {}", kind_of(other)),
         )),
     }
 }
@@ -338,7 +450,13 @@ mod tests {
             (b"[1,2]", "payload"),
             (br#"{"notify":{"email":true},"appointment":{"appointment_id":1,"email":"a@b.co"}}"#, "event_id"),
             (br#"{"event_id":1.5,"notify":{"email":true},"appointment":{"appointment_id":1,"email":"a@b.co"}}"#, "event_id"),
-            (br#"{"event_id":"e","event_type":"appointments.cancelled","notify":{"email":true},"appointment":{"appointment_id":1,"email":"a@b.co"}}"#, "event_type"),
+            (br#"{"event_id":"e","event_type":"appointments.deleted","notify":{"email":true},"appointment":{"appointment_id":1,"email":"a@b.co"}}"#, "event_type"),
+            (br#"{"event_id":"e","event_type":7,"notify":{"email":true},"appointment":{"appointment_id":1,"email":"a@b.co"}}"#, "event_type"),
+            (br#"{"event_id":"e","event_type":"appointments.rescheduled","appointment":{"appointment_id":1}}"#, "appointment.time"),
+            (br#"{"event_id":"e","event_type":"appointments.cancelled","appointment":{}}"#, "appointment.appointment_id"),
+            (br#"{"event_id":"e","event_type":"appointments.cancelled","notify":{"email":true},"appointment":{"appointment_id":1}}"#, "appointment.email"),
+            (br#"{"event_id":"e","notify":{"email":true},"reminders":"no","appointment":{"appointment_id":1,"email":"a@b.co"}}"#, "reminders"),
+            (br#"{"event_id":"e","notify":{"email":true},"appointment":{"appointment_id":1,"email":"a@b.co","time_zone":"Mars/Olympus"}}"#, "appointment.time_zone"),
             (br#"{"event_id":"e","appointment":{"appointment_id":1}}"#, "notify"),
             (br#"{"event_id":"e","notify":{"email":false,"sms":false},"appointment":{"appointment_id":1}}"#, "notify"),
             (br#"{"event_id":"e","notify":{"email":"yes"},"appointment":{"appointment_id":1}}"#, "notify.email"),
@@ -361,6 +479,38 @@ mod tests {
                 String::from_utf8_lossy(payload)
             );
         }
+    }
+
+    #[test]
+    fn lifecycle_types_parse_with_their_own_rules() {
+        let cancelled = parse(
+            br#"{"event_id":"c1","event_type":"appointments.cancelled","appointment":{"appointment_id":42}}"#,
+        )
+        .expect("a cancel needs no notify");
+        assert_eq!(cancelled.kind, EventKind::Cancelled);
+        assert!(!cancelled.has_notify);
+        assert_eq!(cancelled.requested_channels().count(), 0);
+        let moved = parse(
+            br#"{"event_id":"r1","event_type":"appointments.rescheduled","reminders":false,"appointment":{"appointment_id":"42","time":"2099-01-01T10:00:00Z","time_zone":"Europe/Berlin"}}"#,
+        )
+        .expect("valid");
+        assert_eq!(moved.kind, EventKind::Rescheduled);
+        assert!(!moved.reminders);
+        assert_eq!(moved.time_zone.as_deref(), Some("Europe/Berlin"));
+        let unknown = parse(
+            br#"{"event_id":"x","event_type":"appointments.deleted","appointment":{"appointment_id":1}}"#,
+        )
+        .expect_err("unknown type");
+        assert_eq!(unknown.kind, ViolationKind::UnknownEventType);
+        let created = parse(SAMPLE.as_bytes()).expect("valid");
+        assert_eq!(
+            (created.kind, created.reminders, created.has_notify),
+            (EventKind::Created, true, true)
+        );
+        let patched = parse(created.payload_with_time("2099-03-01T09:00:00Z").as_bytes())
+            .expect("still valid");
+        assert_eq!(patched.time.as_deref(), Some("2099-03-01T09:00:00Z"));
+        assert_eq!(patched.event_id, created.event_id);
     }
 
     #[test]

@@ -1202,6 +1202,7 @@ mod tests {
             event_id: "e1".into(),
             channel: "sms".into(),
             purpose: Purpose::Confirmation,
+            reminder: None,
         };
         let mut record = Record {
             delivery: Delivery::new(&key, "a1", Recipient::default()),

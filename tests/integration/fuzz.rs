@@ -179,7 +179,11 @@ fn event_parsing_never_panics() {
             Ok(e) => {
                 valid += 1;
                 assert!(!e.event_id.is_empty() && !e.appointment_id.is_empty());
-                assert!(e.requested_channels().next().is_some());
+                // Only a booking must ask for a channel; a cancel or a
+                // reschedule may lean on the booking's.
+                assert!(
+                    e.kind != event::EventKind::Created || e.requested_channels().next().is_some()
+                );
             }
             Err(v) => {
                 invalid += 1;

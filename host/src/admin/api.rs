@@ -835,6 +835,7 @@ mod tests {
             event_id: "e".into(),
             channel: "email".into(),
             purpose: Purpose::Confirmation,
+            reminder: None,
         };
         let mut d = Delivery::new(
             &key,
@@ -919,6 +920,37 @@ mod tests {
         fn cursor_key(&self) -> [u8; 32] {
             [1; 32]
         }
+        fn timers(
+            &self,
+            _: Option<&ledger::TimerPos>,
+            _: usize,
+        ) -> Result<Vec<(ledger::TimerPos, ledger::Record)>, ledger::LedgerError> {
+            Err(broken())
+        }
+        fn appointment_timers(
+            &self,
+            _: &str,
+        ) -> futures_util::future::BoxFuture<
+            'static,
+            Result<Vec<ledger::Record>, ledger::LedgerError>,
+        > {
+            Box::pin(async { Err(broken()) })
+        }
+        fn timer_count(&self) -> Result<u64, ledger::LedgerError> {
+            Err(broken())
+        }
+        fn appointment_state(
+            &self,
+            _: &str,
+        ) -> Result<Option<ledger::AppointmentState>, ledger::LedgerError> {
+            Err(broken())
+        }
+        fn put_appointment(
+            &self,
+            _: ledger::AppointmentState,
+        ) -> futures_util::future::BoxFuture<'static, Result<(), ledger::LedgerError>> {
+            Box::pin(async { Err(broken()) })
+        }
     }
 
     fn broken() -> ledger::LedgerError {
@@ -949,6 +981,7 @@ settings = { domain = "mg.example.com" }
             dlq: Arc::default(),
             config: Arc::new(config),
             producer: None,
+            scheduler: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

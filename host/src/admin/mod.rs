@@ -38,6 +38,7 @@ use crate::health::Health;
 use crate::kafka::HostProducer;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+use crate::reminders::scheduler::Scheduler;
 
 /// What readiness is made of; the pipeline and Kafka callbacks update it.
 #[derive(Debug, Default)]
@@ -63,7 +64,13 @@ pub struct AdminState {
     pub config: Arc<Config>,
     /// Re-publishes held events on release; `None` in tools without Kafka.
     pub producer: Option<HostProducer>,
+    /// The reminder scheduler's state; `None` where none runs.
+    pub scheduler: Option<Scheduler>,
 }
+
+/// A scheduler whose loop has not passed for this long is stuck (it passes
+/// at least every second).
+const SCHEDULER_STUCK_MS: i64 = 30_000;
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
@@ -108,6 +115,25 @@ async fn ready(State(state): State<AdminState>) -> Response {
     if let Err(e) = state.ledger.stats().await {
         failing.push(json!({ "check": "ledger", "reason": e.to_string() }));
     }
+    // Overdue reminders (a provider outage, a backlog after downtime) are
+    // reported, not failed on: a restart would not help. A loop that stopped
+    // passing is a failure.
+    let scheduler = state.scheduler.as_ref().map(|s| {
+        let (tick_age_ms, overdue_s, in_flight) = s.status.read(chrono::Utc::now());
+        json!({
+            "last_tick_age_ms": tick_age_ms,
+            "overdue_seconds": overdue_s,
+            "in_flight": in_flight,
+            "scheduled": state.ledger.timer_count().ok(),
+        })
+    });
+    if let Some(s) = &state.scheduler {
+        match s.status.read(chrono::Utc::now()).0 {
+            None => failing.push(json!({ "check": "scheduler", "reason": "the reminder scheduler has not started" })),
+            Some(age) if age > SCHEDULER_STUCK_MS => failing.push(json!({ "check": "scheduler", "reason": format!("the reminder scheduler last ran {} s ago", age / 1000) })),
+            Some(_) => {}
+        }
+    }
     // A provider outage does not make the host unready: restarting it would
     // not help, and the work is held, not lost. The channels' states are in
     // the body for whoever looks.
@@ -115,13 +141,13 @@ async fn ready(State(state): State<AdminState>) -> Response {
     if failing.is_empty() {
         (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "assigned_partitions": partitions, "channels": channels })),
+            Json(json!({ "status": "ready", "assigned_partitions": partitions, "channels": channels, "scheduler": scheduler })),
         )
             .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "failing": failing, "channels": channels })),
+            Json(json!({ "status": "not_ready", "failing": failing, "channels": channels, "scheduler": scheduler })),
         )
             .into_response()
     }

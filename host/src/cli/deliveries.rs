@@ -532,6 +532,7 @@ mod tests {
             event_id: "e-1".into(),
             channel: "email".into(),
             purpose: Purpose::Confirmation,
+            reminder: None,
         };
         let mut d = Delivery::new(
             &key,

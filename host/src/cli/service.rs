@@ -16,6 +16,8 @@ use notify_host::ledger::{embedded::Embedded, Ledger};
 use notify_host::metrics::Metrics;
 use notify_host::offsets::OffsetTracker;
 use notify_host::pipeline::{self, Shared};
+use notify_host::reminders::scheduler::{system_clock, Scheduler};
+use tokio_util::sync::CancellationToken;
 use notify_host::transport::Transport;
 use notify_host::{kafka, telemetry};
 
@@ -109,6 +111,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
     admin::set(&readiness.plugins_loaded, true);
     let health = Arc::new(Health::new(&config, &metrics));
 
+    let scheduler = Scheduler::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,6 +129,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             dlq: dlq.health().clone(),
             config: Arc::new(config.clone()),
             producer: Some(producer.clone()),
+            scheduler: Some(scheduler.clone()),
         };
         let admin = tokio::spawn(admin::serve(listener, admin_state, async move {
             let _ = admin_stopped.await;
@@ -178,8 +182,53 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             metrics,
             health,
             plugin_slots: Arc::new(tokio::sync::Semaphore::new(config.plugins.max_instances as usize)),
+            scheduler: scheduler.clone(),
         });
-        pipeline::run(shared, consumer, tracker, shutdown_signal()).await;
+        // Reminders fire beside the pipeline; both stop on the same signal.
+        let stop = CancellationToken::new();
+        let timers = {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            let fire_stop = stop.clone();
+            let fire_shared = shared.clone();
+            let scheduler = scheduler.clone();
+            tokio::spawn(async move {
+                let fire = move |record| pipeline::fire(fire_shared.clone(), record, fire_stop.clone());
+                scheduler
+                    .run(
+                        shared.ledger.clone(),
+                        shared.config.scheduler.max_in_flight,
+                        system_clock(),
+                        fire,
+                        stop,
+                    )
+                    .await;
+            })
+        };
+        {
+            let ledger = shared.ledger.clone();
+            let gauges = shared.metrics.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                while !stop.is_cancelled() {
+                    tick.tick().await;
+                    if let Ok(n) = ledger.timer_count() {
+                        gauges.reminders_scheduled.set(n as i64);
+                    }
+                }
+            });
+        }
+        let signalled = stop.clone();
+        pipeline::run(shared, consumer, tracker, async move {
+            shutdown_signal().await;
+            signalled.cancel();
+        })
+        .await;
+        stop.cancel();
+        if timers.await.is_err() {
+            tracing::warn!("the reminder scheduler ended with a panic");
+        }
         let _ = stop_admin.send(());
         if let Ok(Err(e)) = admin.await {
             tracing::warn!(error = %e, "admin server stopped with an error");

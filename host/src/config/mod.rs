@@ -27,7 +27,9 @@ use std::time::Duration;
 pub use interpolate::{
     interpolate, interpolate_recorded, InterpolationError, ProcessEnv, VarLookup,
 };
-use raw::{RawAuth, RawChannel, RawCircuit, RawConfig, RawKafka, RawRate, RawRetry};
+use raw::{
+    RawAuth, RawChannel, RawCircuit, RawConfig, RawKafka, RawRate, RawReminder, RawRetry,
+};
 use url::Url;
 
 use crate::health::{CircuitPolicy, Rate};
@@ -219,6 +221,48 @@ pub struct PipelineConfig {
     /// An event older than this (by `occurred_at`, else its Kafka
     /// timestamp) is recorded `expired` instead of sent; `None`: no limit.
     pub max_event_age: Option<Duration>,
+    /// What an event of a type this host does not know becomes.
+    pub unknown_event_types: UnknownEventTypes,
+}
+
+/// `pipeline.unknown_event_types`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownEventTypes {
+    /// Dead-lettered `invalid_event`, naming the type (the default: a typo
+    /// in the producer is found, not silently dropped).
+    DeadLetter,
+    /// Logged, counted and committed: for topics shared with other types.
+    Skip,
+}
+
+/// `[scheduler]`: the reminder scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Quiet hours are read in this zone when the event names none.
+    pub time_zone: chrono_tz::Tz,
+    /// Reminders being sent at once.
+    pub max_in_flight: usize,
+}
+
+/// One `[[reminders]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderPolicy {
+    /// `[a-z0-9_-]`, unique; the plugin gets it as `message.reminder`.
+    pub name: String,
+    /// Due this long before the appointment.
+    pub before: Duration,
+    /// Configured channels; an event gets a reminder only on those it asked for.
+    pub channels: Vec<String>,
+    /// Due already past on arrival, appointment still ahead: send at once
+    /// (`true`) or record `expired` (`false`).
+    pub catch_up: bool,
+}
+
+/// `[notices]`: channels told about a cancellation or a reschedule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notices {
+    pub cancelled: Vec<String>,
+    pub rescheduled: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,6 +331,9 @@ pub struct ChannelConfig {
     pub rate: Option<Rate>,
     /// Non-secret settings handed to the plugin, `base_url` included when set.
     pub settings: Vec<(String, String)>,
+    /// Local hours in which reminders are not sent (moved, see
+    /// `reminders::quiet`).
+    pub quiet_hours: Option<crate::reminders::quiet::QuietHours>,
 }
 
 impl ChannelConfig {
@@ -313,6 +360,10 @@ pub struct Config {
     pub log: LogConfig,
     /// Every channel, enabled or not, by name.
     pub channels: BTreeMap<String, ChannelConfig>,
+    pub scheduler: SchedulerConfig,
+    /// `[[reminders]]`, in file order.
+    pub reminders: Vec<ReminderPolicy>,
+    pub notices: Notices,
     /// Which variable gave which value: for problems found after loading
     /// (a plugin's settings check), see [`Config::hide_values`].
     pub interpolated: Interpolated,
@@ -885,6 +936,17 @@ fn validate(
             1024,
         ) as usize,
         max_event_age: p.max_event_age.filter(|d| !d.is_zero()),
+        unknown_event_types: match p.unknown_event_types.as_deref().map(str::trim) {
+            None | Some("") | Some("dead_letter") => UnknownEventTypes::DeadLetter,
+            Some("skip") => UnknownEventTypes::Skip,
+            Some(other) => {
+                problems.push(Problem::new(
+                    "pipeline.unknown_event_types",
+                    format!("expected \"dead_letter\" or \"skip\", found \"{other}\""),
+                ));
+                UnknownEventTypes::DeadLetter
+            }
+        },
     };
     if raw.dedup.is_some() {
         problems.push(Problem::new(
@@ -973,10 +1035,44 @@ fn validate(
         }
     }
 
+    let scheduler = SchedulerConfig {
+        time_zone: match raw.scheduler.time_zone.as_deref().map(str::trim) {
+            None | Some("") => chrono_tz::UTC,
+            Some(tz) => tz.parse().unwrap_or_else(|_| {
+                problems.push(Problem::new(
+                    "scheduler.time_zone",
+                    format!("\"{tz}\" is not an IANA time zone name (e.g. Europe/Berlin or UTC)"),
+                ));
+                chrono_tz::UTC
+            }),
+        },
+        max_in_flight: bounded(
+            &mut problems,
+            "scheduler.max_in_flight",
+            raw.scheduler.max_in_flight,
+            DEFAULT_SCHEDULER_IN_FLIGHT,
+            1,
+            100_000,
+        ) as usize,
+    };
+    let reminders = validate_reminders(raw.reminders, &channels, &mut problems);
+    let notices = Notices {
+        cancelled: known_channels("notices.cancelled", raw.notices.cancelled, &channels, &mut problems),
+        rescheduled: known_channels(
+            "notices.rescheduled",
+            raw.notices.rescheduled,
+            &channels,
+            &mut problems,
+        ),
+    };
+
     if !problems.is_empty() {
         return Err(problems);
     }
     Ok(Config {
+        scheduler,
+        reminders,
+        notices,
         path: PathBuf::new(),
         kafka,
         pipeline,
@@ -994,6 +1090,96 @@ fn validate(
         channels,
         interpolated: Interpolated::default(),
     })
+}
+
+/// Reminders being sent at once, by default.
+const DEFAULT_SCHEDULER_IN_FLIGHT: u64 = 512;
+/// The longest `before` a reminder may have.
+const MAX_REMINDER_BEFORE: Duration = Duration::from_secs(366 * 86_400);
+
+fn validate_reminders(
+    raw: Vec<RawReminder>,
+    channels: &BTreeMap<String, ChannelConfig>,
+    problems: &mut Vec<Problem>,
+) -> Vec<ReminderPolicy> {
+    let mut out: Vec<ReminderPolicy> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let at = |k: &str| format!("reminders[{i}].{k}");
+        let name = r.name.as_deref().map(str::trim).unwrap_or("").to_string();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            problems.push(Problem::new(
+                at("name"),
+                "required: 1 to 64 of a-z, 0-9, `_` and `-` (e.g. \"day-before\")",
+            ));
+        } else if out.iter().any(|o| o.name == name) {
+            problems.push(Problem::new(
+                at("name"),
+                format!("\"{name}\" is used by an earlier reminder; names are unique"),
+            ));
+        }
+        let before = match r.before {
+            Some(b) if !b.is_zero() && b <= MAX_REMINDER_BEFORE => b,
+            Some(_) => {
+                problems.push(Problem::new(
+                    at("before"),
+                    "must be more than 0 and at most 366 days (e.g. \"24h\")",
+                ));
+                Duration::ZERO
+            }
+            None => {
+                problems.push(Problem::new(
+                    at("before"),
+                    "required: how long before the appointment, e.g. \"24h\" or \"90m\"",
+                ));
+                Duration::ZERO
+            }
+        };
+        if r.channels.is_empty() {
+            problems.push(Problem::new(
+                at("channels"),
+                "required: the channels this reminder goes to, e.g. [\"email\", \"sms\"]",
+            ));
+        }
+        let channels = known_channels(&at("channels"), r.channels, channels, problems);
+        out.push(ReminderPolicy {
+            name,
+            before,
+            channels,
+            catch_up: r.catch_up.unwrap_or(false),
+        });
+    }
+    out
+}
+
+/// `names`, each a configured channel (else a problem under `key`).
+fn known_channels(
+    key: &str,
+    names: Vec<String>,
+    channels: &BTreeMap<String, ChannelConfig>,
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in names {
+        let n = n.trim().to_string();
+        if !channels.contains_key(&n) {
+            let known: Vec<&str> = channels.keys().map(String::as_str).collect();
+            problems.push(Problem::new(
+                key,
+                format!(
+                    "`{n}` is not a configured channel (configured: {})",
+                    known.join(", ")
+                ),
+            ));
+        } else if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
 }
 
 fn validate_kafka(raw: RawKafka, problems: &mut Vec<Problem>) -> KafkaConfig {
@@ -1402,6 +1588,27 @@ fn validate_channel(
 ) -> Option<ChannelConfig> {
     let key = |k: &str| format!("channels.{name}.{k}");
     let before = problems.len();
+    let quiet_hours = match &ch.quiet_hours {
+        None => None,
+        Some(q) => match (q.from.as_deref(), q.to.as_deref()) {
+            (Some(from), Some(to)) => {
+                match crate::reminders::quiet::QuietHours::parse(from.trim(), to.trim()) {
+                    Ok(q) => Some(q),
+                    Err(why) => {
+                        problems.push(Problem::new(key("quiet_hours"), why));
+                        None
+                    }
+                }
+            }
+            _ => {
+                problems.push(Problem::new(
+                    key("quiet_hours"),
+                    "needs both `from` and `to`, e.g. { from = \"21:00\", to = \"08:00\" }",
+                ));
+                None
+            }
+        },
+    };
     let mode = channel_mode(name, ch.enabled, ch.mode.as_deref(), problems);
     let enabled = mode == ChannelMode::On;
 
@@ -1665,6 +1872,7 @@ fn validate_channel(
         circuit,
         rate,
         settings,
+        quiet_hours,
     })
 }
 

@@ -27,6 +27,49 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub channels: BTreeMap<String, RawChannel>,
+    #[serde(default)]
+    pub scheduler: RawScheduler,
+    /// `[[reminders]]`: the reminder policy.
+    #[serde(default)]
+    pub reminders: Vec<RawReminder>,
+    #[serde(default)]
+    pub notices: RawNotices,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScheduler {
+    pub time_zone: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub max_in_flight: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReminder {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_duration")]
+    pub before: Option<std::time::Duration>,
+    #[serde(default)]
+    pub channels: Vec<String>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub catch_up: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotices {
+    #[serde(default)]
+    pub cancelled: Vec<String>,
+    #[serde(default)]
+    pub rescheduled: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuietHours {
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +104,7 @@ pub struct RawPipeline {
     pub max_channels_per_event: Option<u64>,
     #[serde(default, deserialize_with = "lenient::opt_duration")]
     pub max_event_age: Option<std::time::Duration>,
+    pub unknown_event_types: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,6 +237,7 @@ pub struct RawChannel {
     pub retry: Option<RawRetry>,
     pub rate: Option<RawRate>,
     pub circuit: Option<RawCircuit>,
+    pub quiet_hours: Option<RawQuietHours>,
     #[serde(default)]
     pub settings: BTreeMap<String, toml::Value>,
 }

@@ -16,6 +16,13 @@
 //!
 //! A record's value is a short binary header (state, purpose, creation time,
 //! channel) that list filters read without decoding, then the record's JSON.
+//!
+//! Outside the buckets, never dropped by the retention: open reminders
+//! (`timers`: key → record, with `timer_due` (due ms, key) for the scheduler
+//! and `timer_appointments` appointment → keys for cancels), and each
+//! appointment's state (`appointment_state`, with `appointment_expiry`
+//! (expiry ms, id) so the retention pass drops a state once its appointment
+//! is past by the retention).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -30,10 +37,21 @@ use redb::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Backend, Delivery, DeliveryKey, Filter, LedgerError, Purpose, Record, Scan, State, Stats, Sweep,
+    AppointmentState, Backend, Delivery, DeliveryKey, Filter, LedgerError, Purpose, Record, Scan,
+    State, Stats, Sweep, TimerPos,
 };
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const TIMERS: TableDefinition<&str, &[u8]> = TableDefinition::new("timers");
+const TIMER_DUE: TableDefinition<(u64, &str), ()> = TableDefinition::new("timer_due");
+const TIMER_APPOINTMENTS: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("timer_appointments");
+const APPOINTMENT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("appointment_state");
+const APPOINTMENT_EXPIRY: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("appointment_expiry");
+/// Appointment states one retention pass drops at most (each a row delete,
+/// unlike the buckets): the next pass goes on.
+const APPOINTMENTS_PER_SWEEP: usize = 10_000;
 const NEXT_ID: &str = "next_id";
 const CURSOR_KEY: &str = "cursor_key";
 
@@ -171,8 +189,20 @@ fn decode(id: u64, bytes: &[u8]) -> Result<Record, LedgerError> {
         id,
         reason: e.to_string(),
     })?;
-    record.delivery.id = id;
+    // Timers keep their id in the JSON (they are keyed by delivery key).
+    if id != 0 {
+        record.delivery.id = id;
+    }
     Ok(record)
+}
+
+/// A timer's due time in ms (its creation when it has none, which a
+/// reminder always has).
+fn due_ms(d: &Delivery) -> u64 {
+    d.due_at
+        .unwrap_or(d.created_at)
+        .timestamp_millis()
+        .max(0) as u64
 }
 
 /// Whether the header passes `filter` (the same test as [`Filter::matches`],
@@ -195,6 +225,10 @@ fn header_matches(h: &Header<'_>, filter: &Filter) -> bool {
 enum Op {
     Put {
         record: Box<Record>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Appointment {
+        state: Box<AppointmentState>,
         done: oneshot::Sender<Result<(), String>>,
     },
     Sweep {
@@ -362,6 +396,11 @@ fn lookup(
     txn: &ReadTransaction,
     key: &str,
 ) -> Result<Option<Record>, LedgerError> {
+    if let Some(timers) = existing(txn, TIMERS)? {
+        if let Some(v) = timers.get(key).map_err(store_err)? {
+            return decode(0, v.value()).map(Some);
+        }
+    }
     for b in shared.buckets().iter().rev() {
         let names = Names::of(b);
         let Some(keys) = existing(txn, names.keys())? else {
@@ -427,6 +466,18 @@ impl Backend for Embedded {
         self.read(move |shared, txn| {
             let prefix = DeliveryKey::event_prefix(&event_id);
             let mut out = Vec::new();
+            if let Some(timers) = existing(txn, TIMERS)? {
+                for entry in timers.range(prefix.as_str()..).map_err(store_err)? {
+                    let (k, v) = entry.map_err(store_err)?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    let r = decode(0, v.value())?;
+                    if r.delivery.event_id == event_id {
+                        out.push(r.delivery);
+                    }
+                }
+            }
             for b in shared.buckets() {
                 let names = Names::of(&b);
                 let Some(keys) = existing(txn, names.keys())? else {
@@ -474,6 +525,11 @@ impl Backend for Embedded {
                 out.extend(load(txn, &b, &ids)?.into_iter().map(|r| r.delivery));
             }
             out.sort_by_key(|d| std::cmp::Reverse(d.id));
+            out.extend(
+                timers_of(txn, &appointment_id)?
+                    .into_iter()
+                    .map(|r| r.delivery),
+            );
             Ok(out)
         })
     }
@@ -597,7 +653,8 @@ impl Backend for Embedded {
                     Ok(Err(message)) => return Err(LedgerError::Store(message)),
                     Err(_) => return Err(LedgerError::WriterGone),
                 };
-                if one.buckets_dropped == 0 {
+                total.appointments_dropped += one.appointments_dropped;
+                if one.buckets_dropped == 0 && one.appointments_dropped < APPOINTMENTS_PER_SWEEP as u64 {
                     return Ok(total);
                 }
                 total.buckets_dropped += one.buckets_dropped;
@@ -621,8 +678,13 @@ impl Backend for Embedded {
                 }
             }
             let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let timers = match existing(txn, TIMERS)? {
+                Some(t) => t.len().map_err(store_err)?,
+                None => 0,
+            };
             Ok(Stats {
                 records,
+                timers,
                 file_bytes,
                 buckets: buckets.len(),
             })
@@ -632,6 +694,111 @@ impl Backend for Embedded {
     fn cursor_key(&self) -> [u8; 32] {
         self.cursor_key
     }
+
+    fn timers(
+        &self,
+        after: Option<&TimerPos>,
+        limit: usize,
+    ) -> Result<Vec<(TimerPos, Record)>, LedgerError> {
+        let txn = self.shared.db.begin_read().map_err(store_err)?;
+        let (Some(due), Some(timers)) = (existing(&txn, TIMER_DUE)?, existing(&txn, TIMERS)?)
+        else {
+            return Ok(Vec::new());
+        };
+        let range = match after {
+            Some((ms, key)) => due.range((*ms, key.as_str())..),
+            None => due.range::<(u64, &str)>(..),
+        }
+        .map_err(store_err)?;
+        let mut out = Vec::new();
+        for entry in range {
+            let (k, _) = entry.map_err(store_err)?;
+            let (ms, key) = k.value();
+            if after.is_some_and(|(a_ms, a_key)| *a_ms == ms && a_key == key) {
+                continue;
+            }
+            if let Some(v) = timers.get(key).map_err(store_err)? {
+                out.push(((ms, key.to_string()), decode(0, v.value())?));
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn appointment_timers(
+        &self,
+        appointment_id: &str,
+    ) -> BoxFuture<'static, Result<Vec<Record>, LedgerError>> {
+        let appointment_id = appointment_id.to_string();
+        self.read(move |_, txn| timers_of(txn, &appointment_id))
+    }
+
+    fn timer_count(&self) -> Result<u64, LedgerError> {
+        let txn = self.shared.db.begin_read().map_err(store_err)?;
+        match existing(&txn, TIMERS)? {
+            Some(t) => t.len().map_err(store_err),
+            None => Ok(0),
+        }
+    }
+
+    fn appointment_state(
+        &self,
+        appointment_id: &str,
+    ) -> Result<Option<AppointmentState>, LedgerError> {
+        let txn = self.shared.db.begin_read().map_err(store_err)?;
+        let Some(t) = existing(&txn, APPOINTMENT_STATE)? else {
+            return Ok(None);
+        };
+        match t.get(appointment_id).map_err(store_err)? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| LedgerError::Store(format!("appointment {appointment_id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn put_appointment(
+        &self,
+        state: AppointmentState,
+    ) -> BoxFuture<'static, Result<(), LedgerError>> {
+        let (done, rx) = oneshot::channel();
+        let sent = self.send(Op::Appointment {
+            state: Box::new(state),
+            done,
+        });
+        async move {
+            sent?;
+            match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => Err(LedgerError::Store(message)),
+                Err(_) => Err(LedgerError::WriterGone),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Open reminders of one appointment.
+fn timers_of(txn: &ReadTransaction, appointment_id: &str) -> Result<Vec<Record>, LedgerError> {
+    let index = match txn.open_multimap_table(TIMER_APPOINTMENTS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(store_err(e)),
+    };
+    let Some(timers) = existing(txn, TIMERS)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for key in index.get(appointment_id).map_err(store_err)? {
+        let key = key.map_err(store_err)?;
+        if let Some(v) = timers.get(key.value()).map_err(store_err)? {
+            out.push(decode(0, v.value())?);
+        }
+    }
+    out.sort_by_key(|r| due_ms(&r.delivery));
+    Ok(out)
 }
 
 /// One bucket's tables, open for a write transaction.
@@ -723,6 +890,48 @@ impl Writer {
         record: &Record,
     ) -> Result<(), redb::Error> {
         let key = record.delivery.key().encode();
+        let corrupt = |e: LedgerError| redb::Error::Corrupted(e.to_string());
+        // An open reminder is a timer; one that ends leaves the timers.
+        let old_timer = {
+            let timers = txn.open_table(TIMERS)?;
+            let old = timers.get(key.as_str())?;
+            match old {
+                Some(v) => Some(decode(0, v.value()).map_err(corrupt)?),
+                None => None,
+            }
+        };
+        if let Some(old) = &old_timer {
+            txn.open_table(TIMER_DUE)?
+                .remove((due_ms(&old.delivery), key.as_str()))?;
+        }
+        if record.delivery.is_timer() {
+            let mut record = record.clone();
+            if record.delivery.id == 0 {
+                record.delivery.id = match &old_timer {
+                    Some(old) if old.delivery.id != 0 => old.delivery.id,
+                    _ => {
+                        let id = self.next_id(txn)?;
+                        self.next_id = Some(id + 1);
+                        self.ids_taken = true;
+                        id
+                    }
+                };
+            }
+            let bytes = encode(&record).map_err(corrupt)?;
+            txn.open_table(TIMERS)?.insert(key.as_str(), bytes.as_slice())?;
+            txn.open_table(TIMER_DUE)?
+                .insert((due_ms(&record.delivery), key.as_str()), ())?;
+            if old_timer.is_none() {
+                txn.open_multimap_table(TIMER_APPOINTMENTS)?
+                    .insert(record.delivery.appointment_id.as_str(), key.as_str())?;
+            }
+            return Ok(());
+        }
+        if let Some(old) = &old_timer {
+            txn.open_table(TIMERS)?.remove(key.as_str())?;
+            txn.open_multimap_table(TIMER_APPOINTMENTS)?
+                .remove(old.delivery.appointment_id.as_str(), key.as_str())?;
+        }
         // The bucket already holding the key, if any (newest first).
         let mut found = None;
         for b in shared.buckets().iter().rev() {
@@ -768,6 +977,51 @@ impl Writer {
         Ok(())
     }
 
+    /// Replaces an appointment's state and its expiry entry.
+    fn put_appointment(
+        &self,
+        shared: &Shared,
+        txn: &WriteTransaction,
+        state: &AppointmentState,
+    ) -> Result<(), redb::Error> {
+        let mut states = txn.open_table(APPOINTMENT_STATE)?;
+        let mut expiry = txn.open_table(APPOINTMENT_EXPIRY)?;
+        let id = state.appointment_id.as_str();
+        let old: Option<AppointmentState> = states
+            .get(id)?
+            .and_then(|v| serde_json::from_slice(v.value()).ok());
+        if let Some(old) = old {
+            expiry.remove((appointment_expiry(shared, &old), id))?;
+        }
+        let bytes = serde_json::to_vec(state).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+        states.insert(id, bytes.as_slice())?;
+        expiry.insert((appointment_expiry(shared, state), id), ())?;
+        Ok(())
+    }
+
+    /// Drops appointment states past their expiry, a bounded number.
+    fn sweep_appointments(&self, shared: &Shared, txn: &WriteTransaction) -> Result<u64, redb::Error> {
+        let now = now_ms();
+        let mut expiry = txn.open_table(APPOINTMENT_EXPIRY)?;
+        let mut states = txn.open_table(APPOINTMENT_STATE)?;
+        let gone: Vec<(u64, String)> = expiry
+            .range::<(u64, &str)>(..)?
+            .take(APPOINTMENTS_PER_SWEEP)
+            .filter_map(Result::ok)
+            .map(|(k, _)| {
+                let (ms, id) = k.value();
+                (ms, id.to_string())
+            })
+            .take_while(|(ms, _)| *ms <= now)
+            .collect();
+        let _ = shared;
+        for (ms, id) in &gone {
+            expiry.remove((*ms, id.as_str()))?;
+            states.remove(id.as_str())?;
+        }
+        Ok(gone.len() as u64)
+    }
+
     /// Drops the oldest bucket past the retention, if any; returns it.
     fn sweep(
         &self,
@@ -801,6 +1055,17 @@ impl Writer {
 
 /// Takes whatever is queued, applies it in one transaction, and answers
 /// each. A batch is flushed to disk when it holds a final record or a sweep.
+/// When an appointment's state may go: the retention after its time, or
+/// after its last change when that is later (a cancelled one has no use
+/// for its time).
+fn appointment_expiry(shared: &Shared, state: &AppointmentState) -> u64 {
+    let updated = state.updated_at.timestamp_millis().max(0) as u64;
+    let time = state
+        .time
+        .map_or(0, |t| t.timestamp_millis().max(0) as u64);
+    updated.max(time).saturating_add(shared.retention_ms)
+}
+
 fn write_loop(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut writer = Writer {
         next_id: None,
@@ -820,7 +1085,7 @@ fn write_loop(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Op>) {
         }
         let durable = batch.iter().any(|op| match op {
             Op::Put { record, .. } => record.delivery.state.is_final(),
-            Op::Sweep { .. } => true,
+            Op::Appointment { .. } | Op::Sweep { .. } => true,
         });
         let started = Instant::now();
         let id_before = writer.next_id;
@@ -838,15 +1103,23 @@ fn write_loop(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Op>) {
             writer.ids_taken = false;
             let mut open = OpenTables::default();
             for op in &batch {
-                if let Op::Put { record, .. } = op {
-                    writer.put(shared, &txn, &mut open, record)?;
+                match op {
+                    Op::Put { record, .. } => writer.put(shared, &txn, &mut open, record)?,
+                    Op::Appointment { state, .. } => writer.put_appointment(shared, &txn, state)?,
+                    Op::Sweep { .. } => {}
                 }
             }
             // Closed before a sweep, which deletes tables.
             drop(open);
+            let mut appointments_swept = false;
             for op in &batch {
                 if let Op::Sweep { .. } = op {
-                    sweeps.push(writer.sweep(shared, &txn, &mut dropped)?);
+                    let mut one = writer.sweep(shared, &txn, &mut dropped)?;
+                    if !appointments_swept {
+                        appointments_swept = true;
+                        one.appointments_dropped = writer.sweep_appointments(shared, &txn)?;
+                    }
+                    sweeps.push(one);
                 }
             }
             if let (true, Some(next)) = (writer.ids_taken, writer.next_id) {
@@ -875,7 +1148,7 @@ fn write_loop(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Op>) {
         for op in batch {
             // A caller may have given up (shutdown); nothing to do then.
             match op {
-                Op::Put { done, .. } => {
+                Op::Put { done, .. } | Op::Appointment { done, .. } => {
                     let _ = done.send(result.clone());
                 }
                 Op::Sweep { done } => {
@@ -899,11 +1172,7 @@ mod tests {
     const CACHE: usize = 1 << 20;
 
     fn key(event: &str, channel: &str) -> DeliveryKey {
-        DeliveryKey {
-            event_id: event.into(),
-            channel: channel.into(),
-            purpose: Purpose::Confirmation,
-        }
+        DeliveryKey::new(event, channel, Purpose::Confirmation)
     }
 
     fn record(event: &str, channel: &str, state: State) -> Record {

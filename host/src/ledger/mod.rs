@@ -13,7 +13,12 @@
 //! - Records are kept for the retention and then dropped whole, a time
 //!   bucket at a time, so expiry never holds the writer for long.
 //! - Contact data is stored masked; the event itself is kept only while a
-//!   delivery is `held`, for its release.
+//!   delivery is `held` (for its release) or a reminder is open (for its
+//!   send), and in the appointment's state (for notices and reschedules).
+//! - An open reminder (scheduled, or being sent) is a timer: it is kept
+//!   outside the time buckets, so the retention never drops one that has
+//!   not fired, and it is found by its due time. It joins the buckets, with
+//!   its id, when it ends.
 //!
 //! The storage is behind [`Backend`]: the embedded default ([`embedded`],
 //! redb) and, next, a shared PostgreSQL one.
@@ -66,12 +71,15 @@ pub enum State {
     Expired,
     /// The channel is off; not sent and not kept.
     Skipped,
-    /// The appointment was cancelled before it was sent.
+    /// The appointment was cancelled (or moved) before it was sent.
     Cancelled,
+    /// A reminder waiting for its due time.
+    Scheduled,
 }
 
 impl State {
-    pub const ALL: [State; 9] = [
+    /// In storage-code order: new states go at the end.
+    pub const ALL: [State; 10] = [
         State::Pending,
         State::Delivered,
         State::Retrying,
@@ -81,6 +89,7 @@ impl State {
         State::Expired,
         State::Skipped,
         State::Cancelled,
+        State::Scheduled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +103,7 @@ impl State {
             State::Expired => "expired",
             State::Skipped => "skipped",
             State::Cancelled => "cancelled",
+            State::Scheduled => "scheduled",
         }
     }
 
@@ -102,9 +112,19 @@ impl State {
     }
 
     /// Whether the record must be on disk before the offset behind it is
-    /// committed (see the module's invariants).
+    /// committed (see the module's invariants): every end state, and a
+    /// scheduled reminder (the event that scheduled it is not seen again).
     pub fn is_final(self) -> bool {
         !matches!(self, State::Pending | State::Retrying | State::Waiting)
+    }
+
+    /// Whether a delivery in this state has not ended: for a reminder, that
+    /// it is still a timer.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            State::Scheduled | State::Pending | State::Retrying | State::Waiting
+        )
     }
 }
 
@@ -146,18 +166,40 @@ pub struct DeliveryKey {
     pub event_id: String,
     pub channel: String,
     pub purpose: Purpose,
+    /// The reminder's name, for a reminder (one event schedules one per
+    /// configured reminder and channel).
+    pub reminder: Option<String>,
 }
 
 impl DeliveryKey {
-    /// The storage key: channel names and purposes never hold the separator,
-    /// so the last two fields always parse back, whatever the event id holds.
+    /// A confirmation's or a notice's key.
+    pub fn new(event_id: &str, channel: &str, purpose: Purpose) -> DeliveryKey {
+        DeliveryKey {
+            event_id: event_id.to_string(),
+            channel: channel.to_string(),
+            purpose,
+            reminder: None,
+        }
+    }
+
+    /// The storage key: channel names, purposes and reminder names never
+    /// hold the separator, so the last fields always parse back, whatever
+    /// the event id holds.
     pub fn encode(&self) -> String {
-        format!(
-            "{}\u{1f}{}\u{1f}{}",
-            self.event_id,
-            self.channel,
-            self.purpose.as_str()
-        )
+        match &self.reminder {
+            None => format!(
+                "{}\u{1f}{}\u{1f}{}",
+                self.event_id,
+                self.channel,
+                self.purpose.as_str()
+            ),
+            Some(name) => format!(
+                "{}\u{1f}{}\u{1f}{}:{name}",
+                self.event_id,
+                self.channel,
+                self.purpose.as_str()
+            ),
+        }
     }
 
     /// The prefix every key of `event_id` starts with.
@@ -214,6 +256,12 @@ pub struct Delivery {
     pub purpose: Purpose,
     pub state: State,
     pub appointment_id: String,
+    /// For a reminder: its configured name (`day-before`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminder: Option<String>,
+    /// For a reminder: when it is (or was) due, after quiet hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub recipient: Recipient,
     /// The newest attempts (at most 5).
@@ -256,6 +304,8 @@ impl Delivery {
             purpose: key.purpose,
             state: State::Pending,
             appointment_id: appointment_id.to_string(),
+            reminder: key.reminder.clone(),
+            due_at: None,
             recipient,
             attempts: Vec::new(),
             attempt_count: 0,
@@ -276,7 +326,13 @@ impl Delivery {
             event_id: self.event_id.clone(),
             channel: self.channel.clone(),
             purpose: self.purpose,
+            reminder: self.reminder.clone(),
         }
+    }
+
+    /// Whether this is an open reminder: a timer (see the module doc).
+    pub fn is_timer(&self) -> bool {
+        self.purpose == Purpose::Reminder && self.state.is_open()
     }
 
     /// Appends an attempt, keeping the newest [`ATTEMPTS_KEPT`].
@@ -312,13 +368,56 @@ pub struct HeldMessage {
     pub headers: Vec<(String, String)>,
 }
 
-/// What is written: the delivery, and its event while it is held.
+/// What is written: the delivery, and its event while it is held or an
+/// open reminder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub delivery: Delivery,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldMessage>,
 }
+
+/// Where an appointment stands, as its events said: what a later event
+/// (a create after its cancel, a reschedule) and the scheduler check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AppointmentState {
+    pub appointment_id: String,
+    pub status: AppointmentStatus,
+    /// The appointment's time as last announced (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// The event that last changed it.
+    pub last_event_id: String,
+    /// The channels its booking asked for (reminders and notices go there
+    /// when a later event names none).
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Whether reminders are wanted (`"reminders": false` opts out).
+    #[serde(default = "yes")]
+    pub reminders: bool,
+    pub updated_at: DateTime<Utc>,
+    /// The latest event with contact data (a reminder or notice renders
+    /// from it when a later event carries none). Not shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub event: Option<HeldMessage>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AppointmentStatus {
+    Active,
+    Cancelled,
+}
+
+/// A timer's place in the due order: (due, ms since the epoch; key).
+pub type TimerPos = (u64, String);
 
 /// Filters of a list request; every one optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -364,6 +463,8 @@ pub struct Page {
 pub struct Sweep {
     pub buckets_dropped: usize,
     pub records_dropped: u64,
+    /// Appointment states past their appointment by the retention.
+    pub appointments_dropped: u64,
     /// The longest the pass held the writer: it drops one bucket per
     /// transaction (commit included), letting queued writes in between.
     pub held_writer: std::time::Duration,
@@ -373,6 +474,8 @@ pub struct Sweep {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub records: u64,
+    /// Open reminders (scheduled or being sent).
+    pub timers: u64,
     pub file_bytes: u64,
     pub buckets: usize,
 }
@@ -437,6 +540,25 @@ pub trait Backend: Send + Sync + 'static {
     fn stats(&self) -> BoxFuture<'static, Result<Stats, LedgerError>>;
     /// A key for the cursors of this ledger (stable across restarts).
     fn cursor_key(&self) -> [u8; 32];
+    /// Open reminders in due order, from just after `after`, at most
+    /// `limit`, with their events. A point read: answered in place.
+    fn timers(
+        &self,
+        after: Option<&TimerPos>,
+        limit: usize,
+    ) -> Result<Vec<(TimerPos, Record)>, LedgerError>;
+    /// Open reminders of one appointment, with their events.
+    fn appointment_timers(
+        &self,
+        appointment_id: &str,
+    ) -> BoxFuture<'static, Result<Vec<Record>, LedgerError>>;
+    /// Open reminders, counted (cheap).
+    fn timer_count(&self) -> Result<u64, LedgerError>;
+    /// What the appointment's events said so far.
+    fn appointment_state(&self, appointment_id: &str)
+        -> Result<Option<AppointmentState>, LedgerError>;
+    /// Replaces the appointment's state; resolves once on disk.
+    fn put_appointment(&self, state: AppointmentState) -> BoxFuture<'static, Result<(), LedgerError>>;
 }
 
 /// Handle to the ledger; cheap to clone.
@@ -515,6 +637,36 @@ impl Ledger {
 
     pub async fn stats(&self) -> Result<Stats, LedgerError> {
         self.backend.stats().await
+    }
+
+    pub fn timers(
+        &self,
+        after: Option<&TimerPos>,
+        limit: usize,
+    ) -> Result<Vec<(TimerPos, Record)>, LedgerError> {
+        self.backend.timers(after, limit)
+    }
+
+    pub async fn appointment_timers(&self, appointment_id: &str) -> Result<Vec<Record>, LedgerError> {
+        self.backend.appointment_timers(appointment_id).await
+    }
+
+    pub fn timer_count(&self) -> Result<u64, LedgerError> {
+        self.backend.timer_count()
+    }
+
+    pub fn appointment_state(
+        &self,
+        appointment_id: &str,
+    ) -> Result<Option<AppointmentState>, LedgerError> {
+        self.backend.appointment_state(appointment_id)
+    }
+
+    pub fn put_appointment(
+        &self,
+        state: AppointmentState,
+    ) -> BoxFuture<'static, Result<(), LedgerError>> {
+        self.backend.put_appointment(state)
     }
 }
 
@@ -626,6 +778,17 @@ mod tests {
     }
 
     #[test]
+    fn a_reminder_key_names_the_reminder() {
+        let mut k = DeliveryKey::new("e1", "sms", Purpose::Reminder);
+        k.reminder = Some("day-before".into());
+        assert_eq!(k.encode(), "e1\u{1f}sms\u{1f}reminder:day-before");
+        assert_eq!(
+            DeliveryKey::new("e1", "sms", Purpose::Confirmation).encode(),
+            "e1\u{1f}sms\u{1f}confirmation"
+        );
+    }
+
+    #[test]
     fn names_parse_back() {
         for s in State::ALL {
             assert_eq!(State::parse(s.as_str()), Some(s));
@@ -640,11 +803,7 @@ mod tests {
 
     #[test]
     fn only_the_newest_attempts_are_kept() {
-        let key = DeliveryKey {
-            event_id: "e".into(),
-            channel: "sms".into(),
-            purpose: Purpose::Confirmation,
-        };
+        let key = DeliveryKey::new("e", "sms", Purpose::Confirmation);
         let mut d = Delivery::new(&key, "a1", Recipient::default());
         for n in 1..=7 {
             d.push_attempt(AttemptRecord {

@@ -35,6 +35,7 @@
 
 mod deadline;
 mod keyed;
+mod lifecycle;
 mod worker;
 
 use std::collections::{BTreeSet, HashSet};
@@ -50,6 +51,7 @@ use tokio::sync::mpsc;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+pub use lifecycle::fire;
 pub use worker::{decide, ChannelOutcome, Decision, Facts, Shared};
 
 use crate::kafka::{self, HostConsumer, Rebalanced, Tracker};

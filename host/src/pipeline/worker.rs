@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use super::deadline;
 use crate::attempt::{self, Hooks, Observed};
 use crate::channels::{Channels, RenderError};
-use crate::config::{ChannelMode, Config};
+use crate::config::{ChannelMode, Config, UnknownEventTypes};
 use crate::dlq::{DeadLetter, DeadLetters, ErrorClass, Source, WriteFailure, Written};
 use crate::event::{self, AppointmentEvent};
 use crate::health::{ChannelGate, Health};
@@ -30,6 +30,7 @@ use crate::ledger::{
 };
 use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels};
 use crate::plugin::{Disposition, Message as PluginMessage, Purpose};
+use crate::reminders::scheduler::Scheduler;
 use crate::retry::RetryPolicy;
 use crate::scrub;
 use crate::transport::{OutboundRequest, Transport};
@@ -46,6 +47,8 @@ pub struct Shared {
     /// One permit per pooled plugin instance (`plugins.max_instances`): a
     /// call waits for a slot instead of failing when the pool is full.
     pub plugin_slots: Arc<tokio::sync::Semaphore>,
+    /// Woken when a reminder is scheduled.
+    pub scheduler: Scheduler,
 }
 
 /// How one channel of one event ended.
@@ -64,6 +67,9 @@ pub enum ChannelOutcome {
     Held,
     /// Past its useful time: recorded `expired`, not sent.
     Expired(String),
+    /// The appointment was cancelled (or moved) first: recorded
+    /// `cancelled`, not sent.
+    Cancelled(String),
     DeadLetter(DeadLetter),
     /// The partition was revoked before this channel was done: nothing more
     /// was sent, and its next owner works the event again.
@@ -199,12 +205,21 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>, revoked: Cance
                 "{} bytes, over the {max} byte limit (pipeline.max_event_kib)",
                 payload.len()
             ),
+            kind: event::ViolationKind::Invalid,
         })
     } else {
         event::parse(payload)
     };
     let event = match event {
         Ok(e) => Arc::new(e),
+        Err(violation)
+            if violation.kind == event::ViolationKind::UnknownEventType
+                && shared.config.pipeline.unknown_event_types == UnknownEventTypes::Skip =>
+        {
+            shared.metrics.events_skipped.inc();
+            tracing::info!(partition = msg.partition(), offset = msg.offset(), reason = %violation, outcome = "skipped", "event of a type this host does not handle; skipped (pipeline.unknown_event_types = \"skip\")");
+            return;
+        }
         Err(violation) => {
             tracing::warn!(partition = msg.partition(), offset = msg.offset(), field = %violation.field, reason = %violation, outcome = "dead_letter", "event breaks the contract");
             let letter = DeadLetter {
@@ -260,16 +275,8 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>, revoked: Cance
             .iter()
             .partition(|name| shared.config.channels.contains_key(**name));
         let unknown_letter = (!unknown.is_empty()).then(|| unknown_channels(&shared, &event, &unknown));
-        let work = known.into_iter().map(|name| {
-            let shared = shared.clone();
-            let event = event.clone();
-            let name = name.to_string();
-            let revoked = revoked.clone();
-            let arrived = &arrived;
-            async move { deliver(&shared, &event, &name, &revoked, arrived).await }
-        });
-        // Channels of one event go out concurrently: e-mail does not wait on SMS.
-        for (outcome, record) in futures_util::future::join_all(work).await {
+        let outcomes = super::lifecycle::work(&shared, &event, &known, &revoked, &arrived).await;
+        for (outcome, record) in outcomes {
             if let ChannelOutcome::DeadLetter(letter) = outcome {
                 // Recorded only once the dead letter is safe: a record
                 // without it would make a redelivery skip the channel and
@@ -387,7 +394,7 @@ const DLQ_LOG_EVERY: Duration = Duration::from_secs(30);
 /// readiness fail (with the reason) until a write succeeds; the error is
 /// logged every 30 s across all events, not once per retry. Once `revoked`
 /// is cancelled the write is left for the partition's next owner.
-async fn dead_letter(
+pub(super) async fn dead_letter(
     shared: &Shared,
     msg: &OwnedMessage,
     letter: &DeadLetter,
@@ -401,6 +408,45 @@ async fn dead_letter(
         payload: msg.payload().unwrap_or_default(),
         headers: msg.headers(),
     };
+    dead_letter_from(shared, &source, letter, revoked).await
+}
+
+/// A dead letter for a delivery whose event the ledger kept (a reminder's):
+/// the original record rebuilt from it.
+pub(super) async fn dead_letter_kept(
+    shared: &Shared,
+    held: &HeldMessage,
+    at: Option<&SourceRef>,
+    letter: &DeadLetter,
+    revoked: &CancellationToken,
+) -> bool {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).ok();
+    let key = held.key_b64.as_deref().and_then(b64);
+    let mut headers = rdkafka::message::OwnedHeaders::new();
+    for (name, value) in &held.headers {
+        let value = b64(value).unwrap_or_default();
+        headers = headers.insert(rdkafka::message::Header {
+            key: name,
+            value: Some(&value),
+        });
+    }
+    let source = Source {
+        topic: &held.topic,
+        partition: at.map_or(-1, |s| s.partition),
+        offset: at.map_or(-1, |s| s.offset),
+        key: key.as_deref(),
+        payload: held.payload.as_bytes(),
+        headers: Some(&headers),
+    };
+    dead_letter_from(shared, &source, letter, revoked).await
+}
+
+async fn dead_letter_from(
+    shared: &Shared,
+    source: &Source<'_>,
+    letter: &DeadLetter,
+    revoked: &CancellationToken,
+) -> bool {
     let health = shared.dlq.health();
     let mut wait = Duration::from_millis(200);
     loop {
@@ -411,7 +457,7 @@ async fn dead_letter(
             );
             return false;
         }
-        match shared.dlq.send(&source, letter).await {
+        match shared.dlq.send(source, letter).await {
             Ok(written) => {
                 if health.set_available() {
                     tracing::info!(
@@ -453,7 +499,7 @@ async fn dead_letter(
     }
 }
 
-fn letter(
+pub(super) fn letter(
     channel: &str,
     event: &AppointmentEvent,
     class: ErrorClass,
@@ -512,7 +558,7 @@ impl Arrived {
     }
 
     /// The event as a hold keeps it, byte for byte, for its release.
-    fn held_message(&self) -> HeldMessage {
+    pub(super) fn held_message(&self) -> HeldMessage {
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         HeldMessage {
             topic: self.msg.topic().to_string(),
@@ -534,24 +580,38 @@ impl Arrived {
 
 /// One channel of one event, to its end; with the delivery's record as it
 /// stands (for `process` to finish a dead letter's).
-async fn deliver(
+pub(super) async fn deliver(
     shared: &Arc<Shared>,
     event: &Arc<AppointmentEvent>,
     name: &str,
+    purpose: LedgerPurpose,
     revoked: &CancellationToken,
     arrived: &Arrived,
 ) -> (ChannelOutcome, Option<Delivery>) {
     let started = Instant::now();
     let mut record = None;
-    let outcome = deliver_inner(shared, event, name, revoked, arrived, &mut record).await;
+    let outcome = deliver_inner(shared, event, name, purpose, revoked, arrived, &mut record).await;
+    report(shared, &event.event_id, name, purpose, &outcome, started);
+    (outcome, record)
+}
+
+/// Counts and logs how one delivery ended.
+pub(super) fn report(
+    shared: &Shared,
+    event_id: &str,
+    name: &str,
+    purpose: LedgerPurpose,
+    outcome: &ChannelOutcome,
+    started: Instant,
+) {
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    let event_id = event.event_id.as_str();
     let word = match &outcome {
         ChannelOutcome::Delivered { .. } => "delivered",
         ChannelOutcome::AlreadyDone(_) => "duplicate",
         ChannelOutcome::Disabled => "disabled",
         ChannelOutcome::Held => "held",
         ChannelOutcome::Expired(_) => "expired",
+        ChannelOutcome::Cancelled(_) => "cancelled",
         ChannelOutcome::DeadLetter(_) => "dead_letter",
         ChannelOutcome::Revoked => "revoked",
     };
@@ -570,7 +630,7 @@ async fn deliver(
             .get_or_create(&Metrics::channel(name))
             .inc();
     }
-    match &outcome {
+    match outcome {
         ChannelOutcome::Delivered {
             attempts,
             provider_message_id,
@@ -578,6 +638,7 @@ async fn deliver(
             tracing::info!(
                 event_id,
                 channel = name,
+                purpose = purpose.as_str(),
                 outcome = "delivered",
                 attempts,
                 provider_message_id = provider_message_id.as_deref(),
@@ -618,6 +679,14 @@ async fn deliver(
             reason = %reason,
             "past its useful time; not sent"
         ),
+        ChannelOutcome::Cancelled(reason) => tracing::info!(
+            event_id,
+            channel = name,
+            purpose = purpose.as_str(),
+            outcome = "cancelled",
+            reason = %reason,
+            "the appointment was cancelled or moved; not sent"
+        ),
         ChannelOutcome::DeadLetter(l) => {
             tracing::warn!(event_id, channel = name, outcome = "dead_letter", class = l.class.as_str(), attempts = l.attempts, provider_status = l.provider_status, reason = %l.reason, elapsed_ms, "channel failed")
         }
@@ -629,7 +698,6 @@ async fn deliver(
             "partition revoked before the channel was done; left for its next owner"
         ),
     }
-    (outcome, record)
 }
 
 /// What the ledger has for the delivery; `None` if the partition was
@@ -637,7 +705,7 @@ async fn deliver(
 /// nothing (the event stays in flight, its offset uncommitted), so a failed
 /// lookup is a transient failure of the host, retried with backoff until the
 /// ledger answers: never taken as "not on record".
-async fn on_record<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+pub(super) async fn on_record<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
     mut lookup: impl FnMut() -> F,
     channel: &str,
     revoked: &CancellationToken,
@@ -669,6 +737,7 @@ async fn deliver_inner(
     shared: &Arc<Shared>,
     event: &Arc<AppointmentEvent>,
     name: &str,
+    purpose: LedgerPurpose,
     revoked: &CancellationToken,
     ctx: &Arrived,
     record: &mut Option<Delivery>,
@@ -679,11 +748,7 @@ async fn deliver_inner(
         .channels
         .get(name)
         .map_or(ChannelMode::Off, |c| c.mode);
-    let key = DeliveryKey {
-        event_id: event.event_id.clone(),
-        channel: name.to_string(),
-        purpose: LedgerPurpose::Confirmation,
-    };
+    let key = DeliveryKey::new(&event.event_id, name, purpose);
     let existing = match on_record(|| shared.ledger.get(&key), name, revoked).await {
         Some(existing) => existing,
         None => return ChannelOutcome::Revoked,
@@ -748,6 +813,47 @@ async fn deliver_inner(
         write_final(shared, entry, None).await;
         return ChannelOutcome::Expired(reason);
     }
+    entry.set(State::Pending, None);
+    // A first send is not written until it ends or has to wait: most
+    // take one provider round trip, and a write per state would cost a
+    // quarter of the host's throughput (measured). A record that is
+    // worked again (replay, release, a crash) says so at once.
+    if on_record_before {
+        note(shared, entry);
+    }
+    let message = PluginMessage {
+        purpose: plugin_purpose(purpose),
+        reminder: None,
+        useful_until: useful_until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    };
+    send_out(shared, event, name, entry, &message, revoked, &|| None).await
+}
+
+/// The plugin contract's name for a purpose.
+fn plugin_purpose(p: LedgerPurpose) -> Purpose {
+    match p {
+        LedgerPurpose::Confirmation => Purpose::Confirmation,
+        LedgerPurpose::Reminder => Purpose::Reminder,
+        LedgerPurpose::Cancellation => Purpose::Cancellation,
+        LedgerPurpose::Reschedule => Purpose::Reschedule,
+    }
+}
+
+/// Renders and sends one admitted delivery to its end, recording it:
+/// delivered, expired or cancelled on the way (checked before every send,
+/// so one that waited out an outage is not made late or after a cancel),
+/// or a dead letter for the caller to write. `cancelled` says why the
+/// delivery must not be sent any more, when that is so.
+pub(super) async fn send_out(
+    shared: &Arc<Shared>,
+    event: &AppointmentEvent,
+    name: &str,
+    entry: &mut Delivery,
+    message: &PluginMessage,
+    revoked: &CancellationToken,
+    cancelled: &(dyn Fn() -> Option<String> + Sync),
+) -> ChannelOutcome {
+    let useful_until = entry.useful_until;
     let (Some(channel), Some(gate)) = (shared.channels.get(name), shared.health.get(name)) else {
         return letter(
             name,
@@ -758,25 +864,12 @@ async fn deliver_inner(
             None,
         );
     };
-    entry.set(State::Pending, None);
-    // A first send is not written until it ends or has to wait: most
-    // take one provider round trip, and a write per state would cost a
-    // quarter of the host's throughput (measured). A record that is
-    // worked again (replay, release, a crash) says so at once.
-    if on_record_before {
-        note(shared, entry);
-    }
     let policy = channel.config.retry;
     let first_attempt = Instant::now();
-    let message = PluginMessage {
-        purpose: Purpose::Confirmation,
-        reminder: None,
-        useful_until: useful_until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-    };
 
     let mut attempt = 1;
     let requests = loop {
-        match render(shared, event, name, &message).await {
+        match render(shared, event, name, message).await {
             Ok(r) => break r,
             Err(RenderError::Plugin(e)) => {
                 match retry_or_give_up(
@@ -851,12 +944,18 @@ async fn deliver_inner(
             write_final(shared, entry, None).await;
             return ChannelOutcome::Expired(reason);
         }
+        if let Some(reason) = cancelled() {
+            drop(permit);
+            entry.set(State::Cancelled, Some(reason.clone()));
+            write_final(shared, entry, None).await;
+            return ChannelOutcome::Cancelled(reason);
+        }
         let outcome = attempt::attempt(
             channel,
             &shared.transport,
             requests[next].clone(),
             attempt,
-            Purpose::Confirmation,
+            message.purpose,
             Hooks {
                 metrics: Some(&shared.metrics),
                 plugin_slots: Some(&shared.plugin_slots),
@@ -945,7 +1044,7 @@ async fn deliver_inner(
 /// Writes an in-between state (pending, retrying, waiting) without waiting
 /// for it: the ledger applies it, in order, before this delivery's final
 /// record, and losing it in a crash loses nothing (see `ledger`).
-fn note(shared: &Shared, delivery: &Delivery) {
+pub(super) fn note(shared: &Shared, delivery: &Delivery) {
     drop(shared.ledger.put(Record {
         delivery: delivery.clone(),
         held: None,
@@ -955,7 +1054,7 @@ fn note(shared: &Shared, delivery: &Delivery) {
 /// Writes a final record, retrying until the ledger takes it: the offset
 /// behind it must not be committed without it, and a redelivery without it
 /// would send (or dead-letter) again.
-async fn write_final(shared: &Shared, delivery: &Delivery, held: Option<HeldMessage>) {
+pub(super) async fn write_final(shared: &Shared, delivery: &Delivery, held: Option<HeldMessage>) {
     let mut wait = Duration::from_millis(100);
     loop {
         let record = Record {
@@ -1017,7 +1116,7 @@ fn attempt_record(number: u32, outcome: &attempt::Outcome) -> AttemptRecord {
 }
 
 /// The recipient as the ledger keeps it: masked.
-fn recipient(event: &AppointmentEvent) -> Recipient {
+pub(super) fn recipient(event: &AppointmentEvent) -> Recipient {
     let mask = |s: &Option<String>| s.as_deref().map(|v| crate::redact::text(v).into_owned());
     Recipient {
         email: mask(&event.email),
@@ -1026,7 +1125,7 @@ fn recipient(event: &AppointmentEvent) -> Recipient {
 }
 
 /// Until when a confirmation is worth sending: the appointment's start.
-fn useful_until(event: &AppointmentEvent) -> Option<DateTime<Utc>> {
+pub(super) fn useful_until(event: &AppointmentEvent) -> Option<DateTime<Utc>> {
     let t = event.time.as_deref()?;
     DateTime::parse_from_rfc3339(t)
         .ok()

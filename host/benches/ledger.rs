@@ -43,6 +43,7 @@ fn delivered(i: u64) -> Record {
         event_id: format!("{:08x}-5b1e-4c0a-9f3e-{:012x}", i >> 20, i),
         channel: channel.to_string(),
         purpose: Purpose::Confirmation,
+        reminder: None,
     };
     let mut d = Delivery::new(
         &key,

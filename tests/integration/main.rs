@@ -19,6 +19,7 @@ mod ops;
 mod outage;
 mod pipeline;
 mod rebalance;
+mod reminders;
 mod replay;
 mod secrets;
 mod spec;

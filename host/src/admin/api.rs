@@ -76,6 +76,46 @@ pub struct AppointmentDeliveries {
     pub deliveries: Vec<Delivery>,
 }
 
+/// Open reminders (scheduled or being sent), earliest due first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Reminders {
+    pub reminders: Vec<Delivery>,
+}
+
+/// Where an appointment stands, as its events said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AppointmentView {
+    pub appointment_id: String,
+    pub status: ledger::AppointmentStatus,
+    /// The appointment's time as last announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// The event that last changed it.
+    pub last_event_id: String,
+    /// The channels reminders and notices go to.
+    pub channels: Vec<String>,
+    pub reminders: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The reminders list's query parameters (see [`ListParams`] on why unused).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // never built: it exists for its derived documentation
+struct ReminderParams {
+    /// Only this appointment's reminders.
+    #[param(required = false, min_length = 1)]
+    appointment_id: String,
+    /// Only this channel's reminders.
+    #[param(required = false, min_length = 1)]
+    channel: String,
+    /// The most reminders returned.
+    #[param(required = false, minimum = 1, maximum = 500, default = 100)]
+    limit: u32,
+}
+
 /// The list's query parameters as the OpenAPI document shows them.
 /// [`parse_list`] reads the query string itself, so each problem names
 /// its parameter and unknown ones are refused; this type only documents.
@@ -218,6 +258,8 @@ pub fn router(state: &AdminState) -> Router<AdminState> {
     let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(event))
         .routes(routes!(appointment))
+        .routes(routes!(appointment_state))
+        .routes(routes!(reminders))
         .routes(routes!(list))
         .routes(routes!(release))
         .split_for_parts();
@@ -401,6 +443,127 @@ async fn appointment(
     Ok(Json(AppointmentDeliveries {
         appointment_id,
         deliveries: deliveries.into_iter().map(masked).collect(),
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/appointments/{appointment_id}",
+    tag = "deliveries",
+    summary = "Where one appointment stands",
+    params(("appointment_id" = String, Path, description = "The event's `appointment.appointment_id`.")),
+    responses(
+        (status = 200, description = "Its status (active or cancelled) and time, as its events said.", body = AppointmentView),
+        (status = 404, description = "No event of this appointment is on record.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn appointment_state(
+    State(state): State<AdminState>,
+    uri: Uri,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<AppointmentView>, Problem> {
+    let at = uri.path();
+    query_params(uri.query(), &[]).map_err(|p| p.at(at))?;
+    let appointment_id = path_param(path, "appointment_id").map_err(|p| p.at(at))?;
+    let found = state
+        .ledger
+        .appointment_state(&appointment_id)
+        .map_err(|e| Problem::unavailable(e).at(at))?;
+    let Some(s) = found else {
+        return Err(Problem::not_found(
+            "no event of this appointment is on record (or it is past the retention)",
+        )
+        .at(at));
+    };
+    Ok(Json(AppointmentView {
+        appointment_id: s.appointment_id,
+        status: s.status,
+        time: s.time,
+        time_zone: s.time_zone,
+        last_event_id: s.last_event_id,
+        channels: s.channels,
+        reminders: s.reminders,
+        updated_at: s.updated_at,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/reminders",
+    tag = "deliveries",
+    summary = "Reminders not yet sent, earliest due first",
+    description = "Every open reminder: `scheduled` (waiting for its `due_at`) or being sent \
+        (`pending`, `retrying`, `waiting`). Finished ones are deliveries like any other \
+        (`/v1/deliveries?purpose=reminder`).",
+    params(ReminderParams),
+    responses(
+        (status = 200, description = "Open reminders, earliest due first.", body = Reminders),
+    )
+)]
+async fn reminders(State(state): State<AdminState>, uri: Uri) -> Result<Json<Reminders>, Problem> {
+    let at = uri.path();
+    let params =
+        query_params(uri.query(), &["appointment_id", "channel", "limit"]).map_err(|p| p.at(at))?;
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => parse_limit(v)
+            .ok_or_else(|| {
+                Problem::bad_parameter(
+                    "limit",
+                    format!(
+                        "limit: {} is not a whole number from 1 to {}",
+                        quoted(v),
+                        ledger::MAX_PAGE
+                    ),
+                )
+            })
+            .map_err(|p| p.at(at))?,
+    };
+    for name in ["appointment_id", "channel"] {
+        if params.get(name).is_some_and(|v| v.is_empty()) {
+            return Err(Problem::bad_parameter(name, format!("{name}: must not be empty")).at(at));
+        }
+    }
+    let channel = params.get("channel");
+    let mut found: Vec<Delivery> = match params.get("appointment_id") {
+        Some(id) => state
+            .ledger
+            .appointment_timers(id)
+            .await
+            .map_err(|e| Problem::unavailable(e).at(at))?
+            .into_iter()
+            .map(|r| r.delivery)
+            .filter(|d| channel.is_none_or(|c| *c == d.channel))
+            .take(limit)
+            .collect(),
+        None => {
+            // In due order; a channel filter reads on until the page is full
+            // (bounded: a rare channel in a huge schedule answers short).
+            let mut out = Vec::new();
+            let mut after = None;
+            let mut read = 0usize;
+            while out.len() < limit && read < 20_000 {
+                let batch = state
+                    .ledger
+                    .timers(after.as_ref(), 500)
+                    .map_err(|e| Problem::unavailable(e).at(at))?;
+                if batch.is_empty() {
+                    break;
+                }
+                read += batch.len();
+                for (pos, r) in batch {
+                    after = Some(pos);
+                    if channel.is_none_or(|c| *c == r.delivery.channel) && out.len() < limit {
+                        out.push(r.delivery);
+                    }
+                }
+            }
+            out
+        }
+    };
+    found.sort_by_key(|d| d.due_at);
+    Ok(Json(Reminders {
+        reminders: found.into_iter().map(masked).collect(),
     }))
 }
 

@@ -17,9 +17,9 @@ use notify_host::metrics::Metrics;
 use notify_host::offsets::OffsetTracker;
 use notify_host::pipeline::{self, Shared};
 use notify_host::reminders::scheduler::{system_clock, Scheduler};
-use tokio_util::sync::CancellationToken;
 use notify_host::transport::Transport;
 use notify_host::{kafka, telemetry};
+use tokio_util::sync::CancellationToken;
 
 use super::{load_config, report_config_error};
 

@@ -27,9 +27,7 @@ use std::time::Duration;
 pub use interpolate::{
     interpolate, interpolate_recorded, InterpolationError, ProcessEnv, VarLookup,
 };
-use raw::{
-    RawAuth, RawChannel, RawCircuit, RawConfig, RawKafka, RawRate, RawReminder, RawRetry,
-};
+use raw::{RawAuth, RawChannel, RawCircuit, RawConfig, RawKafka, RawRate, RawReminder, RawRetry};
 use url::Url;
 
 use crate::health::{CircuitPolicy, Rate};
@@ -1057,7 +1055,12 @@ fn validate(
     };
     let reminders = validate_reminders(raw.reminders, &channels, &mut problems);
     let notices = Notices {
-        cancelled: known_channels("notices.cancelled", raw.notices.cancelled, &channels, &mut problems),
+        cancelled: known_channels(
+            "notices.cancelled",
+            raw.notices.cancelled,
+            &channels,
+            &mut problems,
+        ),
         rescheduled: known_channels(
             "notices.rescheduled",
             raw.notices.rescheduled,

@@ -199,10 +199,7 @@ fn decode(id: u64, bytes: &[u8]) -> Result<Record, LedgerError> {
 /// A timer's due time in ms (its creation when it has none, which a
 /// reminder always has).
 fn due_ms(d: &Delivery) -> u64 {
-    d.due_at
-        .unwrap_or(d.created_at)
-        .timestamp_millis()
-        .max(0) as u64
+    d.due_at.unwrap_or(d.created_at).timestamp_millis().max(0) as u64
 }
 
 /// Whether the header passes `filter` (the same test as [`Filter::matches`],
@@ -654,7 +651,9 @@ impl Backend for Embedded {
                     Err(_) => return Err(LedgerError::WriterGone),
                 };
                 total.appointments_dropped += one.appointments_dropped;
-                if one.buckets_dropped == 0 && one.appointments_dropped < APPOINTMENTS_PER_SWEEP as u64 {
+                if one.buckets_dropped == 0
+                    && one.appointments_dropped < APPOINTMENTS_PER_SWEEP as u64
+                {
                     return Ok(total);
                 }
                 total.buckets_dropped += one.buckets_dropped;
@@ -918,7 +917,8 @@ impl Writer {
                 };
             }
             let bytes = encode(&record).map_err(corrupt)?;
-            txn.open_table(TIMERS)?.insert(key.as_str(), bytes.as_slice())?;
+            txn.open_table(TIMERS)?
+                .insert(key.as_str(), bytes.as_slice())?;
             txn.open_table(TIMER_DUE)?
                 .insert((due_ms(&record.delivery), key.as_str()), ())?;
             if old_timer.is_none() {
@@ -1000,7 +1000,11 @@ impl Writer {
     }
 
     /// Drops appointment states past their expiry, a bounded number.
-    fn sweep_appointments(&self, shared: &Shared, txn: &WriteTransaction) -> Result<u64, redb::Error> {
+    fn sweep_appointments(
+        &self,
+        shared: &Shared,
+        txn: &WriteTransaction,
+    ) -> Result<u64, redb::Error> {
         let now = now_ms();
         let mut expiry = txn.open_table(APPOINTMENT_EXPIRY)?;
         let mut states = txn.open_table(APPOINTMENT_STATE)?;
@@ -1060,9 +1064,7 @@ impl Writer {
 /// for its time).
 fn appointment_expiry(shared: &Shared, state: &AppointmentState) -> u64 {
     let updated = state.updated_at.timestamp_millis().max(0) as u64;
-    let time = state
-        .time
-        .map_or(0, |t| t.timestamp_millis().max(0) as u64);
+    let time = state.time.map_or(0, |t| t.timestamp_millis().max(0) as u64);
     updated.max(time).saturating_add(shared.retention_ms)
 }
 

@@ -555,10 +555,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Open reminders, counted (cheap).
     fn timer_count(&self) -> Result<u64, LedgerError>;
     /// What the appointment's events said so far.
-    fn appointment_state(&self, appointment_id: &str)
-        -> Result<Option<AppointmentState>, LedgerError>;
+    fn appointment_state(
+        &self,
+        appointment_id: &str,
+    ) -> Result<Option<AppointmentState>, LedgerError>;
     /// Replaces the appointment's state; resolves once on disk.
-    fn put_appointment(&self, state: AppointmentState) -> BoxFuture<'static, Result<(), LedgerError>>;
+    fn put_appointment(
+        &self,
+        state: AppointmentState,
+    ) -> BoxFuture<'static, Result<(), LedgerError>>;
 }
 
 /// Handle to the ledger; cheap to clone.
@@ -647,7 +652,10 @@ impl Ledger {
         self.backend.timers(after, limit)
     }
 
-    pub async fn appointment_timers(&self, appointment_id: &str) -> Result<Vec<Record>, LedgerError> {
+    pub async fn appointment_timers(
+        &self,
+        appointment_id: &str,
+    ) -> Result<Vec<Record>, LedgerError> {
         self.backend.appointment_timers(appointment_id).await
     }
 

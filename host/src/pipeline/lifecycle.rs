@@ -22,14 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::deadline;
 use super::worker::{
-    dead_letter_kept, deliver, note, on_record, recipient, send_out, useful_until,
-    write_final, Arrived, ChannelOutcome, Shared,
+    dead_letter_kept, deliver, note, on_record, recipient, send_out, useful_until, write_final,
+    Arrived, ChannelOutcome, Shared,
 };
 use crate::config::ChannelMode;
 use crate::event::{self, AppointmentEvent, EventKind};
 use crate::ledger::{
-    AppointmentState, AppointmentStatus, Delivery, DeliveryKey, HeldMessage, Purpose, Record,
-    State,
+    AppointmentState, AppointmentStatus, Delivery, DeliveryKey, HeldMessage, Purpose, Record, State,
 };
 use crate::plugin::{Message as PluginMessage, Purpose as PluginPurpose};
 use crate::reminders;
@@ -86,7 +85,10 @@ async fn created(
     arrived: &Arrived,
 ) -> Outcomes {
     let channels: Vec<String> = known.iter().map(|c| c.to_string()).collect();
-    if let Some(s) = state.as_ref().filter(|s| s.status == AppointmentStatus::Cancelled) {
+    if let Some(s) = state
+        .as_ref()
+        .filter(|s| s.status == AppointmentStatus::Cancelled)
+    {
         let reason = format!(
             "not sent: the appointment was cancelled (event {}) before this booking arrived",
             s.last_event_id
@@ -100,7 +102,14 @@ async fn created(
         .or_else(|| useful_until(event));
     let reminders_wanted = event.reminders && state.as_ref().is_none_or(|s| s.reminders);
     let held = arrived.held_message();
-    let confirm = deliver_all(shared, event, &channels, Purpose::Confirmation, revoked, arrived);
+    let confirm = deliver_all(
+        shared,
+        event,
+        &channels,
+        Purpose::Confirmation,
+        revoked,
+        arrived,
+    );
     let schedule = async {
         if let (true, Some(time)) = (reminders_wanted, time) {
             schedule(shared, event, known, time, &held, arrived).await;
@@ -132,7 +141,10 @@ async fn rescheduled(
     revoked: &CancellationToken,
     arrived: &Arrived,
 ) -> Outcomes {
-    if let Some(s) = state.as_ref().filter(|s| s.status == AppointmentStatus::Cancelled) {
+    if let Some(s) = state
+        .as_ref()
+        .filter(|s| s.status == AppointmentStatus::Cancelled)
+    {
         tracing::info!(event_id = %event.event_id, appointment_id = %event.appointment_id, cancelled_by = %s.last_event_id, outcome = "ignored", "reschedule of a cancelled appointment; nothing scheduled or sent");
         return Vec::new();
     }
@@ -186,7 +198,16 @@ async fn rescheduled(
         .filter(|c| channels.contains(c))
         .cloned()
         .collect();
-    notify(shared, event, &notice, held.as_ref(), Purpose::Reschedule, revoked, arrived).await
+    notify(
+        shared,
+        event,
+        &notice,
+        held.as_ref(),
+        Purpose::Reschedule,
+        revoked,
+        arrived,
+    )
+    .await
 }
 
 async fn cancelled(
@@ -417,7 +438,11 @@ async fn schedule(
     }
     // Reminders already delivered for this appointment at this time: never
     // again (a reschedule back to an earlier time, a replayed booking).
-    let delivered: Vec<(String, String)> = match shared.ledger.appointment(&event.appointment_id).await {
+    let delivered: Vec<(String, String)> = match shared
+        .ledger
+        .appointment(&event.appointment_id)
+        .await
+    {
         Ok(all) => all
             .into_iter()
             .filter(|d| {
@@ -457,7 +482,11 @@ async fn schedule(
             Some(reason) => {
                 d.set(State::Expired, Some(reason.clone()));
                 write_final(shared, &d, None).await;
-                shared.metrics.reminders_expired.get_or_create(&metric).inc();
+                shared
+                    .metrics
+                    .reminders_expired
+                    .get_or_create(&metric)
+                    .inc();
                 tracing::info!(event_id = %event.event_id, channel = %p.channel, reminder = %p.name, outcome = "expired", reason = %reason, "reminder not scheduled");
             }
             None => {
@@ -501,7 +530,10 @@ async fn put_state(shared: &Shared, state: AppointmentState) {
 
 /// Why a reminder for an appointment at `time` must not be sent any more,
 /// if so: the appointment was cancelled, or moved away from `time`.
-fn no_longer_wanted(state: Option<&AppointmentState>, time: Option<DateTime<Utc>>) -> Option<String> {
+fn no_longer_wanted(
+    state: Option<&AppointmentState>,
+    time: Option<DateTime<Utc>>,
+) -> Option<String> {
     let s = state?;
     match s.status {
         AppointmentStatus::Cancelled => Some(format!(
@@ -533,10 +565,18 @@ pub async fn fire(shared: Arc<Shared>, record: Record, shutdown: CancellationTok
     let outcome = fire_inner(&shared, &mut entry, held.as_ref(), &shutdown).await;
     match &outcome {
         ChannelOutcome::Cancelled(_) => {
-            shared.metrics.reminders_cancelled.get_or_create(&metric).inc();
+            shared
+                .metrics
+                .reminders_cancelled
+                .get_or_create(&metric)
+                .inc();
         }
         ChannelOutcome::Expired(_) => {
-            shared.metrics.reminders_expired.get_or_create(&metric).inc();
+            shared
+                .metrics
+                .reminders_expired
+                .get_or_create(&metric)
+                .inc();
         }
         ChannelOutcome::Revoked => {}
         _ => {
@@ -592,7 +632,14 @@ async fn fire_inner(
     let still_wanted = move || {
         // A read failure is not a cancel: the send goes on, as it would
         // have without the check.
-        no_longer_wanted(ledger.appointment_state(&appointment).ok().flatten().as_ref(), time)
+        no_longer_wanted(
+            ledger
+                .appointment_state(&appointment)
+                .ok()
+                .flatten()
+                .as_ref(),
+            time,
+        )
     };
     if let Some(reason) = still_wanted() {
         entry.set(State::Cancelled, Some(reason.clone()));
@@ -617,7 +664,16 @@ async fn fire_inner(
         reminder: entry.reminder.clone(),
         useful_until: time.map(rfc3339),
     };
-    send_out(shared, &event, &name, entry, &message, shutdown, &still_wanted).await
+    send_out(
+        shared,
+        &event,
+        &name,
+        entry,
+        &message,
+        shutdown,
+        &still_wanted,
+    )
+    .await
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -649,7 +705,11 @@ mod tests {
         };
         let at = Some(t("2026-12-10T15:00:00Z"));
         use AppointmentStatus::{Active, Cancelled};
-        let rows: &[(Option<AppointmentState>, Option<DateTime<Utc>>, Option<&str>)] = &[
+        let rows: &[(
+            Option<AppointmentState>,
+            Option<DateTime<Utc>>,
+            Option<&str>,
+        )] = &[
             (None, at, None),
             (Some(state(Active, Some("2026-12-10T15:00:00Z"))), at, None),
             (Some(state(Active, None)), at, None),

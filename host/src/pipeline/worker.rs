@@ -705,7 +705,11 @@ pub(super) fn report(
 /// nothing (the event stays in flight, its offset uncommitted), so a failed
 /// lookup is a transient failure of the host, retried with backoff until the
 /// ledger answers: never taken as "not on record".
-pub(super) async fn on_record<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+pub(super) async fn on_record<
+    T,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+>(
     mut lookup: impl FnMut() -> F,
     channel: &str,
     revoked: &CancellationToken,

@@ -133,16 +133,40 @@ mod tests {
                 "2026-12-01T10:00:00Z",
                 &["email"],
                 false,
-                &[("day-before", "email", "2026-12-09T15:00:00Z", Moved::No, false)],
+                &[(
+                    "day-before",
+                    "email",
+                    "2026-12-09T15:00:00Z",
+                    Moved::No,
+                    false,
+                )],
             ),
             (
                 "2026-12-01T10:00:00Z",
                 &["email", "sms"],
                 false,
                 &[
-                    ("day-before", "email", "2026-12-09T15:00:00Z", Moved::No, false),
-                    ("day-before", "sms", "2026-12-09T15:00:00Z", Moved::No, false),
-                    ("hour-before", "sms", "2026-12-10T14:00:00Z", Moved::No, false),
+                    (
+                        "day-before",
+                        "email",
+                        "2026-12-09T15:00:00Z",
+                        Moved::No,
+                        false,
+                    ),
+                    (
+                        "day-before",
+                        "sms",
+                        "2026-12-09T15:00:00Z",
+                        Moved::No,
+                        false,
+                    ),
+                    (
+                        "hour-before",
+                        "sms",
+                        "2026-12-10T14:00:00Z",
+                        Moved::No,
+                        false,
+                    ),
                 ],
             ),
             // Booked 3 hours ahead: the day-before is past (expired), the
@@ -152,9 +176,21 @@ mod tests {
                 &["email", "sms"],
                 false,
                 &[
-                    ("day-before", "email", "2026-12-09T15:00:00Z", Moved::No, true),
+                    (
+                        "day-before",
+                        "email",
+                        "2026-12-09T15:00:00Z",
+                        Moved::No,
+                        true,
+                    ),
                     ("day-before", "sms", "2026-12-09T15:00:00Z", Moved::No, true),
-                    ("hour-before", "sms", "2026-12-10T14:00:00Z", Moved::No, false),
+                    (
+                        "hour-before",
+                        "sms",
+                        "2026-12-10T14:00:00Z",
+                        Moved::No,
+                        false,
+                    ),
                 ],
             ),
             // Booked 30 minutes ahead: the hour-before catches up, due now.
@@ -164,7 +200,13 @@ mod tests {
                 false,
                 &[
                     ("day-before", "sms", "2026-12-09T15:00:00Z", Moved::No, true),
-                    ("hour-before", "sms", "2026-12-10T14:30:00Z", Moved::No, false),
+                    (
+                        "hour-before",
+                        "sms",
+                        "2026-12-10T14:30:00Z",
+                        Moved::No,
+                        false,
+                    ),
                 ],
             ),
             // The appointment has begun: nothing, even with catch_up.
@@ -174,7 +216,13 @@ mod tests {
                 false,
                 &[
                     ("day-before", "sms", "2026-12-09T15:00:00Z", Moved::No, true),
-                    ("hour-before", "sms", "2026-12-10T14:00:00Z", Moved::No, true),
+                    (
+                        "hour-before",
+                        "sms",
+                        "2026-12-10T14:00:00Z",
+                        Moved::No,
+                        true,
+                    ),
                 ],
             ),
             // A channel no reminder names: nothing.

@@ -14,8 +14,9 @@
 //! scheduler's). Across DST changes a local `from`/`to` that does not exist
 //! (spring forward) means the first instant after the gap, and one that exists
 //! twice (fall back) means the earlier of the two: the window starts and ends
-//! when the wall clock first shows those times. The one exception is below, in
-//! [`window_end`].
+//! when the wall clock first shows those times (the exceptions, both in
+//! corners no real window meets, are spelled out at `window_end` and
+//! [`place`]).
 
 use chrono::{
     DateTime, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone,
@@ -149,6 +150,12 @@ const BEFORE_START: TimeDelta = TimeDelta::minutes(1);
 /// Why `Earlier` needs no further fallback: the window began at or before
 /// `due` (that is what "inside" means), so one minute before its start is
 /// strictly before `due`, and hence before the deadline whenever `due` is.
+/// A window whose quiet-free stretch lies wholly inside a spring-forward gap
+/// (quiet 02:54-02:00 on the night New York jumps from 02:00 to 03:00) has no
+/// quiet-free minute that day: the message then goes at the jump (or a minute
+/// before it), which is already the next window. Real windows (21:00-08:00)
+/// never meet this.
+///
 /// A reminder already due at or after its deadline is the caller's to expire;
 /// this function still returns a placement for it (by the same rules) rather
 /// than panicking.
@@ -274,11 +281,14 @@ mod tests {
             .to_utc()
     }
 
+    /// `(from, to)` as parsed.
+    type Window = (NaiveTime, NaiveTime);
+
     #[test]
     fn parse_table() {
         let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).expect("valid time");
         #[rustfmt::skip]
-        let cases: &[(&str, &str, Result<(NaiveTime, NaiveTime), &str>)] = &[
+        let cases: &[(&str, &str, Result<Window, &str>)] = &[
             ("21:00", "08:00", Ok((t(21, 0), t(8, 0)))),
             ("13:00", "14:00", Ok((t(13, 0), t(14, 0)))),
             ("00:00", "23:59", Ok((t(0, 0), t(23, 59)))),
@@ -393,6 +403,7 @@ mod tests {
             // The same instant in UTC and in Berlin: the zone decides.
             ("utc: 06:30Z is quiet in UTC", UTC, "21:00", "08:00", "2026-06-11T06:30:00Z", None, "2026-06-11T08:00:00Z", Later),
             ("berlin: 06:30Z is 08:30 local, outside", b, "21:00", "08:00", "2026-06-11T06:30:00Z", None, "2026-06-11T06:30:00Z", No),
+            ("spring: every quiet-free minute is in the gap: the end is the jump", ny, "02:54", "02:00", "2026-03-07T02:54:00-05:00", None, "2026-03-08T03:00:00-04:00", Later),
             // Lord Howe moves its clocks by 30 minutes (2026-10-04 02:00 -> 02:30).
             ("lord howe: to in a 30-minute gap", Australia::Lord_Howe, "22:00", "02:15", "2026-10-04T01:00:00+10:30", None, "2026-10-04T02:30:00+11:00", Later),
         ];
@@ -450,6 +461,12 @@ mod tests {
         }
 
         proptest! {
+            // Failures are not written into the source tree: a shrunk case
+            // found here belongs in `place_table` as a named row.
+            #![proptest_config(ProptestConfig {
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
             #[test]
             fn invariants(
                 zone in 0usize..ZONES.len(),
@@ -482,9 +499,22 @@ mod tests {
                         prop_assert!(p.at < d, "{:?} not before deadline {}", p, d);
                     }
                 }
+                // A moved message lands outside quiet hours, except when a
+                // spring-forward gap swallowed every quiet-free minute of the
+                // day: then it sits at the jump itself (see `place`).
                 if p.moved != Moved::No {
                     let local = p.at.with_timezone(&tz).naive_local().time();
-                    prop_assert!(!quiet.contains(local), "moved into quiet hours: {}", p.at.with_timezone(&tz));
+                    let edge = match p.moved {
+                        Moved::Earlier => p.at + BEFORE_START,
+                        _ => p.at,
+                    };
+                    let offset = |t: DateTime<Utc>| t.with_timezone(&tz).offset().fix();
+                    let at_jump = offset(edge) != offset(edge - TimeDelta::seconds(1));
+                    prop_assert!(
+                        !quiet.contains(local) || at_jump,
+                        "moved into quiet hours: {}",
+                        p.at.with_timezone(&tz)
+                    );
                 }
             }
         }

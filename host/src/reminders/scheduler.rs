@@ -204,9 +204,7 @@ mod tests {
     /// A clock that follows tokio's (paused) time from `base`.
     fn paused_clock(base: DateTime<Utc>) -> Clock {
         let start = tokio::time::Instant::now();
-        Arc::new(move || {
-            base + chrono::TimeDelta::from_std(start.elapsed()).unwrap_or_default()
-        })
+        Arc::new(move || base + chrono::TimeDelta::from_std(start.elapsed()).unwrap_or_default())
     }
 
     fn timer(name: &str, due: DateTime<Utc>) -> Record {
@@ -328,10 +326,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Due now: written, then the loop is woken rather than waiting a tick.
-        ledger
-            .put(timer("now", Utc::now()))
-            .await
-            .expect("put");
+        ledger.put(timer("now", Utc::now())).await.expect("put");
         let woken = tokio::time::Instant::now();
         scheduler.wake();
         while fired.lock().expect("lock").is_empty() {
@@ -379,7 +374,12 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(60)).await;
         shutdown.cancel();
         run.await.expect("scheduler");
-        let names: Vec<String> = fired.lock().expect("lock").iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = fired
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
         let want: Vec<String> = (0..10).map(|i| format!("r{i:02}")).collect();
         assert_eq!(names, want, "every timer once, in due order");
     }

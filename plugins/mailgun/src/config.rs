@@ -1,6 +1,26 @@
 //! The channel's settings, checked once into a typed config.
+//!
+//! Each purpose of a message has its own three templates (see
+//! [`template_keys`]): the unprefixed `subject_template`, `text_template` and
+//! `html_template` are the confirmation's, `reminder_*`, `cancellation_*` and
+//! `reschedule_*` the others'. A subject or text that is not set takes the
+//! purpose's shipped default, never another purpose's setting: a custom
+//! confirmation text says "booked", which a cancellation must not.
+//!
+//! The HTML part is optional for every purpose and has no default: a purpose
+//! whose `*html_template` is unset (or blank) is sent as text only, even when
+//! the confirmation's `html_template` is set. Borrowing the confirmation's
+//! HTML would be wrong in the worst place: mail clients show the HTML part
+//! rather than the text, so a cancellation would read as a confirmation.
+//!
+//! The shipped cancellation subject and text show the time; for a
+//! cancellation event without `appointment.time` they fall back to variants
+//! without it (see `plugin_common::DefaultText`) instead of rejecting it.
 
-use plugin_common::{check_template, keep, keep_all, settings_of, Settings, Template, TimeStyle};
+use plugin_common::{
+    keep, keep_all, settings_of, ByPurpose, DefaultText, MessagePurpose, Settings, TemplateSetting,
+    TimeStyle,
+};
 
 use crate::Setting;
 
@@ -12,6 +32,15 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "subject_template",
     "text_template",
     "html_template",
+    "reminder_subject_template",
+    "reminder_text_template",
+    "reminder_html_template",
+    "cancellation_subject_template",
+    "cancellation_text_template",
+    "cancellation_html_template",
+    "reschedule_subject_template",
+    "reschedule_text_template",
+    "reschedule_html_template",
     "tags",
     "test_mode",
     "tracking",
@@ -29,8 +58,61 @@ const REGIONS: &[(&str, &str)] = &[
 /// The region of accounts created without choosing one.
 const DEFAULT_REGION: &str = "us";
 
-const DEFAULT_SUBJECT: &str = "Your appointment is confirmed";
-const DEFAULT_TEXT: &str = "Your appointment {appointment_id} is booked for {time}.";
+/// The setting keys of one purpose's templates and the shipped defaults of
+/// its subject and text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplateKeys {
+    pub subject: &'static str,
+    pub text: &'static str,
+    pub html: &'static str,
+    pub default_subject: DefaultText,
+    pub default_text: DefaultText,
+}
+
+pub fn template_keys(purpose: MessagePurpose) -> TemplateKeys {
+    match purpose {
+        MessagePurpose::Confirmation => TemplateKeys {
+            subject: "subject_template",
+            text: "text_template",
+            html: "html_template",
+            default_subject: DefaultText::new("Your appointment is confirmed"),
+            default_text: DefaultText::new(
+                "Your appointment {appointment_id} is booked for {time}.",
+            ),
+        },
+        MessagePurpose::Reminder => TemplateKeys {
+            subject: "reminder_subject_template",
+            text: "reminder_text_template",
+            html: "reminder_html_template",
+            default_subject: DefaultText::new("Reminder: your appointment {time_until}"),
+            default_text: DefaultText::new(
+                "This is a reminder of your appointment on {time} ({time_until}).",
+            ),
+        },
+        // A cancellation event need not carry the appointment's time, and
+        // the default must not reject it for that.
+        MessagePurpose::Cancellation => TemplateKeys {
+            subject: "cancellation_subject_template",
+            text: "cancellation_text_template",
+            html: "cancellation_html_template",
+            default_subject: DefaultText::new("Your appointment on {time} is cancelled")
+                .or_without_time("Your appointment is cancelled"),
+            default_text: DefaultText::new(
+                "Your appointment {appointment_id} on {time} is cancelled.",
+            )
+            .or_without_time("Your appointment {appointment_id} is cancelled."),
+        },
+        MessagePurpose::Reschedule => TemplateKeys {
+            subject: "reschedule_subject_template",
+            text: "reschedule_text_template",
+            html: "reschedule_html_template",
+            default_subject: DefaultText::new("Your appointment has moved to {time}"),
+            default_text: DefaultText::new(
+                "Your appointment {appointment_id} has moved to {time}.",
+            ),
+        },
+    }
+}
 
 /// Every appointment mail is tagged so it can be found in Mailgun's logs and
 /// analytics without further setup; `tags = ""` turns it off.
@@ -54,9 +136,7 @@ pub struct MailgunConfig {
     pub base_url: String,
     pub domain: String,
     pub from: String,
-    pub subject: Template,
-    pub text: Template,
-    pub html: Option<Template>,
+    pub texts: ByPurpose<Texts>,
     pub tags: Vec<String>,
     pub test_mode: bool,
     pub tracking: Option<String>,
@@ -64,6 +144,45 @@ pub struct MailgunConfig {
     /// A JSON 404 is retried while `attempt < not_found_retries`: this is the
     /// number of sends such a 404 may cost, the last one included.
     pub not_found_retries: u32,
+}
+
+/// One purpose's templates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Texts {
+    pub subject: TemplateSetting,
+    pub text: TemplateSetting,
+    /// `None`: the message is sent as text only.
+    pub html: Option<TemplateSetting>,
+}
+
+impl Texts {
+    fn from_settings(
+        settings: &Settings<'_>,
+        purpose: MessagePurpose,
+    ) -> Result<Texts, Vec<String>> {
+        let keys = template_keys(purpose);
+        let mut problems = Vec::new();
+        let subject = keep(
+            &mut problems,
+            TemplateSetting::read(settings, keys.subject, keys.default_subject),
+        );
+        let text = keep(
+            &mut problems,
+            TemplateSetting::read(settings, keys.text, keys.default_text),
+        );
+        let html = keep(
+            &mut problems,
+            TemplateSetting::read_optional(settings, keys.html),
+        );
+        match (subject, text, html) {
+            (Some(subject), Some(text), Some(html)) => Ok(Texts {
+                subject,
+                text,
+                html,
+            }),
+            _ => Err(problems),
+        }
+    }
 }
 
 impl MailgunConfig {
@@ -74,26 +193,9 @@ impl MailgunConfig {
         let base_url = keep(&mut problems, base_url(settings));
         let domain = keep(&mut problems, domain(settings));
         let from = keep(&mut problems, from(settings));
-        let subject = keep(
+        let texts = keep_all(
             &mut problems,
-            check_template(
-                "subject_template",
-                settings.get_or("subject_template", DEFAULT_SUBJECT),
-            ),
-        );
-        let text = keep(
-            &mut problems,
-            check_template(
-                "text_template",
-                settings.get_or("text_template", DEFAULT_TEXT),
-            ),
-        );
-        let html = keep(
-            &mut problems,
-            settings
-                .optional("html_template")
-                .map(|t| check_template("html_template", t))
-                .transpose(),
+            ByPurpose::try_from_fn(|purpose| Texts::from_settings(settings, purpose)),
         );
         let tags = keep(&mut problems, tags(settings));
         let test_mode = keep(&mut problems, settings.bool_or("test_mode", false));
@@ -109,9 +211,7 @@ impl MailgunConfig {
             Some(base_url),
             Some(domain),
             Some(from),
-            Some(subject),
-            Some(text),
-            Some(html),
+            Some(texts),
             Some(tags),
             Some(test_mode),
             Some(tracking),
@@ -121,9 +221,7 @@ impl MailgunConfig {
             base_url,
             domain,
             from,
-            subject,
-            text,
-            html,
+            texts,
             tags,
             test_mode,
             tracking,
@@ -137,9 +235,7 @@ impl MailgunConfig {
             base_url,
             domain,
             from,
-            subject,
-            text,
-            html,
+            texts,
             tags,
             test_mode,
             tracking,
@@ -244,6 +340,51 @@ mod tests {
             Ok((false, None, 3))
         );
         assert_eq!(c.map(|c| c.time_style.zone_name()), Ok("UTC"));
+        for purpose in MessagePurpose::ALL {
+            let keys = template_keys(purpose);
+            let texts = c.map(|c| c.texts.get(purpose));
+            assert_eq!(
+                texts.map(|t| (t.subject.key(), t.text.key(), t.html.is_none())),
+                Ok((keys.subject, keys.text, true)),
+                "{purpose:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_template_key_is_known_and_named_after_its_purpose() {
+        for purpose in MessagePurpose::ALL {
+            let keys = template_keys(purpose);
+            let prefix = match purpose {
+                MessagePurpose::Confirmation => String::new(),
+                other => format!("{}_", other.name()),
+            };
+            assert_eq!(
+                [keys.subject, keys.text, keys.html].map(str::to_string),
+                ["subject", "text", "html"].map(|part| format!("{prefix}{part}_template")),
+            );
+            for key in [keys.subject, keys.text, keys.html] {
+                assert!(KNOWN_SETTINGS.contains(&key), "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_placeholder_in_any_template_names_its_key() {
+        for purpose in MessagePurpose::ALL {
+            let keys = template_keys(purpose);
+            for key in [keys.subject, keys.text, keys.html] {
+                let mut pairs = MINIMAL.to_vec();
+                pairs.push((key, "Hi {name}"));
+                let problems = config(&pairs).expect_err("an error");
+                assert_eq!(problems.len(), 1, "{problems:?}");
+                assert!(
+                    problems[0]
+                        .starts_with(&format!("setting `{key}`: unknown placeholder `{{name}}`")),
+                    "{problems:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -269,6 +410,9 @@ mod tests {
             ("subject_template", "Hi {name}"),
             ("text_template", "at {time"),
             ("html_template", "}"),
+            ("reminder_subject_template", "{remind}"),
+            ("cancellation_text_template", "{time_untill}"),
+            ("reschedule_html_template", "{purpose"),
             ("tags", "ok, caf\u{e9}"),
             ("test_mode", "yes"),
             ("tracking", "sometimes"),
@@ -284,6 +428,9 @@ mod tests {
             "subject_template",
             "text_template",
             "html_template",
+            "reminder_subject_template",
+            "cancellation_text_template",
+            "reschedule_html_template",
             "tags",
             "test_mode",
             "tracking",
@@ -322,6 +469,13 @@ mod tests {
             ("domain", "mg.example.com"),
             ("from", "Clinic <noreply@mg.example.com>"),
             ("html_template", "<p>{appointment_id} at {time}</p>"),
+            ("reminder_subject_template", "{reminder}: {time_until}"),
+            (
+                "reminder_html_template",
+                "<p>{purpose} {reminder} {time_until}</p>",
+            ),
+            ("cancellation_subject_template", "Cancelled"),
+            ("reschedule_text_template", "Moved to {time_iso}"),
             ("tags", ""),
             ("test_mode", "true"),
             ("tracking", "htmlonly"),

@@ -51,6 +51,9 @@ mod tests {
             "tags",
             "not_found_retries",
             "time_zone",
+            "reminder_subject_template",
+            "cancellation_text_template",
+            "reschedule_html_template",
         ] {
             assert!(info.known_settings.iter().any(|k| k == key), "{key}");
         }

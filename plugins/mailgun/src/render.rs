@@ -1,43 +1,66 @@
-//! An event becomes one Mailgun send request.
+//! An event becomes one Mailgun send request, with the texts of the
+//! message's purpose (see [`crate::config`] for which templates those are).
+//!
+//! The request's custom variables `v:purpose` (always) and `v:reminder` (for
+//! a reminder) come back in Mailgun's webhooks and logs next to `v:event_id`,
+//! so a reminder can be told from the confirmation of the same event.
+//!
+//! The wall clock is read once, in [`render`], for `{time_until}`; everything
+//! below takes the time as an argument and is a pure function.
 
-use plugin_common::{encode_path_segment, invalid_settings, join_url, settings_of, Escape};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use plugin_common::{
+    encode_path_segment, invalid_settings, join_url, settings_of, Escape, MessagePurpose,
+};
 
 use crate::config::MailgunConfig;
-use crate::{multipart, Event, Header, HttpRequest, Message, Purpose, Setting};
+use crate::{multipart, Event, Header, HttpRequest, Message, Setting};
 
-/// Renders `message` for `event`.
-///
-/// Every purpose gets the confirmation texts for now (the host sends only
-/// confirmations yet). When reminders arrive, this is where the message
-/// picks its texts: for `Purpose::Reminder`, templates named after
-/// `message.reminder` (e.g. settings `reminder_subject_template` and
-/// `reminder_text_template`, or per-reminder ones) would replace
-/// `config.subject` / `config.text` / `config.html` before `render_with`.
-/// `message.useful_until` needs nothing here: the host does not send past it.
+/// Renders `message` for `event`, now. `message.useful_until` needs nothing
+/// here: the host does not send past it.
 pub fn render(
     event: &Event,
     message: &Message,
     settings: &[Setting],
 ) -> Result<Vec<HttpRequest>, String> {
-    let config = MailgunConfig::from_settings(&settings_of(settings)).map_err(invalid_settings)?;
-    // Exhaustive on purpose: a purpose added by a later contract stops the
-    // build here, where its text must be chosen.
-    match message.purpose {
-        Purpose::Confirmation | Purpose::Reminder | Purpose::Cancellation | Purpose::Reschedule => {
-            render_with(event, &config).map(|request| vec![request])
-        }
-    }
+    render_at(event, message, settings, wall_clock_ms())
 }
 
-pub fn render_with(event: &Event, config: &MailgunConfig) -> Result<HttpRequest, String> {
+/// [`render`] at `now_unix_ms`.
+pub fn render_at(
+    event: &Event,
+    message: &Message,
+    settings: &[Setting],
+    now_unix_ms: u64,
+) -> Result<Vec<HttpRequest>, String> {
+    let config = MailgunConfig::from_settings(&settings_of(settings)).map_err(invalid_settings)?;
+    render_with(event, message, &config, now_unix_ms).map(|request| vec![request])
+}
+
+/// The host grants the plugin WASI's wall clock. A clock set before 1970 is
+/// read as the epoch: `{time_until}` then tells a long wait, which is wrong
+/// but harmless, where failing would lose the message.
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub fn render_with(
+    event: &Event,
+    message: &Message,
+    config: &MailgunConfig,
+    now_unix_ms: u64,
+) -> Result<HttpRequest, String> {
     let to = recipient(event.appointment.email.as_deref())?;
-    let values = event.template_values(&config.time_style);
-    let subject = config
-        .subject
-        .render("subject_template", &values, Escape::None)?;
-    let text = config.text.render("text_template", &values, Escape::None)?;
-    let html = match &config.html {
-        Some(template) => Some(template.render("html_template", &values, Escape::Html)?),
+    let purpose = MessagePurpose::from(message.purpose);
+    let texts = config.texts.get(purpose);
+    let values = event.template_values(message, &config.time_style, now_unix_ms);
+    let subject = texts.subject.render(&values, Escape::None)?;
+    let text = texts.text.render(&values, Escape::None)?;
+    let html = match &texts.html {
+        Some(template) => Some(template.render(&values, Escape::Html)?),
         None => None,
     };
 
@@ -58,9 +81,13 @@ pub fn render_with(event: &Event, config: &MailgunConfig) -> Result<HttpRequest,
         fields.push(("o:tracking", tracking));
     }
     // Custom variables come back in Mailgun's webhooks and logs, tying a
-    // message to the event that caused it.
+    // message to the event that caused it and saying why it was sent.
     fields.push(("v:event_id", &event.event_id));
     fields.push(("v:appointment_id", &event.appointment.appointment_id));
+    fields.push(("v:purpose", purpose.name()));
+    if let (MessagePurpose::Reminder, Some(name)) = (purpose, values.reminder) {
+        fields.push(("v:reminder", name));
+    }
 
     let form = multipart::encode(&fields);
     Ok(HttpRequest {
@@ -103,7 +130,9 @@ fn recipient(email: Option<&str>) -> Result<&str, String> {
 mod tests {
     use super::*;
     use crate::multipart::tests::parse;
-    use crate::test_support::{confirmation, sample_event, settings};
+    use crate::test_support::{
+        cancellation, confirmation, reminder, reschedule, sample_event, settings, DAY_BEFORE_MS,
+    };
 
     const MINIMAL: &[(&str, &str)] = &[
         ("domain", "mg.example.com"),
@@ -114,7 +143,15 @@ mod tests {
         event: &Event,
         pairs: &[(&str, &str)],
     ) -> Result<(HttpRequest, Vec<(String, String)>), String> {
-        let mut requests = render(event, &confirmation(), &settings(pairs))?;
+        render_message(event, &confirmation(), pairs)
+    }
+
+    fn render_message(
+        event: &Event,
+        message: &Message,
+        pairs: &[(&str, &str)],
+    ) -> Result<(HttpRequest, Vec<(String, String)>), String> {
+        let mut requests = render_at(event, message, &settings(pairs), DAY_BEFORE_MS)?;
         assert_eq!(requests.len(), 1);
         let request = requests.remove(0);
         let content_type = request
@@ -162,7 +199,8 @@ mod tests {
                 "text",
                 "o:tag",
                 "v:event_id",
-                "v:appointment_id"
+                "v:appointment_id",
+                "v:purpose"
             ]
         );
         assert_eq!(field(&fields, "from"), ["Clinic <noreply@mg.example.com>"]);
@@ -178,6 +216,152 @@ mod tests {
             ["9b2f6a52-1d7e-4c7a-9a8e-0c1f2b3d4e5f"]
         );
         assert_eq!(field(&fields, "v:appointment_id"), ["a1b2c3"]);
+        assert_eq!(field(&fields, "v:purpose"), ["confirmation"]);
+        assert!(field(&fields, "v:reminder").is_empty());
+    }
+
+    #[test]
+    fn each_purpose_renders_its_own_defaults() {
+        let at = "Friday, February 20, 2026 at 3:00 PM UTC";
+        let cases = [
+            (
+                confirmation(),
+                "Your appointment is confirmed".to_string(),
+                format!("Your appointment a1b2c3 is booked for {at}."),
+                "confirmation",
+                None,
+            ),
+            (
+                reminder("day-before"),
+                "Reminder: your appointment in 24 hours".to_string(),
+                format!("This is a reminder of your appointment on {at} (in 24 hours)."),
+                "reminder",
+                Some("day-before"),
+            ),
+            (
+                cancellation(),
+                format!("Your appointment on {at} is cancelled"),
+                format!("Your appointment a1b2c3 on {at} is cancelled."),
+                "cancellation",
+                None,
+            ),
+            (
+                reschedule(),
+                format!("Your appointment has moved to {at}"),
+                format!("Your appointment a1b2c3 has moved to {at}."),
+                "reschedule",
+                None,
+            ),
+        ];
+        for (message, subject, text, purpose, reminder) in cases {
+            let (_, fields) = render_message(&sample_event(), &message, MINIMAL)
+                .unwrap_or_else(|e| panic!("{purpose}: {e}"));
+            assert_eq!(field(&fields, "subject"), [subject.as_str()], "{purpose}");
+            assert_eq!(field(&fields, "text"), [text.as_str()], "{purpose}");
+            assert!(field(&fields, "html").is_empty(), "{purpose}");
+            assert_eq!(field(&fields, "v:purpose"), [purpose]);
+            assert_eq!(field(&fields, "v:reminder"), Vec::from_iter(reminder));
+        }
+    }
+
+    #[test]
+    fn each_purpose_uses_its_own_templates_and_html_is_never_borrowed() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.extend([
+            ("subject_template", "Booked {appointment_id}"),
+            ("html_template", "<p>Booked</p>"),
+            (
+                "reminder_subject_template",
+                "{reminder}: {time_until} [{purpose}]",
+            ),
+            ("reminder_text_template", "{appointment_id} {time_until}"),
+            ("reminder_html_template", "<p>{reminder} {time_until}</p>"),
+            ("cancellation_text_template", "Off: {appointment_id}"),
+            ("reschedule_subject_template", "Moved ({purpose})"),
+            ("reschedule_html_template", " "),
+        ]);
+        let cases = [
+            (confirmation(), "Booked a1b2c3", None, Some("<p>Booked</p>")),
+            (
+                reminder("2h-before"),
+                "2h-before: in 24 hours [reminder]",
+                Some("a1b2c3 in 24 hours"),
+                Some("<p>2h-before in 24 hours</p>"),
+            ),
+            (
+                cancellation(),
+                "Your appointment on Friday, February 20, 2026 at 3:00 PM UTC is cancelled",
+                Some("Off: a1b2c3"),
+                None,
+            ),
+            (reschedule(), "Moved (reschedule)", None, None),
+        ];
+        for (message, subject, text, html) in cases {
+            let (_, fields) = render_message(&sample_event(), &message, &pairs)
+                .unwrap_or_else(|e| panic!("{message:?}: {e}"));
+            assert_eq!(field(&fields, "subject"), [subject], "{message:?}");
+            if let Some(text) = text {
+                assert_eq!(field(&fields, "text"), [text], "{message:?}");
+            }
+            assert_eq!(field(&fields, "html"), Vec::from_iter(html), "{message:?}");
+        }
+    }
+
+    #[test]
+    fn a_reminder_tells_the_time_left_at_render() {
+        let hour = 3_600_000;
+        let cases = [
+            (DAY_BEFORE_MS, "in 24 hours"),
+            (
+                DAY_BEFORE_MS + 22 * hour + 30 * 60_000,
+                "in 1 hour 30 minutes",
+            ),
+            (DAY_BEFORE_MS + 24 * hour - 45 * 60_000, "in 45 minutes"),
+            (DAY_BEFORE_MS - 24 * hour, "in 2 days"),
+            (DAY_BEFORE_MS + 24 * hour + 1, "now"),
+        ];
+        for (now, want) in cases {
+            let requests = render_at(
+                &sample_event(),
+                &reminder("day-before"),
+                &settings(MINIMAL),
+                now,
+            );
+            let fields = requests.map(|r| {
+                let content_type = r[0].headers[0].value.clone();
+                parse(&content_type, &r[0].body)
+            });
+            let fields = fields.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                field(&fields, "subject"),
+                [format!("Reminder: your appointment {want}").as_str()],
+                "{now}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cancellation_without_a_time_still_renders_its_defaults() {
+        let mut event = sample_event();
+        event.appointment.time = None;
+        let (_, fields) =
+            render_message(&event, &cancellation(), MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(field(&fields, "subject"), ["Your appointment is cancelled"]);
+        assert_eq!(
+            field(&fields, "text"),
+            ["Your appointment a1b2c3 is cancelled."]
+        );
+        // An operator's own text that needs the time is a rejection, as for
+        // every other template.
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("cancellation_text_template", "Off: {time}"));
+        assert_eq!(
+            render_message(&event, &cancellation(), &pairs).map(|_| ()),
+            Err(
+                "appointment.time is missing but setting `cancellation_text_template` uses {time}"
+                    .to_string()
+            )
+        );
     }
 
     #[test]
@@ -239,6 +423,11 @@ mod tests {
 
     #[test]
     fn rendering_is_deterministic() {
+        for message in [confirmation(), reminder("day-before")] {
+            let once = || render_at(&sample_event(), &message, &settings(MINIMAL), DAY_BEFORE_MS);
+            assert_eq!(once(), once());
+        }
+        // The clock only matters to `{time_until}`.
         let a = render(&sample_event(), &confirmation(), &settings(MINIMAL));
         assert_eq!(
             a,

@@ -1,8 +1,10 @@
 //! Test values built from the WIT types, which only a plugin crate can name
 //! (see [`crate::channel_plugin`]); hence a macro.
 
-/// Defines `settings(pairs)`, `sample_event()`, `confirmation()` and
-/// `context(attempt, now_unix_ms)` for a plugin's unit tests.
+/// Defines `settings(pairs)`, `sample_event()`, the messages
+/// `confirmation()`, `reminder(name)`, `cancellation()` and `reschedule()`,
+/// the render time `DAY_BEFORE_MS`, and `context(attempt, now_unix_ms)` for a
+/// plugin's unit tests.
 /// Invoke it in a `#[cfg(test)]` module that sees the WIT types defined by
 /// [`channel_plugin!`](crate::channel_plugin), e.g. after `use super::*`.
 #[macro_export]
@@ -36,10 +38,41 @@ macro_rules! channel_test_fixtures {
             }
         }
 
+        /// 2026-02-19T15:00:00Z: 24 hours before the sample event's
+        /// appointment, when a `day-before` reminder renders.
+        pub const DAY_BEFORE_MS: u64 = 1_771_513_200_000;
+
         /// The message the host asks for on `appointments.created`.
         pub fn confirmation() -> Message {
             Message {
                 purpose: Purpose::Confirmation,
+                reminder: None,
+                useful_until: None,
+            }
+        }
+
+        /// A reminder named `name` for the sample event's appointment.
+        pub fn reminder(name: &str) -> Message {
+            Message {
+                purpose: Purpose::Reminder,
+                reminder: Some(name.to_string()),
+                useful_until: Some("2026-02-20T15:00:00Z".to_string()),
+            }
+        }
+
+        /// The notice of `appointments.cancelled`.
+        pub fn cancellation() -> Message {
+            Message {
+                purpose: Purpose::Cancellation,
+                reminder: None,
+                useful_until: None,
+            }
+        }
+
+        /// The notice of `appointments.rescheduled`.
+        pub fn reschedule() -> Message {
+            Message {
+                purpose: Purpose::Reschedule,
                 reminder: None,
                 useful_until: None,
             }

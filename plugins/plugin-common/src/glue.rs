@@ -22,7 +22,8 @@
 ///   `classify`, which take their arguments by reference and must be in scope
 ///   there;
 /// - `pub fn describe()`, from the other three arguments;
-/// - [`NamedValue`](crate::NamedValue) for `Setting` and `Header`, and
+/// - [`NamedValue`](crate::NamedValue) for `Setting` and `Header`,
+///   `From<Purpose>` for [`MessagePurpose`](crate::MessagePurpose), and
 ///   `Event::template_values`, so the helpers of this crate can read them.
 ///
 /// The crate must depend on `wit-bindgen` and sit two levels below the
@@ -115,11 +116,27 @@ macro_rules! channel_plugin {
             }
         }
 
+        impl From<Purpose> for $crate::MessagePurpose {
+            // Exhaustive: a purpose added by a later contract stops the
+            // build here.
+            fn from(purpose: Purpose) -> Self {
+                match purpose {
+                    Purpose::Confirmation => $crate::MessagePurpose::Confirmation,
+                    Purpose::Reminder => $crate::MessagePurpose::Reminder,
+                    Purpose::Cancellation => $crate::MessagePurpose::Cancellation,
+                    Purpose::Reschedule => $crate::MessagePurpose::Reschedule,
+                }
+            }
+        }
+
         impl Event {
-            /// What the templates may show of this event.
+            /// What the templates may show of this event and `message`, at
+            /// `now_unix_ms` (for `{time_until}`).
             pub fn template_values<'a>(
                 &'a self,
+                message: &'a Message,
                 time_style: &'a $crate::TimeStyle,
+                now_unix_ms: u64,
             ) -> $crate::TemplateValues<'a> {
                 let appointment = &self.appointment;
                 $crate::TemplateValues {
@@ -128,6 +145,9 @@ macro_rules! channel_plugin {
                     user_id: appointment.user_id.as_deref(),
                     time: appointment.time.as_deref(),
                     time_style,
+                    purpose: message.purpose.into(),
+                    reminder: message.reminder.as_deref(),
+                    now_unix_ms,
                 }
             }
         }

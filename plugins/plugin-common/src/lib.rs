@@ -1,9 +1,10 @@
 //! Helpers shared by the bundled channel plugins.
 //!
 //! Nothing here knows the WIT types, reads a clock, the environment or a file:
-//! the plugins hand in plain strings (settings as `(key, value)` pairs, the
-//! host's `now-unix-ms`), so every function is deterministic and tested on the
-//! build machine. Errors are `String`s because they end up verbatim in a
+//! the plugins hand in plain values (settings as `(key, value)` pairs, the
+//! host's `now-unix-ms` in `classify`, their own reading of the wall clock in
+//! `render`), so every function is deterministic and tested on the build
+//! machine. Errors are `String`s because they end up verbatim in a
 //! `check-settings` problem list or a render rejection; each one names the
 //! setting key or event field it is about.
 //!
@@ -20,8 +21,10 @@ mod json;
 mod named_value;
 mod phone;
 mod problems;
+mod purpose;
 mod settings;
 mod template;
+mod template_setting;
 mod time;
 
 pub use http::{
@@ -32,8 +35,12 @@ pub use json::{json_str, provider_message_id};
 pub use named_value::NamedValue;
 pub use phone::is_e164;
 pub use problems::{invalid_settings, keep, keep_all};
+pub use purpose::{ByPurpose, MessagePurpose};
 pub use settings::{settings_of, Settings};
 pub use template::{
     check_template, render_template, Escape, Placeholder, Template, TemplateError, TemplateValues,
 };
-pub use time::{parse_rfc3339, TimeStyle, DEFAULT_TIME_FORMAT, DEFAULT_TIME_ZONE};
+pub use template_setting::{DefaultText, TemplateSetting};
+pub use time::{
+    parse_rfc3339, time_until, wait_in_words, TimeStyle, DEFAULT_TIME_FORMAT, DEFAULT_TIME_ZONE,
+};

@@ -1,11 +1,15 @@
-//! Message templates: `{placeholder}` is replaced by a value of the event,
-//! `{{` and `}}` stand for literal braces. Templates are parsed whole, so a
-//! typo is found by `check-settings` at start-up rather than on every event.
+//! Message templates: `{placeholder}` is replaced by a value of the event or
+//! of the message (its purpose, the reminder's name, the time left), `{{` and
+//! `}}` stand for literal braces. Templates are parsed whole, so a typo is
+//! found by `check-settings` at start-up rather than on every event.
+//!
+//! Rendering is a pure function of [`TemplateValues`]: `{time_until}` is
+//! measured from the `now_unix_ms` the plugin passes in, never from a clock.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::TimeStyle;
+use crate::{time_until, MessagePurpose, TimeStyle};
 
 /// The values a template may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,16 +23,27 @@ pub enum Placeholder {
     TimeIso,
     /// The configured zone's IANA name.
     TimeZone,
+    /// The time from now until the appointment, in words (`in 24 hours`);
+    /// empty when the event has no time.
+    TimeUntil,
+    /// The reminder's configured name (`day-before`); empty for a message
+    /// that is not a reminder.
+    Reminder,
+    /// `confirmation`, `reminder`, `cancellation` or `reschedule`.
+    Purpose,
 }
 
 impl Placeholder {
-    pub const ALL: [Placeholder; 6] = [
+    pub const ALL: [Placeholder; 9] = [
         Placeholder::EventId,
         Placeholder::AppointmentId,
         Placeholder::UserId,
         Placeholder::Time,
         Placeholder::TimeIso,
         Placeholder::TimeZone,
+        Placeholder::TimeUntil,
+        Placeholder::Reminder,
+        Placeholder::Purpose,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +54,9 @@ impl Placeholder {
             Placeholder::Time => "time",
             Placeholder::TimeIso => "time_iso",
             Placeholder::TimeZone => "time_zone",
+            Placeholder::TimeUntil => "time_until",
+            Placeholder::Reminder => "reminder",
+            Placeholder::Purpose => "purpose",
         }
     }
 
@@ -103,7 +121,7 @@ pub enum Escape {
     Html,
 }
 
-/// The event's values for one render.
+/// The values of one render: the event's, the message's and the moment's.
 #[derive(Debug, Clone, Copy)]
 pub struct TemplateValues<'a> {
     pub event_id: &'a str,
@@ -112,6 +130,12 @@ pub struct TemplateValues<'a> {
     /// RFC 3339, as received.
     pub time: Option<&'a str>,
     pub time_style: &'a TimeStyle,
+    pub purpose: MessagePurpose,
+    /// The reminder's name; only ever set for [`MessagePurpose::Reminder`].
+    pub reminder: Option<&'a str>,
+    /// When the render happens, for `{time_until}`: the plugin reads its
+    /// clock once per render and passes the time in.
+    pub now_unix_ms: u64,
 }
 
 impl Template {
@@ -226,6 +250,17 @@ fn value_of<'a>(
             .ok_or_else(|| missing("appointment.time"))?
             .into(),
         Placeholder::TimeZone => values.time_style.zone_name().into(),
+        // Empty rather than a rejection: a wait is a nicety around the time,
+        // and a template that needs the time itself says so with `{time}`.
+        Placeholder::TimeUntil => match values.time {
+            Some(raw) => time_until(raw, values.now_unix_ms)?.into(),
+            None => "".into(),
+        },
+        Placeholder::Reminder => match values.purpose {
+            MessagePurpose::Reminder => values.reminder.unwrap_or_default().into(),
+            _ => "".into(),
+        },
+        Placeholder::Purpose => values.purpose.name().into(),
     })
 }
 
@@ -269,6 +304,9 @@ mod tests {
         }
     }
 
+    /// 2026-02-19T13:30:00Z: 25 hours 30 minutes before the appointment.
+    const NOW_UNIX_MS: u64 = 1_771_507_800_000;
+
     fn values(style: &TimeStyle) -> TemplateValues<'_> {
         TemplateValues {
             event_id: "ev-1",
@@ -276,6 +314,9 @@ mod tests {
             user_id: Some("42"),
             time: Some("2026-02-20T15:00:00Z"),
             time_style: style,
+            purpose: MessagePurpose::Confirmation,
+            reminder: None,
+            now_unix_ms: NOW_UNIX_MS,
         }
     }
 
@@ -295,6 +336,69 @@ mod tests {
                     .to_string()
             )
         );
+    }
+
+    #[test]
+    fn message_placeholders_per_purpose() {
+        let style = utc();
+        let text = "{purpose}|{reminder}|{time_until}";
+        // The reminder name is only shown for a reminder, even if a host
+        // passed one with another purpose.
+        let cases = [
+            (
+                MessagePurpose::Confirmation,
+                None,
+                "confirmation||in 26 hours",
+            ),
+            (
+                MessagePurpose::Reminder,
+                Some("day-before"),
+                "reminder|day-before|in 26 hours",
+            ),
+            (MessagePurpose::Reminder, None, "reminder||in 26 hours"),
+            (
+                MessagePurpose::Cancellation,
+                Some("day-before"),
+                "cancellation||in 26 hours",
+            ),
+            (MessagePurpose::Reschedule, None, "reschedule||in 26 hours"),
+        ];
+        for (purpose, reminder, want) in cases {
+            let mut v = values(&style);
+            v.purpose = purpose;
+            v.reminder = reminder;
+            assert_eq!(
+                render_template("t", text, &v, Escape::None),
+                Ok(want.to_string()),
+                "{purpose:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn time_until_is_measured_from_the_given_now() {
+        let style = utc();
+        let at = |now_unix_ms: u64, time: Option<&'static str>| {
+            let mut v = values(&style);
+            v.now_unix_ms = now_unix_ms;
+            v.time = time;
+            render_template("t", "{time_until}", &v, Escape::None)
+        };
+        let appointment_ms = 1_771_599_600_000;
+        let time = Some("2026-02-20T15:00:00Z");
+        assert_eq!(
+            at(appointment_ms - 45 * 60_000, time),
+            Ok("in 45 minutes".to_string())
+        );
+        assert_eq!(at(appointment_ms + 60_000, time), Ok("now".to_string()));
+        assert_eq!(
+            at(appointment_ms, None),
+            Ok(String::new()),
+            "no time: empty"
+        );
+        assert!(at(appointment_ms, Some("soon"))
+            .expect_err("an error")
+            .starts_with("appointment.time `soon`"));
     }
 
     #[test]

@@ -1,3 +1,7 @@
+//! Appointment times in words: the absolute time in the channel's zone and
+//! format (`{time}`), and the time left until it (`{time_until}`). The caller
+//! passes "now" in: nothing here reads a clock, so every answer is testable.
+
 use std::fmt::Write as _;
 
 use chrono::format::{Item, StrftimeItems};
@@ -66,6 +70,73 @@ impl TimeStyle {
                 self.format
             )
         })
+    }
+}
+
+/// Below this the appointment is "now": a reminder read a few seconds early
+/// or late must not say "in 0 minutes" or "in -1 minutes".
+const NOW_BELOW_MS: i128 = MINUTE_MS;
+
+/// Below this many (rounded) minutes the wait is told in hours and minutes
+/// ("in 1 hour 30 minutes"): close to the appointment the minutes matter.
+/// From here on it is whole hours, because a reminder fires a little after
+/// its due time and "in 23 hours 59 minutes" would be a false countdown.
+const MINUTES_UP_TO: i128 = 6 * 60;
+
+/// From this many (rounded) hours on the wait is told in days: "in 24 hours"
+/// stays exact for a day-before reminder, "in 2 days" reads better than
+/// "in 48 hours".
+const HOURS_BELOW: i128 = 48;
+
+const MINUTE_MS: i128 = 60_000;
+const HOUR_MS: i128 = 60 * MINUTE_MS;
+const DAY_MS: i128 = 24 * HOUR_MS;
+
+/// The time from `now_unix_ms` until the RFC 3339 time `rfc3339`, in words
+/// (see [`wait_in_words`]). The error names `appointment.time`.
+pub fn time_until(rfc3339: &str, now_unix_ms: u64) -> Result<String, String> {
+    let at_ms = i128::from(parse_rfc3339(rfc3339)?.timestamp_millis());
+    Ok(wait_in_words(at_ms - i128::from(now_unix_ms)))
+}
+
+/// A wait of `ms` milliseconds in words, each unit rounded to the nearest
+/// (half up):
+/// - under a minute, or already past: `now`;
+/// - under an hour: `in 45 minutes` (`in 1 minute`);
+/// - under 6 hours: `in 1 hour 30 minutes`, `in 2 hours` (no `0 minutes`);
+/// - under 48 hours: `in 24 hours`;
+/// - beyond: `in 2 days`.
+///
+/// Each step is decided on the value it shows, so 59 minutes 30 seconds is
+/// `in 1 hour`, never `in 60 minutes`.
+pub fn wait_in_words(ms: i128) -> String {
+    if ms < NOW_BELOW_MS {
+        return "now".to_string();
+    }
+    let rounded = |unit: i128| (ms + unit / 2) / unit;
+    let minutes = rounded(MINUTE_MS);
+    if minutes < 60 {
+        return format!("in {}", count(minutes, "minute"));
+    }
+    if minutes < MINUTES_UP_TO {
+        let (h, m) = (minutes / 60, minutes % 60);
+        return match m {
+            0 => format!("in {}", count(h, "hour")),
+            m => format!("in {} {}", count(h, "hour"), count(m, "minute")),
+        };
+    }
+    let hours = rounded(HOUR_MS);
+    if hours < HOURS_BELOW {
+        return format!("in {}", count(hours, "hour"));
+    }
+    format!("in {}", count(rounded(DAY_MS), "day"))
+}
+
+/// `1 hour`, `2 hours`.
+fn count(n: i128, unit: &str) -> String {
+    match n {
+        1 => format!("1 {unit}"),
+        n => format!("{n} {unit}s"),
     }
 }
 
@@ -175,6 +246,81 @@ mod tests {
             assert!(TimeStyle::new("UTC", bad).is_err(), "{bad}");
         }
         assert!(TimeStyle::new("UTC", "100%% sure at %H:%M").is_ok());
+    }
+
+    #[test]
+    fn waits_in_words() {
+        const S: i128 = 1000;
+        const M: i128 = 60 * S;
+        const H: i128 = 60 * M;
+        const D: i128 = 24 * H;
+        let cases = [
+            // Past and under a minute.
+            (-3 * D, "now"),
+            (-1, "now"),
+            (0, "now"),
+            (59 * S + 999, "now"),
+            // Minutes, rounded to the nearest.
+            (M, "in 1 minute"),
+            (M + 29 * S + 999, "in 1 minute"),
+            (M + 30 * S, "in 2 minutes"),
+            (45 * M, "in 45 minutes"),
+            (59 * M + 29 * S, "in 59 minutes"),
+            (59 * M + 30 * S, "in 1 hour"),
+            // Hours and minutes below 6 hours.
+            (H, "in 1 hour"),
+            (H + M, "in 1 hour 1 minute"),
+            (H + 30 * M, "in 1 hour 30 minutes"),
+            (2 * H - 10 * S, "in 2 hours"),
+            (2 * H + 2 * M, "in 2 hours 2 minutes"),
+            (5 * H + 59 * M + 29 * S, "in 5 hours 59 minutes"),
+            // Whole hours from 6 hours on.
+            (5 * H + 59 * M + 30 * S, "in 6 hours"),
+            (6 * H + 29 * M + 59 * S, "in 6 hours"),
+            (6 * H + 30 * M, "in 7 hours"),
+            (24 * H - 3 * M, "in 24 hours"),
+            (24 * H + 20 * M, "in 24 hours"),
+            (47 * H + 29 * M, "in 47 hours"),
+            // Days from 48 hours on.
+            (47 * H + 30 * M, "in 2 days"),
+            (2 * D, "in 2 days"),
+            (2 * D + 11 * H + 59 * M, "in 2 days"),
+            (2 * D + 12 * H, "in 3 days"),
+            (365 * D, "in 365 days"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(wait_in_words(ms), want, "{ms} ms");
+        }
+    }
+
+    #[test]
+    fn time_until_reads_the_offset_and_names_the_field() {
+        // 2026-02-20T15:00:00Z
+        let at_ms: u64 = 1_771_599_600_000;
+        let cases = [
+            (
+                "2026-02-20T15:00:00Z",
+                at_ms - 24 * 3_600_000,
+                "in 24 hours",
+            ),
+            (
+                "2026-02-20T16:00:00+01:00",
+                at_ms - 90 * 60_000,
+                "in 1 hour 30 minutes",
+            ),
+            ("2026-02-20T15:00:00Z", at_ms, "now"),
+            ("2026-02-20T15:00:00Z", at_ms + 1, "now"),
+            ("2026-02-20T15:00:00Z", 0, "in 20505 days"),
+        ];
+        for (time, now, want) in cases {
+            assert_eq!(
+                time_until(time, now),
+                Ok(want.to_string()),
+                "{time} at {now}"
+            );
+        }
+        let err = time_until("soon", at_ms).expect_err("an error");
+        assert!(err.starts_with("appointment.time `soon`"), "{err}");
     }
 
     #[test]

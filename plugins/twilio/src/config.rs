@@ -1,7 +1,16 @@
 //! The channel's settings, checked once into a typed config.
+//!
+//! Each purpose of a message has its own body template (see [`body_key`]):
+//! `body_template` is the confirmation's, `reminder_body_template`,
+//! `cancellation_body_template` and `reschedule_body_template` the others'.
+//! An unset one takes its purpose's shipped default, never another purpose's
+//! setting: a custom confirmation says "confirmed", which a cancellation must
+//! not. The shipped cancellation body shows the time; for a cancellation
+//! event without `appointment.time` it falls back to a variant without it.
 
 use plugin_common::{
-    check_template, is_e164, keep, keep_all, settings_of, Settings, Template, TimeStyle,
+    is_e164, keep, keep_all, settings_of, ByPurpose, DefaultText, MessagePurpose, Settings,
+    TemplateSetting, TimeStyle,
 };
 
 use crate::Setting;
@@ -12,6 +21,9 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "from",
     "messaging_service_sid",
     "body_template",
+    "reminder_body_template",
+    "cancellation_body_template",
+    "reschedule_body_template",
     "status_callback",
     "time_zone",
     "time_format",
@@ -20,7 +32,37 @@ pub const KNOWN_SETTINGS: &[&str] = &[
 /// Twilio's one API origin; the host's `base_url` overrides it (stand-ins).
 const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 
-const DEFAULT_BODY: &str = "Appointment {appointment_id} confirmed for {time}.";
+/// The setting key of a purpose's body template.
+pub fn body_key(purpose: MessagePurpose) -> &'static str {
+    match purpose {
+        MessagePurpose::Confirmation => "body_template",
+        MessagePurpose::Reminder => "reminder_body_template",
+        MessagePurpose::Cancellation => "cancellation_body_template",
+        MessagePurpose::Reschedule => "reschedule_body_template",
+    }
+}
+
+/// A purpose's shipped body: short, so that with the default time format it
+/// stays well within Twilio's limit and, mostly, within two SMS segments.
+pub fn default_body(purpose: MessagePurpose) -> DefaultText {
+    match purpose {
+        MessagePurpose::Confirmation => {
+            DefaultText::new("Appointment {appointment_id} confirmed for {time}.")
+        }
+        MessagePurpose::Reminder => {
+            DefaultText::new("Reminder: appointment {appointment_id} {time_until}, on {time}.")
+        }
+        // A cancellation event need not carry the appointment's time, and
+        // the default must not reject it for that.
+        MessagePurpose::Cancellation => {
+            DefaultText::new("Appointment {appointment_id} on {time} is cancelled.")
+                .or_without_time("Appointment {appointment_id} is cancelled.")
+        }
+        MessagePurpose::Reschedule => {
+            DefaultText::new("Appointment {appointment_id} moved to {time}.")
+        }
+    }
+}
 
 /// Twilio refuses a longer `Body` (error 21617); checked at render so the
 /// event is dead-lettered with its length instead of costing a request.
@@ -36,7 +78,7 @@ pub struct TwilioConfig {
     pub account_sid: String,
     pub from: Option<String>,
     pub messaging_service_sid: Option<String>,
-    pub body: Template,
+    pub bodies: ByPurpose<TemplateSetting>,
     pub status_callback: Option<String>,
     pub time_style: TimeStyle,
 }
@@ -57,7 +99,10 @@ impl TwilioConfig {
                     .to_string(),
             );
         }
-        let body = keep(&mut problems, body(settings));
+        let bodies = keep_all(
+            &mut problems,
+            ByPurpose::try_from_fn(|purpose| body(settings, purpose).map_err(|p| vec![p])),
+        );
         let status_callback = keep(&mut problems, status_callback(settings));
         let time_style = keep_all(&mut problems, TimeStyle::from_settings(settings));
 
@@ -68,7 +113,7 @@ impl TwilioConfig {
             Some(account_sid),
             Some(from),
             Some(messaging_service_sid),
-            Some(body),
+            Some(bodies),
             Some(status_callback),
             Some(time_style),
             true,
@@ -77,7 +122,7 @@ impl TwilioConfig {
             account_sid,
             from,
             messaging_service_sid,
-            body,
+            bodies,
             status_callback,
             time_style,
             problems.is_empty(),
@@ -90,7 +135,7 @@ impl TwilioConfig {
             account_sid,
             from,
             messaging_service_sid,
-            body,
+            bodies,
             status_callback,
             time_style,
         })
@@ -147,15 +192,14 @@ fn from(settings: &Settings<'_>) -> Result<Option<String>, String> {
     }
 }
 
-fn body(settings: &Settings<'_>) -> Result<Template, String> {
-    let text = settings.get_or("body_template", DEFAULT_BODY);
-    if text.trim().is_empty() {
-        return Err(
-            "setting `body_template` must not be empty: Twilio refuses a message without a body"
-                .to_string(),
-        );
+fn body(settings: &Settings<'_>, purpose: MessagePurpose) -> Result<TemplateSetting, String> {
+    let key = body_key(purpose);
+    if settings.get(key).is_some_and(|text| text.trim().is_empty()) {
+        return Err(format!(
+            "setting `{key}` must not be empty: Twilio refuses a message without a body"
+        ));
     }
-    check_template("body_template", text)
+    TemplateSetting::read(settings, key, default_body(purpose))
 }
 
 fn status_callback(settings: &Settings<'_>) -> Result<Option<String>, String> {
@@ -183,6 +227,51 @@ mod tests {
             c.map(|c| c.messaging_service_sid.is_none() && c.status_callback.is_none()),
             Ok(true)
         );
+        for purpose in MessagePurpose::ALL {
+            assert_eq!(
+                c.map(|c| c.bodies.get(purpose).key()),
+                Ok(body_key(purpose))
+            );
+        }
+    }
+
+    #[test]
+    fn every_body_key_is_known_and_named_after_its_purpose() {
+        for purpose in MessagePurpose::ALL {
+            let key = body_key(purpose);
+            let want = match purpose {
+                MessagePurpose::Confirmation => "body_template".to_string(),
+                other => format!("{}_body_template", other.name()),
+            };
+            assert_eq!(key, want);
+            assert!(KNOWN_SETTINGS.contains(&key), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_bad_or_empty_body_of_any_purpose_names_its_key() {
+        for purpose in MessagePurpose::ALL {
+            let key = body_key(purpose);
+            let cases = [
+                ("Hi {name}", "unknown placeholder `{name}`"),
+                ("{time_until", "is never closed"),
+                (" ", "must not be empty"),
+            ];
+            for (text, want) in cases {
+                let problems = config(&[
+                    ("account_sid", ACCOUNT_SID),
+                    ("from", "Clinic"),
+                    (key, text),
+                ])
+                .expect_err("an error");
+                assert_eq!(problems.len(), 1, "{problems:?}");
+                assert!(
+                    problems[0].starts_with(&format!("setting `{key}`"))
+                        && problems[0].contains(want),
+                    "{key} {text:?}: {problems:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -233,6 +322,9 @@ mod tests {
             ("from", "not a number!"),
             ("messaging_service_sid", "MGxyz"),
             ("body_template", "{time"),
+            ("reminder_body_template", "{reminders}"),
+            ("cancellation_body_template", "{name}"),
+            ("reschedule_body_template", ""),
             ("status_callback", "/callback"),
             ("time_zone", "Atlantis/Capital"),
             ("time_format", "%J"),
@@ -244,6 +336,9 @@ mod tests {
             "from",
             "messaging_service_sid",
             "body_template",
+            "reminder_body_template",
+            "cancellation_body_template",
+            "reschedule_body_template",
             "status_callback",
             "time_zone",
             "time_format",

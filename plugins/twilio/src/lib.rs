@@ -52,6 +52,9 @@ mod tests {
             "messaging_service_sid",
             "body_template",
             "status_callback",
+            "reminder_body_template",
+            "cancellation_body_template",
+            "reschedule_body_template",
         ] {
             assert!(info.known_settings.iter().any(|k| k == key), "{key}");
         }

@@ -705,11 +705,12 @@ mod tests {
         };
         let at = Some(t("2026-12-10T15:00:00Z"));
         use AppointmentStatus::{Active, Cancelled};
-        let rows: &[(
+        type Row = (
             Option<AppointmentState>,
             Option<DateTime<Utc>>,
-            Option<&str>,
-        )] = &[
+            Option<&'static str>,
+        );
+        let rows: &[Row] = &[
             (None, at, None),
             (Some(state(Active, Some("2026-12-10T15:00:00Z"))), at, None),
             (Some(state(Active, None)), at, None),

@@ -120,7 +120,7 @@ impl Scheduler {
                     Ok(b) => b,
                     Err(e) => {
                         read_failures += 1;
-                        if read_failures == 1 || read_failures % 60 == 0 {
+                        if read_failures == 1 || read_failures.is_multiple_of(60) {
                             tracing::error!(error = %e, "cannot read the reminder timers; retrying every second");
                         }
                         read_error = true;

@@ -323,7 +323,7 @@ fn deliveries_of_the_pipeline_read_back_masked_from_every_endpoint() {
             .contains("dead_lettered"),
         "{p}"
     );
-    assert_eq!(p["allowed"].as_array().map(Vec::len), Some(9), "{p}");
+    assert_eq!(p["allowed"].as_array().map(Vec::len), Some(10), "{p}");
     let p = problem(&get(&format!("{admin}/v1/events/api-both?verbose=1")), 400);
     assert_eq!(p["parameter"], "verbose");
     let answer = api_request(
@@ -562,8 +562,8 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
         "schemathesis found problems:\n{report}"
     );
     assert!(
-        report.contains("Tested: 4") && report.contains("No issues found"),
-        "it tested the four operations:\n{report}"
+        report.contains("Tested: 6") && report.contains("No issues found"),
+        "it tested the six operations:\n{report}"
     );
     eprintln!("schemathesis in {:?}:\n{report}", started.elapsed());
 }

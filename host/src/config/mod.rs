@@ -1115,9 +1115,14 @@ fn validate_reminders(
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         {
+            let what = if name.is_empty() {
+                "required".to_string()
+            } else {
+                format!("\"{}\" is not a reminder name", crate::scrub::cut(name.clone(), 64))
+            };
             problems.push(Problem::new(
                 at("name"),
-                "required: 1 to 64 of a-z, 0-9, `_` and `-` (e.g. \"day-before\")",
+                format!("{what}: use 1 to 64 of a-z, 0-9, `_` and `-` (e.g. \"day-before\")"),
             ));
         } else if out.iter().any(|o| o.name == name) {
             problems.push(Problem::new(

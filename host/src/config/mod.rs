@@ -1118,7 +1118,10 @@ fn validate_reminders(
             let what = if name.is_empty() {
                 "required".to_string()
             } else {
-                format!("\"{}\" is not a reminder name", crate::scrub::cut(name.clone(), 64))
+                format!(
+                    "\"{}\" is not a reminder name",
+                    crate::scrub::cut(name.clone(), 64)
+                )
             };
             problems.push(Problem::new(
                 at("name"),

@@ -504,21 +504,7 @@ async fn reminders(State(state): State<AdminState>, uri: Uri) -> Result<Json<Rem
     let at = uri.path();
     let params =
         query_params(uri.query(), &["appointment_id", "channel", "limit"]).map_err(|p| p.at(at))?;
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(v) => parse_limit(v)
-            .ok_or_else(|| {
-                Problem::bad_parameter(
-                    "limit",
-                    format!(
-                        "limit: {} is not a whole number from 1 to {}",
-                        quoted(v),
-                        ledger::MAX_PAGE
-                    ),
-                )
-            })
-            .map_err(|p| p.at(at))?,
-    };
+    let limit = limit_param(params.get("limit")).map_err(|p| p.at(at))?;
     for name in ["appointment_id", "channel"] {
         if params.get(name).is_some_and(|v| v.is_empty()) {
             return Err(Problem::bad_parameter(name, format!("{name}: must not be empty")).at(at));
@@ -725,19 +711,7 @@ pub fn parse_list(query: Option<&str>) -> Result<ListRequest, Problem> {
             .allowed(names)
         })?),
     };
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(v) => parse_limit(v).ok_or_else(|| {
-            Problem::bad_parameter(
-                "limit",
-                format!(
-                    "limit: {} is not a whole number from 1 to {}",
-                    quoted(v),
-                    ledger::MAX_PAGE
-                ),
-            )
-        })?,
-    };
+    let limit = limit_param(params.get("limit"))?;
     Ok(ListRequest {
         filter: Filter {
             channel: text("channel")?.map(str::to_string),
@@ -762,6 +736,23 @@ pub fn parse_release(query: Option<&str>) -> Result<bool, Problem> {
             format!("dry_run: {} is neither true nor false", quoted(v)),
         )
         .allowed(["true", "false"])),
+    }
+}
+
+/// `limit` of a list: the default when absent.
+fn limit_param(value: Option<&String>) -> Result<usize, Problem> {
+    match value {
+        None => Ok(DEFAULT_LIMIT),
+        Some(v) => parse_limit(v).ok_or_else(|| {
+            Problem::bad_parameter(
+                "limit",
+                format!(
+                    "limit: {} is not a whole number from 1 to {}",
+                    quoted(v),
+                    ledger::MAX_PAGE
+                ),
+            )
+        }),
     }
 }
 

@@ -447,15 +447,7 @@ impl Backend for Embedded {
             record: Box::new(record),
             done,
         });
-        async move {
-            sent?;
-            match rx.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(message)) => Err(LedgerError::Store(message)),
-                Err(_) => Err(LedgerError::WriterGone),
-            }
-        }
-        .boxed()
+        answered(sent, rx)
     }
 
     fn event(&self, event_id: &str) -> BoxFuture<'static, Result<Vec<Delivery>, LedgerError>> {
@@ -767,16 +759,24 @@ impl Backend for Embedded {
             state: Box::new(state),
             done,
         });
-        async move {
-            sent?;
-            match rx.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(message)) => Err(LedgerError::Store(message)),
-                Err(_) => Err(LedgerError::WriterGone),
-            }
-        }
-        .boxed()
+        answered(sent, rx)
     }
+}
+
+/// The writer's answer to a queued write (queued before this returns).
+fn answered(
+    sent: Result<(), LedgerError>,
+    rx: oneshot::Receiver<Result<(), String>>,
+) -> BoxFuture<'static, Result<(), LedgerError>> {
+    async move {
+        sent?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(LedgerError::Store(message)),
+            Err(_) => Err(LedgerError::WriterGone),
+        }
+    }
+    .boxed()
 }
 
 /// Open reminders of one appointment.

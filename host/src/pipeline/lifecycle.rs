@@ -31,7 +31,7 @@ use crate::ledger::{
     AppointmentState, AppointmentStatus, Delivery, DeliveryKey, HeldMessage, Purpose, Record, State,
 };
 use crate::plugin::{Message as PluginMessage, Purpose as PluginPurpose};
-use crate::reminders;
+use crate::reminders::{self, rfc3339};
 
 type Outcomes = Vec<(ChannelOutcome, Option<Delivery>)>;
 
@@ -676,18 +676,12 @@ async fn fire_inner(
     .await
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .expect("time")
+        crate::reminders::tests::t(s)
     }
 
     #[test]

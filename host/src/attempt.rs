@@ -18,7 +18,6 @@
 
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
 
 use crate::channels::Channel;
 use crate::health::Signal;
@@ -79,9 +78,6 @@ impl Outcome {
 #[derive(Default, Clone, Copy)]
 pub struct Hooks<'a> {
     pub metrics: Option<&'a Metrics>,
-    /// One permit per pooled plugin instance: a classify waits for a slot
-    /// instead of failing when the pool is full.
-    pub plugin_slots: Option<&'a Semaphore>,
 }
 
 /// Sends `request` once and classifies the answer (`attempt` is the event's
@@ -171,10 +167,6 @@ async fn classify(
     purpose: Purpose,
     hooks: Hooks<'_>,
 ) -> Result<Disposition, PluginError> {
-    let _slot = match hooks.plugin_slots {
-        Some(s) => s.acquire().await.ok(),
-        None => None,
-    };
     let started = Instant::now();
     let result = channel.classify_for(response, attempt, purpose).await;
     if let Some(m) = hooks.metrics {

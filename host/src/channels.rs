@@ -7,13 +7,16 @@
 //! [`Refusal`], never a panic or a partial send.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{ChannelConfig, Config, OutputCaps, Problem};
+use tokio::sync::Semaphore;
+
+use crate::config::{ChannelConfig, Config, InstanceMode, OutputCaps, Problem};
 use crate::event::AppointmentEvent;
 use crate::plugin::{
-    CallContext, ChannelPlugin, Disposition, HttpRequest, LoadError, Message, PluginError,
-    PluginRuntime, Purpose, Setting,
+    CallContext, ChannelPlugin, Disposition, Footprint, HttpRequest, LoadError, Message,
+    PluginError, PluginFile, PluginRuntime, PoolSize, Purpose, Setting,
 };
 use crate::transport::{self, OutboundRequest, Refusal};
 
@@ -134,10 +137,46 @@ impl Channel {
     }
 }
 
+/// The channels running now, swapped whole by a reload: a reader takes the
+/// current set (an `Arc`) and keeps it for as long as its work needs, so
+/// calls in flight finish on the old plugins while new work gets the new.
+pub struct LiveChannels(std::sync::RwLock<Arc<Channels>>);
+
+impl LiveChannels {
+    pub fn new(channels: Channels) -> LiveChannels {
+        LiveChannels(std::sync::RwLock::new(Arc::new(channels)))
+    }
+
+    /// The set running now.
+    pub fn load(&self) -> Arc<Channels> {
+        match self.0.read() {
+            Ok(c) => c.clone(),
+            // A writer only swaps an Arc: a poisoned lock still holds a
+            // whole set.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Makes `channels` the running set; returns the one it replaces.
+    pub fn swap(&self, channels: Channels) -> Arc<Channels> {
+        let new = Arc::new(channels);
+        match self.0.write() {
+            Ok(mut c) => std::mem::replace(&mut *c, new),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), new),
+        }
+    }
+}
+
+impl std::fmt::Debug for LiveChannels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LiveChannels").field(&self.load()).finish()
+    }
+}
+
 /// Every enabled channel, loaded.
 pub struct Channels {
     // Kept alive for the plugins: it owns the epoch ticker.
-    _runtime: PluginRuntime,
+    runtime: PluginRuntime,
     channels: BTreeMap<String, Channel>,
 }
 
@@ -154,19 +193,65 @@ impl Channels {
     /// Problems are keyed like config problems, so `check-config` reports
     /// them the same way.
     pub fn load(config: &Config) -> Result<Channels, Vec<Problem>> {
+        Channels::load_only(config, &[])
+    }
+
+    /// Loads only the enabled channels named in `names` (every enabled one
+    /// when it is empty): a command about one channel neither compiles nor
+    /// needs the credentials of the others.
+    pub fn load_only(config: &Config, names: &[&str]) -> Result<Channels, Vec<Problem>> {
+        Channels::load_sharing(config, names, None)
+    }
+
+    /// Loads the channels to replace these ones (a reload): the new runtime
+    /// shares this one's call gate, so the calls running across the swap
+    /// stay within `plugins.max_concurrent_calls`.
+    pub fn reload(&self, config: &Config) -> Result<Channels, Vec<Problem>> {
+        Channels::load_sharing(config, &[], Some(self.runtime.gate()))
+    }
+
+    fn load_sharing(
+        config: &Config,
+        names: &[&str],
+        gate: Option<Arc<Semaphore>>,
+    ) -> Result<Channels, Vec<Problem>> {
         let max_memory = config
-            .enabled_channels()
+            .enabled_among(names)
             .map(|c| c.limits.memory_bytes)
             .max()
             .unwrap_or(config.plugins.default_limits.memory_bytes);
-        let runtime = PluginRuntime::new(&config.plugins, max_memory)
+        let mut problems = Vec::new();
+        // Every file is read and counted before the engine exists: the
+        // pool is sized from what they need.
+        let mut files = Vec::new();
+        for cfg in config.enabled_among(names) {
+            match PluginFile::read(
+                &cfg.name,
+                &cfg.plugin_path,
+                config.plugins.max_file_bytes,
+                cfg.sha256.as_deref(),
+            ) {
+                Ok(file) => files.push((cfg, file)),
+                Err(e) => problems.push(Problem::new(
+                    format!("channels.{}.plugin", cfg.name),
+                    load_message(&e),
+                )),
+            }
+        }
+        let pool = match pool_size(config, files.iter().map(|(c, f)| (*c, f.footprint))) {
+            Ok(pool) => pool,
+            Err(p) => {
+                problems.push(p);
+                return Err(config.hide_values(problems));
+            }
+        };
+        let runtime = PluginRuntime::with_pool(&config.plugins, max_memory, pool, gate)
             .map_err(|e| vec![Problem::new("plugins", e.to_string())])?;
 
-        let mut problems = Vec::new();
         let mut channels = BTreeMap::new();
-        for cfg in config.enabled_channels() {
+        for (cfg, file) in files {
             let key = format!("channels.{}.plugin", cfg.name);
-            let plugin = match runtime.load(&cfg.name, &cfg.plugin_path, cfg.limits) {
+            let plugin = match runtime.load_file(&file, cfg.limits, cfg.instances) {
                 Ok(p) => p,
                 Err(e) => {
                     problems.push(Problem::new(key, load_message(&e)));
@@ -185,7 +270,9 @@ impl Channels {
             let known = &plugin.info().known_settings;
             if !known.is_empty() {
                 for (k, _) in &cfg.settings {
-                    if !known.contains(k) {
+                    // `base_url` is the host's, from channels.NAME.base_url:
+                    // a plugin need not list it to be told it.
+                    if k != "base_url" && !known.contains(k) {
                         problems.push(Problem::new(
                             format!("{settings_key}.{k}"),
                             format!(
@@ -215,10 +302,7 @@ impl Channels {
             );
         }
         if problems.is_empty() {
-            Ok(Channels {
-                _runtime: runtime,
-                channels,
-            })
+            Ok(Channels { runtime, channels })
         } else {
             // A plugin's settings check may quote a value that came from
             // the environment: shown as its `${VAR}` instead, here, once,
@@ -231,9 +315,48 @@ impl Channels {
         self.channels.get(name)
     }
 
+    /// The runtime the plugins run in (pool size, cache directory).
+    pub fn runtime(&self) -> &PluginRuntime {
+        &self.runtime
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Channel> {
         self.channels.values()
     }
+}
+
+/// The instance pool for these channels: each instance sized for the
+/// largest footprint among them, and as many instances as can be alive at
+/// once (one per call the gate lets run, plus what `reuse` channels keep
+/// idle). `plugins.max_instances`, when set, must be at least that.
+fn pool_size<'a>(
+    config: &Config,
+    loaded: impl Iterator<Item = (&'a ChannelConfig, Footprint)>,
+) -> Result<PoolSize, Problem> {
+    let mut per_instance = Footprint::default();
+    let mut needed = config.plugins.max_concurrent_calls;
+    for (cfg, footprint) in loaded {
+        per_instance = per_instance.max(footprint);
+        if let InstanceMode::Reuse { keep, .. } = cfg.instances {
+            needed = needed.saturating_add(keep);
+        }
+    }
+    let instances = match config.plugins.max_instances {
+        None => needed,
+        Some(m) if m >= needed => m,
+        Some(m) => {
+            return Err(Problem::new(
+                "plugins.max_instances",
+                format!(
+                    "{m} is fewer than the {needed} instances that can be alive at once (plugins.max_concurrent_calls plus every reuse channel's reuse_instances); raise it or leave it unset to size the pool from those"
+                ),
+            ))
+        }
+    };
+    Ok(PoolSize {
+        instances,
+        per_instance,
+    })
 }
 
 /// Plugins name the setting as "setting `KEY` ..."; file the problem under
@@ -277,6 +400,15 @@ fn load_message(e: &LoadError) -> String {
         ),
         LoadError::Describe { path, source, .. } => format!(
             "{} failed while describing itself: {source}",
+            path.display()
+        ),
+        LoadError::PinMismatch {
+            path,
+            found,
+            pinned,
+            ..
+        } => format!(
+            "{} has SHA-256 {found}, but sha256 pins {pinned}: the file is not the one this config was written for (update the pin if the new plugin is intended)",
             path.display()
         ),
         LoadError::Runtime(m) => m.clone(),

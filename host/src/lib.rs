@@ -32,6 +32,7 @@ pub mod offsets;
 pub mod pipeline;
 pub mod plugin;
 pub mod redact;
+pub mod reload;
 pub mod reminders;
 pub mod replay;
 pub mod retry;

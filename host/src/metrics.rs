@@ -38,6 +38,23 @@ pub const OUTCOMES: &[&str] = &[
 /// Every `status_class` of `notify_provider_requests_total`.
 pub const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
+/// Which plugin a channel runs now (`notify_plugin_info`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginInfoLabels {
+    pub channel: String,
+    pub plugin: String,
+    pub version: String,
+    pub contract: String,
+    pub sha256: String,
+}
+
+/// How a reload ended (`notify_plugin_reloads_total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied` or `refused`.
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
     pub channel: String,
@@ -113,6 +130,9 @@ pub struct Metrics {
     pub reminders_cancelled: Family<ChannelLabels, Counter>,
     pub reminders_expired: Family<ChannelLabels, Counter>,
     pub reminder_lateness: Histogram,
+    // Plugins (see `plugin`, `reload`).
+    pub plugin_info: Family<PluginInfoLabels, Gauge>,
+    pub plugin_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,6 +158,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Sets `notify_plugin_info` for the channels now running: each
+    /// channel's earlier series goes, so one series per channel says 1.
+    pub fn set_plugins<'a>(&self, plugins: impl IntoIterator<Item = PluginInfoLabels>) {
+        self.plugin_info.clear();
+        for labels in plugins {
+            self.plugin_info.get_or_create(&labels).set(1);
+        }
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let m = Metrics {
@@ -168,6 +197,8 @@ impl Metrics {
             reminders_expired: Family::default(),
             // Fired minus due: 1 ms .. ~70 min in 17 quadruplings-ish.
             reminder_lateness: Histogram::new(exponential_buckets(0.001, 2.0, 23)),
+            plugin_info: Family::default(),
+            plugin_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -245,6 +276,16 @@ impl Metrics {
             "How late a reminder fired: fired minus due",
             Unit::Seconds,
             m.reminder_lateness.clone(),
+        );
+        registry.register(
+            "notify_plugin_info",
+            "The plugin each channel runs now (1), by channel, plugin name, version, contract version and the file's SHA-256",
+            m.plugin_info.clone(),
+        );
+        registry.register(
+            "notify_plugin_reloads",
+            "Reloads of config.toml and the plugins (SIGHUP or a changed plugin file), by result: applied or refused",
+            m.plugin_reloads.clone(),
         );
         registry.register(
             "notify_in_flight",

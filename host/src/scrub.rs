@@ -112,6 +112,7 @@ impl Secrets {
             }
             Auth::Bearer { token } => vec![token.expose().to_string()],
             Auth::Header { value, .. } => vec![value.expose().to_string()],
+            Auth::Hmac { secret, .. } => vec![secret.expose().to_string()],
         }
     }
 

@@ -4,6 +4,7 @@
 mod deliveries;
 mod dlq;
 mod plugin_cmd;
+mod plugin_compile;
 mod publish;
 mod service;
 
@@ -125,6 +126,7 @@ fn check_config(path: &Path) -> Result<ExitCode> {
             Some(loaded) => {
                 let info = loaded.plugin.info();
                 let allowed: Vec<String> = c.allowed.iter().map(ToString::to_string).collect();
+                let compiled = loaded.plugin.compiled();
                 println!(
                     "  channel {}: enabled, plugin {} {} (notify:channel@{}, {}), sends to {}",
                     c.name,
@@ -134,6 +136,17 @@ fn check_config(path: &Path) -> Result<ExitCode> {
                     c.plugin_path.display(),
                     allowed.join(", ")
                 );
+                println!(
+                    "    sha256 {}; instances {}; {} in {} ms",
+                    loaded.plugin.sha256(),
+                    match c.instances {
+                        notify_host::config::InstanceMode::Fresh => "fresh".to_string(),
+                        notify_host::config::InstanceMode::Reuse { keep, calls } =>
+                            format!("reuse (keep {keep}, {calls} calls each)"),
+                    },
+                    if compiled.from_cache { "from the compile cache" } else { "compiled" },
+                    compiled.took.as_millis()
+                );
             }
             None if c.mode == notify_host::config::ChannelMode::Hold => println!(
                 "  channel {}: on hold (requests kept in the ledger for `notify-host deliveries release`; no plugin loaded)",
@@ -141,6 +154,24 @@ fn check_config(path: &Path) -> Result<ExitCode> {
             ),
             None => println!("  channel {}: off (requests skipped)", c.name),
         }
+    }
+    let runtime = channels.runtime();
+    let pool = runtime.pool();
+    let each = pool.per_instance;
+    println!(
+        "  plugin calls: at most {} at once (plugins.max_concurrent_calls); pool: {} instances of up to {} core instances, {} memories, {} tables each (the largest plugin's needs)",
+        config.plugins.max_concurrent_calls,
+        pool.instances,
+        each.core_instances,
+        each.memories,
+        each.tables
+    );
+    match runtime.cache_dir() {
+        Some(dir) => println!("  compile cache: {}", dir.display()),
+        None => match runtime.cache_problem() {
+            Some(why) => println!("  compile cache: NOT IN USE (plugins.cache_dir): {why}"),
+            None => println!("  compile cache: off (plugins.cache = false)"),
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use notify_host::admin::{self, AdminState, Readiness};
-use notify_host::channels::Channels;
+use notify_host::channels::{Channels, LiveChannels};
 use notify_host::config::ConfigError;
 use notify_host::dlq::DeadLetters;
 use notify_host::health::Health;
@@ -18,7 +18,8 @@ use notify_host::offsets::OffsetTracker;
 use notify_host::pipeline::{self, Shared};
 use notify_host::reminders::scheduler::{system_clock, Scheduler};
 use notify_host::transport::Transport;
-use notify_host::{kafka, telemetry};
+use notify_host::config::{Config, ProcessEnv};
+use notify_host::{kafka, reload, telemetry};
 use tokio_util::sync::CancellationToken;
 
 use super::{load_config, report_config_error};
@@ -57,10 +58,6 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             }))
         }
     };
-    for c in channels.iter() {
-        let info = c.plugin.info();
-        tracing::info!(channel = c.name(), plugin = %info.name, version = %info.version, contract = c.plugin.contract_version(), path = %c.config.plugin_path.display(), "channel ready");
-    }
     for c in config.channels.values().filter(|c| !c.enabled) {
         match c.mode {
             notify_host::config::ChannelMode::Hold => {
@@ -107,6 +104,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
     let metrics = Arc::new(Metrics::for_config(
         config.channels.keys().map(String::as_str),
     ));
+    reload::announce(&channels, &metrics, "channel ready");
     let readiness = Arc::new(Readiness::default());
     admin::set(&readiness.plugins_loaded, true);
     let health = Arc::new(Health::new(&config, &metrics));
@@ -175,13 +173,12 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         );
         let shared = Arc::new(Shared {
             config: Arc::new(config.clone()),
-            channels: Arc::new(channels),
+            channels: Arc::new(LiveChannels::new(channels)),
             transport,
             ledger,
             dlq,
             metrics,
             health,
-            plugin_slots: Arc::new(tokio::sync::Semaphore::new(config.plugins.max_instances as usize)),
             scheduler: scheduler.clone(),
         });
         // Reminders fire beside the pipeline; both stop on the same signal.
@@ -219,6 +216,13 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
                 }
             });
         }
+        tokio::spawn(reloads(
+            config_path.to_path_buf(),
+            config.clone(),
+            shared.channels.clone(),
+            shared.metrics.clone(),
+            stop.clone(),
+        ));
         let signalled = stop.clone();
         pipeline::run(shared, consumer, tracker, async move {
             shutdown_signal().await;
@@ -237,6 +241,68 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads config.toml and the plugins on SIGHUP, and with `plugins.watch`
+/// when a plugin file changes, until `stop`. One reload at a time; each
+/// compiles on a blocking thread so the pipeline's threads keep working.
+async fn reloads(
+    path: std::path::PathBuf,
+    mut running: Config,
+    live: Arc<LiveChannels>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by restarting");
+            None
+        }
+    };
+    let mut watched = reload::Watched::of(&running);
+    let mut tick = tokio::time::interval(reload::WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let signal = async {
+            match hangup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signal = std::future::pending::<()>();
+        let trigger = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = signal => "SIGHUP",
+            _ = tick.tick(), if running.plugins.watch => {
+                if !watched.changed() {
+                    continue;
+                }
+                "plugin file changed"
+            }
+        };
+        tracing::info!(trigger, config = %path.display(), "reloading config and plugins");
+        let job = {
+            let (path, current, live, metrics) =
+                (path.clone(), running.clone(), live.clone(), metrics.clone());
+            tokio::task::spawn_blocking(move || {
+                reload::reload(&path, &ProcessEnv, &current, &live, &metrics, trigger)
+            })
+        };
+        match job.await {
+            Ok(Some(config)) => {
+                running = config;
+                watched = reload::Watched::of(&running);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "the reload ended with a panic; the running config and plugins stay"),
+        }
+    }
 }
 
 /// A broker that answers metadata at all does so in milliseconds; one that

@@ -70,6 +70,30 @@ pub enum Auth {
     Basic { username: String, password: Secret },
     Bearer { token: Secret },
     Header { name: String, value: Secret },
+    /// The host signs every request it sends (see `transport::signing`):
+    /// `timestamp_header` carries the Unix time in seconds, `header` the
+    /// hex HMAC-SHA256, keyed with `secret`, of `"{timestamp}.{body}"`,
+    /// as `sha256=<hex>`.
+    Hmac {
+        secret: Secret,
+        header: String,
+        timestamp_header: String,
+    },
+}
+
+/// Default header names of `auth = { type = "hmac" }`.
+pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Notify-Signature";
+pub const DEFAULT_TIMESTAMP_HEADER: &str = "X-Notify-Timestamp";
+
+/// How a channel's plugin instances are used (`channels.NAME.instances`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceMode {
+    /// A fresh instance for every call: nothing survives from one call to
+    /// the next. The default, and the rule for untrusted code.
+    Fresh,
+    /// Up to `keep` idle instances are kept and reused; one is thrown away
+    /// after a trap, a deadline overrun, a limit breach or `calls` calls.
+    Reuse { keep: u32, calls: u32 },
 }
 
 /// One scheme://host:port a channel may send to.
@@ -118,11 +142,43 @@ pub struct PluginLimits {
     pub output_line_bytes: usize,
 }
 
+impl Default for PluginRuntimeConfig {
+    /// What an empty `[plugins]` table gives, with the cache off: for tools
+    /// that run a plugin without a config file (`plugin test`).
+    fn default() -> Self {
+        let caps = validate_caps(&raw::RawCaps::default(), &mut Vec::new());
+        PluginRuntimeConfig {
+            max_instances: None,
+            max_concurrent_calls: u32::try_from(default_concurrent_calls()).unwrap_or(2),
+            cache_dir: None,
+            watch: false,
+            default_limits: PluginLimits {
+                memory_bytes: mib(DEFAULT_MEMORY_LIMIT_MIB),
+                deadline: Duration::from_millis(DEFAULT_DEADLINE_MS),
+                output_bytes: kib(DEFAULT_OUTPUT_LIMIT_KIB),
+                text_bytes: caps.text_bytes,
+                output_line_bytes: caps.output_line_bytes,
+            },
+            response_body_limit: kib(DEFAULT_RESPONSE_BODY_LIMIT_KIB),
+            max_file_bytes: mib(DEFAULT_MAX_FILE_MIB),
+            caps,
+        }
+    }
+}
+
 /// Settings for the one plugin runtime all channels share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginRuntimeConfig {
-    /// Plugin instances alive at once (pooling allocator slots).
-    pub max_instances: u32,
+    /// Pool slots asked for explicitly (`plugins.max_instances`); `None`:
+    /// sized from the loaded components (see `plugin::runtime`).
+    pub max_instances: Option<u32>,
+    /// Plugin calls running at once; more wait their turn (back-pressure,
+    /// never a failure), and a call's deadline counts from its start.
+    pub max_concurrent_calls: u32,
+    /// Where compiled plugins are kept between starts; `None`: off.
+    pub cache_dir: Option<PathBuf>,
+    /// Reload when a plugin file changes, as on SIGHUP.
+    pub watch: bool,
     /// Limits for channels that do not set their own.
     pub default_limits: PluginLimits,
     /// Provider response bodies are cut at this size before a plugin sees them.
@@ -332,6 +388,10 @@ pub struct ChannelConfig {
     /// Local hours in which reminders are not sent (moved, see
     /// `reminders::quiet`).
     pub quiet_hours: Option<crate::reminders::quiet::QuietHours>,
+    pub instances: InstanceMode,
+    /// The plugin file's pinned SHA-256, lower-case hex: a file that does
+    /// not match is refused.
+    pub sha256: Option<String>,
 }
 
 impl ChannelConfig {
@@ -368,6 +428,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The enabled channels among `names` (all enabled ones when `names` is
+    /// empty): what `plugin render|classify|send` load.
+    pub fn enabled_among<'a>(
+        &'a self,
+        names: &'a [&'a str],
+    ) -> impl Iterator<Item = &'a ChannelConfig> + 'a {
+        self.enabled_channels()
+            .filter(move |c| names.is_empty() || names.contains(&c.name.as_str()))
+    }
+
     pub fn enabled_channels(&self) -> impl Iterator<Item = &ChannelConfig> {
         self.channels.values().filter(|c| c.enabled)
     }
@@ -524,10 +594,16 @@ impl fmt::Display for ConfigError {
 }
 
 // Defaults, each with its reason.
-/// Pool slots: plugin calls are microseconds long, so even hundreds of
-/// concurrent events rarely hold more than a few instances at once; 128 leaves
-/// room while capping reserved address space.
-const DEFAULT_MAX_INSTANCES: u64 = 128;
+/// Plugin calls are CPU work: more running at once than there are worker
+/// threads only makes each one slower (a call of 2 ms of CPU took 590 ms of
+/// wall time with 512 started together), so by default as many run as the
+/// runtime has threads, and the rest wait their turn.
+fn default_concurrent_calls() -> u64 {
+    std::thread::available_parallelism().map_or(2, |n| n.get() as u64)
+}
+/// `instances = "reuse"`: calls one instance serves before it is replaced,
+/// so whatever a guest accumulates (caches, leaks) stays bounded.
+const DEFAULT_REUSE_CALLS: u64 = 1000;
 /// The bundled plugins peak under 4 MiB; 32 MiB leaves room for plugins built
 /// with heavier toolchains (componentize-py, jco) while stopping a runaway.
 const DEFAULT_MEMORY_LIMIT_MIB: u64 = 32;
@@ -826,13 +902,23 @@ fn validate(
         1,
         64 * 1024,
     );
-    let max_instances = bounded(
+    let max_instances = p.max_instances.map(|m| {
+        bounded(
+            &mut problems,
+            "plugins.max_instances",
+            Some(m),
+            m,
+            1,
+            10_000,
+        )
+    });
+    let max_concurrent_calls = bounded(
         &mut problems,
-        "plugins.max_instances",
-        p.max_instances,
-        DEFAULT_MAX_INSTANCES,
+        "plugins.max_concurrent_calls",
+        p.max_concurrent_calls,
+        default_concurrent_calls(),
         1,
-        10_000,
+        1024,
     );
     let max_file_mib = bounded(
         &mut problems,
@@ -843,6 +929,14 @@ fn validate(
         4096,
     );
     let caps = validate_caps(&p.caps, &mut problems);
+    let plugin_watch = p.watch.unwrap_or(false);
+    let cache_on = p.cache.unwrap_or(true);
+    let raw_cache_dir = p
+        .cache_dir
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_string);
     let default_limits = PluginLimits {
         memory_bytes: mib(memory_mib),
         deadline: Duration::from_millis(deadline_ms),
@@ -1069,6 +1163,16 @@ fn validate(
         ),
     };
 
+    // Compiled plugins live beside the ledger: the one directory the host
+    // already owns and keeps across restarts (a volume in a container).
+    let cache_dir = cache_on.then(|| match &raw_cache_dir {
+        Some(d) => base_dir.join(d),
+        None => ledger
+            .path
+            .parent()
+            .map_or_else(|| base_dir.join("plugin-cache"), |p| p.join("plugin-cache")),
+    });
+
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -1083,7 +1187,10 @@ fn validate(
         admin_listen,
         admin_token,
         plugins: PluginRuntimeConfig {
-            max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
+            max_instances: max_instances.map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
+            max_concurrent_calls: u32::try_from(max_concurrent_calls).unwrap_or(u32::MAX),
+            cache_dir,
+            watch: plugin_watch,
             default_limits,
             response_body_limit: kib(body_kib),
             max_file_bytes: mib(max_file_mib),
@@ -1782,6 +1889,104 @@ fn validate_channel(
                 value: Secret::new(value),
             }
         }
+        Some(RawAuth::Hmac {
+            secret,
+            header,
+            timestamp_header,
+        }) => {
+            if enabled && secret.trim().is_empty() {
+                let k = key("auth.secret");
+                problems.push(Problem::new(
+                    &k,
+                    format!("{} is empty: a signature needs a secret", interpolated.describe(&k)),
+                ));
+            }
+            let mut name_of = |k: &str, given: Option<String>, default: &str| {
+                let name = given
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| default.to_string());
+                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    problems.push(Problem::new(
+                        key(k),
+                        format!("\"{name}\" is not a valid HTTP header name"),
+                    ));
+                }
+                name
+            };
+            let header = name_of("auth.header", header, DEFAULT_SIGNATURE_HEADER);
+            let timestamp_header = name_of(
+                "auth.timestamp_header",
+                timestamp_header,
+                DEFAULT_TIMESTAMP_HEADER,
+            );
+            if header.eq_ignore_ascii_case(&timestamp_header) {
+                problems.push(Problem::new(
+                    key("auth.timestamp_header"),
+                    "must differ from auth.header",
+                ));
+            }
+            Auth::Hmac {
+                secret: Secret::new(secret),
+                header,
+                timestamp_header,
+            }
+        }
+    };
+
+    let instances = match ch.instances.as_deref().map(str::trim) {
+        None | Some("fresh") => {
+            for (k, set) in [
+                ("reuse_instances", ch.reuse_instances.is_some()),
+                ("reuse_calls", ch.reuse_calls.is_some()),
+            ] {
+                if set {
+                    problems.push(Problem::new(
+                        key(k),
+                        "only applies with instances = \"reuse\"",
+                    ));
+                }
+            }
+            InstanceMode::Fresh
+        }
+        Some("reuse") => InstanceMode::Reuse {
+            keep: bounded(
+                problems,
+                &key("reuse_instances"),
+                ch.reuse_instances,
+                default_concurrent_calls(),
+                1,
+                1024,
+            ) as u32,
+            calls: bounded(
+                problems,
+                &key("reuse_calls"),
+                ch.reuse_calls,
+                DEFAULT_REUSE_CALLS,
+                1,
+                u64::from(u32::MAX),
+            ) as u32,
+        },
+        Some(other) => {
+            problems.push(Problem::new(
+                key("instances"),
+                format!("expected \"fresh\" or \"reuse\", found \"{other}\""),
+            ));
+            InstanceMode::Fresh
+        }
+    };
+    let sha256 = match ch.sha256.as_deref().map(str::trim) {
+        None => None,
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(hex.to_ascii_lowercase())
+        }
+        Some(_) => {
+            problems.push(Problem::new(
+                key("sha256"),
+                "expected 64 hex digits (`sha256sum plugin.wasm`, or `notify-host plugin compile` prints it)",
+            ));
+            None
+        }
     };
 
     let timeout = match ch.timeout_seconds {
@@ -1884,6 +2089,8 @@ fn validate_channel(
         rate,
         settings,
         quiet_hours,
+        instances,
+        sha256,
     })
 }
 

@@ -185,6 +185,18 @@ pub struct RawPluginRuntime {
     pub response_body_limit_kib: Option<u64>,
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub max_file_mib: Option<u64>,
+    /// Plugin calls running at once; absent: the worker-thread count.
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub max_concurrent_calls: Option<u64>,
+    /// Where compiled plugins are kept; absent: `plugin-cache` beside the
+    /// ledger file.
+    pub cache_dir: Option<String>,
+    /// `false` compiles every plugin at every start.
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub cache: Option<bool>,
+    /// Reload when a plugin file changes (SIGHUP always reloads).
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub watch: Option<bool>,
     #[serde(default)]
     pub caps: RawCaps,
 }
@@ -233,6 +245,17 @@ pub struct RawChannel {
     pub memory_limit_mib: Option<u64>,
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub deadline_ms: Option<u64>,
+    /// `fresh` (default) or `reuse`.
+    pub instances: Option<String>,
+    /// With `instances = "reuse"`: idle instances kept.
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub reuse_instances: Option<u64>,
+    /// With `instances = "reuse"`: calls one instance serves before it is
+    /// replaced.
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub reuse_calls: Option<u64>,
+    /// The plugin file's expected SHA-256 (hex).
+    pub sha256: Option<String>,
     pub auth: Option<RawAuth>,
     pub retry: Option<RawRetry>,
     pub rate: Option<RawRate>,
@@ -249,6 +272,13 @@ pub enum RawAuth {
     Basic { username: String, password: String },
     Bearer { token: String },
     Header { name: String, value: String },
+    /// An HMAC-SHA256 signature over the timestamp and the body, computed by
+    /// the host at each send.
+    Hmac {
+        secret: String,
+        header: Option<String>,
+        timestamp_header: Option<String>,
+    },
 }
 
 /// Deserializers that take a value either natively or as a string.

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 
 use super::deadline;
 use crate::attempt::{self, Hooks, Observed};
-use crate::channels::{Channels, RenderError};
+use crate::channels::{Channel, LiveChannels, RenderError};
 use crate::config::{ChannelMode, Config, UnknownEventTypes};
 use crate::dlq::{DeadLetter, DeadLetters, ErrorClass, Source, WriteFailure, Written};
 use crate::event::{self, AppointmentEvent};
@@ -38,15 +38,13 @@ use crate::transport::{OutboundRequest, Transport};
 /// What the pipeline needs to work an event.
 pub struct Shared {
     pub config: Arc<Config>,
-    pub channels: Arc<Channels>,
+    /// The channels running now; a reload swaps them (see `reload`).
+    pub channels: Arc<LiveChannels>,
     pub transport: Transport,
     pub ledger: Ledger,
     pub dlq: DeadLetters,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
-    /// One permit per pooled plugin instance (`plugins.max_instances`): a
-    /// call waits for a slot instead of failing when the pool is full.
-    pub plugin_slots: Arc<tokio::sync::Semaphore>,
     /// Woken when a reminder is scheduled.
     pub scheduler: Scheduler,
 }
@@ -858,7 +856,10 @@ pub(super) async fn send_out(
     cancelled: &(dyn Fn() -> Option<String> + Sync),
 ) -> ChannelOutcome {
     let useful_until = entry.useful_until;
-    let (Some(channel), Some(gate)) = (shared.channels.get(name), shared.health.get(name)) else {
+    // One version of the channel for the whole send: a reload swaps the
+    // set for new sends, this one finishes on the plugin it started with.
+    let channels = shared.channels.load();
+    let (Some(channel), Some(gate)) = (channels.get(name), shared.health.get(name)) else {
         return letter(
             name,
             event,
@@ -873,7 +874,7 @@ pub(super) async fn send_out(
 
     let mut attempt = 1;
     let requests = loop {
-        match render(shared, event, name, message).await {
+        match render(shared, channel, event, message).await {
             Ok(r) => break r,
             Err(RenderError::Plugin(e)) => {
                 match retry_or_give_up(
@@ -962,7 +963,6 @@ pub(super) async fn send_out(
             message.purpose,
             Hooks {
                 metrics: Some(&shared.metrics),
-                plugin_slots: Some(&shared.plugin_slots),
             },
         )
         .await;
@@ -1166,16 +1166,11 @@ fn throttle_on_retry_after(
 /// a slow one yields at every epoch tick, so it cannot stall other events.
 async fn render(
     shared: &Arc<Shared>,
+    ch: &Channel,
     event: &AppointmentEvent,
-    name: &str,
     message: &PluginMessage,
 ) -> Result<Vec<OutboundRequest>, RenderError> {
-    let Some(ch) = shared.channels.get(name) else {
-        return Err(RenderError::Empty {
-            plugin: name.to_string(),
-        });
-    };
-    let _slot = shared.plugin_slots.acquire().await;
+    let name = ch.name();
     let started = Instant::now();
     let result = ch.render_message(event, message).await;
     attempt::observe_call(&shared.metrics, name, "render", started);

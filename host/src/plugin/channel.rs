@@ -10,11 +10,13 @@
 //! letters, CLI output) can carry a reflected secret or an unbounded text.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use tokio::sync::Semaphore;
 
 use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::bindings::v0_2::notify::channel::types as wit;
 use super::bindings::{v0_1, v0_2};
@@ -22,7 +24,7 @@ use super::compat;
 use super::error::{LoadError, PluginError};
 use super::runtime::root_message;
 use super::sandbox::Sandbox;
-use crate::config::PluginLimits;
+use crate::config::{InstanceMode, PluginLimits};
 use crate::redact;
 use crate::scrub;
 
@@ -36,7 +38,7 @@ pub(crate) enum ContractPre {
     V0_1(v0_1::ChannelPre<Sandbox>),
 }
 
-/// One fresh instance, of the version its [`ContractPre`] was.
+/// One instance, of the version its [`ContractPre`] was.
 enum Instance {
     V0_2(v0_2::Channel),
     V0_1(v0_1::Channel),
@@ -86,6 +88,35 @@ pub struct ChannelPlugin {
     pre: ContractPre,
     limits: PluginLimits,
     info: wit::PluginInfo,
+    /// The runtime's call gate: a permit per running call.
+    gate: Arc<Semaphore>,
+    /// `instances = "reuse"`: the idle instances kept for the next calls.
+    reuse: Option<Reuse>,
+    sha256: String,
+    pub(crate) compiled: Compiled,
+}
+
+/// How the plugin's code was obtained at load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compiled {
+    /// Taken from the compile cache rather than compiled.
+    pub from_cache: bool,
+    /// Compiling (or reading from the cache), linking excluded.
+    pub took: std::time::Duration,
+}
+
+/// The idle instances of a `reuse` channel.
+struct Reuse {
+    idle: Mutex<Vec<Warm>>,
+    keep: usize,
+    calls: u32,
+}
+
+/// An instance that served calls and may serve more.
+struct Warm {
+    store: Store<Sandbox>,
+    instance: Instance,
+    calls: u32,
 }
 
 impl std::fmt::Debug for ChannelPlugin {
@@ -96,24 +127,41 @@ impl std::fmt::Debug for ChannelPlugin {
             .field("name", &self.info.name)
             .field("version", &self.info.version)
             .field("contract", &self.pre.version())
+            .field("reuse", &self.reuse.as_ref().map(|r| (r.keep, r.calls)))
             .finish()
     }
 }
 
 impl ChannelPlugin {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         channel: &str,
         path: &Path,
         engine: Engine,
         pre: ContractPre,
         limits: PluginLimits,
+        gate: Arc<Semaphore>,
+        instances: InstanceMode,
+        sha256: String,
     ) -> Result<Self, LoadError> {
+        let reuse = match instances {
+            InstanceMode::Fresh => None,
+            InstanceMode::Reuse { keep, calls } => Some(Reuse {
+                idle: Mutex::new(Vec::new()),
+                keep: keep as usize,
+                calls: calls.max(1),
+            }),
+        };
         let mut plugin = ChannelPlugin {
             channel: channel.to_string(),
             path: path.to_path_buf(),
             engine,
             pre,
             limits,
+            gate,
+            reuse,
+            sha256,
+            compiled: Compiled::default(),
             info: wit::PluginInfo {
                 name: channel.to_string(),
                 version: String::new(),
@@ -159,6 +207,21 @@ impl ChannelPlugin {
 
     pub fn limits(&self) -> &PluginLimits {
         &self.limits
+    }
+
+    /// The plugin file's SHA-256, lower-case hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// How its code was obtained at load (cache or compiler, and how long).
+    pub fn compiled(&self) -> Compiled {
+        self.compiled
+    }
+
+    /// Whether instances are reused (`instances = "reuse"`).
+    pub fn reuses_instances(&self) -> bool {
+        self.reuse.is_some()
     }
 
     /// The version of the `notify:channel` contract the plugin was built
@@ -272,15 +335,30 @@ impl ChannelPlugin {
         Ok(self.clean(verdict))
     }
 
-    /// Runs `f` in a fresh sandboxed instance, forwards what the plugin
-    /// printed to the log, and turns any failure into a [`PluginError`].
+    /// Runs `f` in a sandboxed instance (fresh, or an idle one of a
+    /// `reuse` channel), forwards what the plugin printed to the log, and
+    /// turns any failure into a [`PluginError`].
+    ///
+    /// The call first waits for a permit of the runtime's gate, so at most
+    /// `plugins.max_concurrent_calls` run at once; its deadline counts from
+    /// when it gets one, so time spent waiting is never charged to the
+    /// plugin.
     async fn call<R>(
         &self,
         call: &'static str,
         f: impl AsyncFnOnce(&Instance, &mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let mut store = Store::new(&self.engine, Sandbox::new(&self.limits));
-        store.limiter(|s| &mut s.limiter);
+        // The gate is never closed; were it, running unthrottled beats
+        // failing every call.
+        let _permit = self.gate.acquire().await.ok();
+        let warm = self.reuse.as_ref().and_then(|r| match r.idle.lock() {
+            Ok(mut idle) => idle.pop(),
+            Err(poisoned) => poisoned.into_inner().pop(),
+        });
+        let (mut store, instance, calls) = match warm {
+            Some(w) => (w.store, Some(w.instance), w.calls),
+            None => (self.new_store(), None, 0),
+        };
         let started = Instant::now();
         let deadline = started + self.limits.deadline;
         // Checked at every epoch tick: past the deadline the guest traps,
@@ -293,34 +371,83 @@ impl ChannelPlugin {
                 UpdateDeadline::Yield(1)
             })
         });
+        store.data_mut().limiter.refused = None;
+        let printed_before = (
+            store.data().stdout.contents().len(),
+            store.data().stderr.contents().len(),
+        );
 
-        let mut instantiated = false;
-        let result = match self.pre.instantiate(&mut store).await {
-            Ok(instance) => {
-                instantiated = true;
-                f(&instance, &mut store).await
-            }
-            Err(e) => Err(e),
+        let mut instantiated = instance.is_some();
+        let (result, instance) = match instance {
+            Some(i) => (f(&i, &mut store).await, Some(i)),
+            None => match self.pre.instantiate(&mut store).await {
+                Ok(i) => {
+                    instantiated = true;
+                    (f(&i, &mut store).await, Some(i))
+                }
+                Err(e) => (Err(e), None),
+            },
         };
         let elapsed = started.elapsed();
 
         let sandbox = store.data();
-        self.forward_output("stdout", &sandbox.stdout);
-        self.forward_output("stderr", &sandbox.stderr);
-        tracing::trace!(plugin = %self.info.name, call, elapsed_us = elapsed.as_micros() as u64, ok = result.is_ok(), "plugin call");
+        let out = sandbox.stdout.contents();
+        let err = sandbox.stderr.contents();
+        let (out, err) = (
+            out.get(printed_before.0..).unwrap_or_default(),
+            err.get(printed_before.1..).unwrap_or_default(),
+        );
+        self.forward_output("stdout", out);
+        self.forward_output("stderr", err);
+        tracing::trace!(plugin = %self.info.name, call, elapsed_us = elapsed.as_micros() as u64, ok = result.is_ok(), reused = calls > 0, "plugin call");
 
-        let result = result.map_err(|e| self.explain(call, instantiated, e, sandbox))?;
+        let result = result.map_err(|e| self.explain(call, instantiated, e, sandbox, err))?;
         // A guest that ignores write errors fills the pipe and carries on;
         // filling it is the breach, whatever the guest did next.
         let limit = self.limits.output_bytes;
-        if sandbox.stdout.contents().len() >= limit || sandbox.stderr.contents().len() >= limit {
+        if out.len() >= limit || err.len() >= limit {
             return Err(PluginError::OutputLimit {
                 plugin: self.info.name.clone(),
                 call,
                 limit,
             });
         }
+        if let (Some(reuse), Some(instance)) = (&self.reuse, instance) {
+            // Kept only while it has served fewer than `reuse_calls` calls
+            // and its output pipes have a whole call's limit left (they
+            // hold twice the limit, see `new_store`). A failed call never
+            // gets here: its instance is dropped.
+            let calls = calls + 1;
+            let printed = sandbox.stdout.contents().len().max(sandbox.stderr.contents().len());
+            if calls < reuse.calls && printed < limit {
+                let mut idle = match reuse.idle.lock() {
+                    Ok(idle) => idle,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                if idle.len() < reuse.keep {
+                    idle.push(Warm {
+                        store,
+                        instance,
+                        calls,
+                    });
+                }
+            }
+        }
         Ok(result)
+    }
+
+    /// A store for one instance: a sandbox granting nothing, the memory cap.
+    /// A reused instance's output pipes hold twice the per-call limit, so a
+    /// call started with at most one limit's worth used has a full one left.
+    fn new_store(&self) -> Store<Sandbox> {
+        let capacity = if self.reuse.is_some() {
+            self.limits.output_bytes.saturating_mul(2)
+        } else {
+            self.limits.output_bytes
+        };
+        let mut store = Store::new(&self.engine, Sandbox::new(&self.limits, capacity));
+        store.limiter(|s| &mut s.limiter);
+        store
     }
 
     fn explain(
@@ -329,6 +456,7 @@ impl ChannelPlugin {
         instantiated: bool,
         e: wasmtime::Error,
         sandbox: &Sandbox,
+        stderr: &[u8],
     ) -> PluginError {
         let plugin = self.info.name.clone();
         if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
@@ -358,7 +486,7 @@ impl ChannelPlugin {
         }
         let trap = e.downcast_ref::<Trap>().map(|t| t.to_string());
         let mut message = trap.unwrap_or_else(|| first_line(&message).to_string());
-        let stderr = stderr_tail(&sandbox.stderr);
+        let stderr = stderr_tail(stderr);
         if !stderr.is_empty() {
             message.push_str("; stderr: ");
             message.push_str(&stderr);
@@ -377,12 +505,11 @@ impl ChannelPlugin {
         }
     }
 
-    fn forward_output(&self, stream: &'static str, pipe: &MemoryOutputPipe) {
-        let bytes = pipe.contents();
+    fn forward_output(&self, stream: &'static str, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
-        for line in String::from_utf8_lossy(&bytes).lines() {
+        for line in String::from_utf8_lossy(bytes).lines() {
             if line.trim().is_empty() {
                 continue;
             }
@@ -401,9 +528,8 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-fn stderr_tail(pipe: &MemoryOutputPipe) -> String {
-    let bytes = pipe.contents();
-    let text = String::from_utf8_lossy(&bytes);
+fn stderr_tail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
     // Scrubbed whole before the tail is taken, so the cut cannot leave the
     // end of a secret behind.
     let text = scrub::known().scrub(text.trim()).into_owned();

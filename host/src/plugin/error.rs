@@ -52,6 +52,14 @@ pub enum LoadError {
         path: PathBuf,
         source: PluginError,
     },
+    /// `channels.NAME.sha256` is set and the file is another one.
+    #[error("channel `{channel}`: plugin file {} has SHA-256 {found}, but channels.{channel}.sha256 pins {pinned}", path.display())]
+    PinMismatch {
+        channel: String,
+        path: PathBuf,
+        found: String,
+        pinned: String,
+    },
     #[error("cannot start the plugin runtime: {0}")]
     Runtime(String),
 }

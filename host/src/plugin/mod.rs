@@ -9,14 +9,22 @@
 //! [`ChannelPlugin::contract_version`].
 //!
 //! Invariants:
-//! - One [`wasmtime::Engine`] and one linker for the process; each plugin is
-//!   compiled and linked once, at load (`InstancePre`).
-//! - Every call runs in a fresh `Store` and instance: nothing a plugin does in
-//!   one call is visible in the next, and a trapped instance is simply dropped.
-//! - A plugin gets WASI with nothing granted (no files, no environment, no
-//!   sockets or name lookup, empty stdin), a memory cap and a wall-clock
-//!   deadline; its stdout/stderr are captured up to a limit and logged under
-//!   its name. Any breach is a [`PluginError`] for that call only.
+//! - One [`wasmtime::Engine`] and one linker per loaded set of channels
+//!   (a reload builds a new set); each plugin is compiled (or taken from the
+//!   compile cache) and linked once, at load (`InstancePre`).
+//! - At most `plugins.max_concurrent_calls` calls run at once (the gate);
+//!   the rest wait, and a call's deadline counts from its start.
+//! - By default every call runs in a fresh `Store` and instance: nothing a
+//!   plugin does in one call is visible in the next. A channel with
+//!   `instances = "reuse"` keeps a bounded set of idle instances instead; an
+//!   instance that trapped, overran its deadline or breached a limit is
+//!   always dropped, and so is one that served `reuse_calls` calls.
+//! - A plugin gets WASI with no files, no environment, no sockets or name
+//!   lookup and empty stdin; it does get the clocks and random numbers.
+//!   `wasi:http`, for components that import it, is linked to functions
+//!   that refuse every request. It has a memory cap and a wall-clock
+//!   deadline; its stdout/stderr are captured up to a limit and logged
+//!   under its name. Any breach is a [`PluginError`] for that call only.
 //! - Credentials never enter a plugin: only the channel's non-secret settings
 //!   are passed in.
 
@@ -32,9 +40,9 @@ pub use bindings::v0_2::notify::channel::types::{
     Message, PluginInfo, Purpose, RetryLater, Setting,
 };
 pub use bindings::SUPPORTED_VERSIONS;
-pub use channel::ChannelPlugin;
+pub use channel::{ChannelPlugin, Compiled};
 pub use error::{LoadError, PluginError};
-pub use runtime::PluginRuntime;
+pub use runtime::{Footprint, PluginFile, PluginRuntime, PoolSize};
 
 impl Message {
     /// The confirmation of a booking: the message every

@@ -1,10 +1,22 @@
-//! The one engine, linker and epoch ticker every plugin shares, and loading
-//! plugin files.
+//! The one engine, linker, call gate and epoch ticker every plugin shares,
+//! and loading plugin files.
 //!
-//! Invariant: only a regular file of at most `plugins.max_file_mib` is read,
-//! and never more than that many bytes of it: a FIFO, directory, device or
-//! socket named as a plugin is refused before it is opened for reading, so
-//! start-up cannot hang on it or read without end.
+//! Invariants:
+//! - Only a regular file of at most `plugins.max_file_mib` is read, and
+//!   never more than that many bytes of it: a FIFO, directory, device or
+//!   socket named as a plugin is refused before it is opened for reading, so
+//!   start-up cannot hang on it or read without end. A file whose SHA-256
+//!   is not the pinned one (`channels.NAME.sha256`) is refused unread by
+//!   the compiler.
+//! - The instance pool is sized from what the loaded components really take
+//!   per instance (core instances, memories, tables: [`Footprint`]) times
+//!   the instances that can be alive at once: one per call the gate lets run
+//!   plus the idle instances `reuse` channels keep. A call therefore never
+//!   fails for want of a slot; it waits at the gate instead.
+//! - Compiled code is cached on disk (`plugins.cache_dir`) by wasmtime's
+//!   cache, keyed by a hash of the component's bytes and the engine's
+//!   configuration and version: a changed file or a wasmtime upgrade
+//!   compiles again, never runs stale code.
 
 use std::fs::File;
 use std::io::Read as _;
@@ -14,14 +26,20 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, ResourceType};
+use wasmtime::{
+    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
+    PoolingAllocationConfig,
+};
 
 use super::bindings::SUPPORTED_VERSIONS;
 use super::channel::{ChannelPlugin, ContractPre};
 use super::error::LoadError;
 use super::sandbox::Sandbox;
-use crate::config::{PluginLimits, PluginRuntimeConfig};
+use crate::config::{InstanceMode, PluginLimits, PluginRuntimeConfig};
 
 /// Deadline resolution. Deadlines are hundreds of milliseconds, so a 5 ms
 /// tick makes them accurate to about 1 % at the cost of 200 wake-ups a second.
@@ -33,13 +51,175 @@ const KEEP_RESIDENT_BYTES: usize = 2 << 20;
 const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
 const DECOMMIT_BATCH: usize = 16;
 
-/// Compiles and links plugins, and keeps the epoch ticking so deadlines fire.
+/// The interface prefix of WASI's HTTP world: imported by jco's default
+/// output, and answered by the host with a refusal (see `deny_http`).
+const WASI_HTTP: &str = "wasi:http/";
+
+/// What one instance of a component takes from the instance pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Core module instances (a Rust plugin has a few, componentize-py's
+    /// output about 14).
+    pub core_instances: u32,
+    pub memories: u32,
+    pub tables: u32,
+    /// The most any one core module defines (pool limits are per module too).
+    pub memories_per_module: u32,
+    pub tables_per_module: u32,
+}
+
+impl Footprint {
+    /// Counts a component's core instantiations and the memories and tables
+    /// its modules define. Read from the binary before any engine exists,
+    /// since the pool must be sized when the engine is built.
+    pub fn of(bytes: &[u8]) -> Result<Footprint, String> {
+        use wasmparser::{Encoding, Instance as CoreInstance, Parser, Payload};
+        let mut f = Footprint::default();
+        // (memories, tables) of each core module being read, innermost last.
+        let mut modules: Vec<Option<(u32, u32)>> = Vec::new();
+        for payload in Parser::new(0).parse_all(bytes) {
+            match payload.map_err(|e| e.to_string())? {
+                Payload::Version { encoding, .. } => {
+                    modules.push((encoding == Encoding::Module).then_some((0, 0)));
+                }
+                Payload::InstanceSection(reader) => {
+                    for instance in reader {
+                        if let CoreInstance::Instantiate { .. } = instance.map_err(|e| e.to_string())? {
+                            f.core_instances += 1;
+                        }
+                    }
+                }
+                Payload::MemorySection(reader) => {
+                    f.memories += reader.count();
+                    if let Some(Some(m)) = modules.last_mut() {
+                        m.0 += reader.count();
+                    }
+                }
+                Payload::TableSection(reader) => {
+                    f.tables += reader.count();
+                    if let Some(Some(m)) = modules.last_mut() {
+                        m.1 += reader.count();
+                    }
+                }
+                Payload::End(_) => {
+                    if let Some(Some((memories, tables))) = modules.pop() {
+                        f.memories_per_module = f.memories_per_module.max(memories);
+                        f.tables_per_module = f.tables_per_module.max(tables);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(f)
+    }
+
+    /// The larger of each count: a pool sized for it fits either component.
+    pub fn max(self, other: Footprint) -> Footprint {
+        Footprint {
+            core_instances: self.core_instances.max(other.core_instances),
+            memories: self.memories.max(other.memories),
+            tables: self.tables.max(other.tables),
+            memories_per_module: self.memories_per_module.max(other.memories_per_module),
+            tables_per_module: self.tables_per_module.max(other.tables_per_module),
+        }
+    }
+}
+
+/// A footprint that fits every toolchain seen so far (Rust, componentize-py,
+/// jco), for tools that load a plugin without sizing the pool for it.
+const GENEROUS: Footprint = Footprint {
+    core_instances: 32,
+    memories: 4,
+    tables: 16,
+    memories_per_module: 2,
+    tables_per_module: 4,
+};
+
+/// How the instance pool is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSize {
+    /// Component instances alive at once.
+    pub instances: u32,
+    /// What each may take.
+    pub per_instance: Footprint,
+}
+
+/// A plugin file read and checked, not yet compiled.
+#[derive(Clone)]
+pub struct PluginFile {
+    pub channel: String,
+    pub path: std::path::PathBuf,
+    bytes: Arc<Vec<u8>>,
+    /// Lower-case hex.
+    pub sha256: String,
+    pub footprint: Footprint,
+}
+
+impl PluginFile {
+    /// Reads `path` (see the module doc), checks it is a component, counts
+    /// its footprint and, with `pin`, refuses another file than the pinned.
+    pub fn read(
+        channel: &str,
+        path: &Path,
+        max_file_bytes: usize,
+        pin: Option<&str>,
+    ) -> Result<PluginFile, LoadError> {
+        let bytes = read_plugin_file(channel, path, max_file_bytes)?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        if let Some(pinned) = pin {
+            if !pinned.eq_ignore_ascii_case(&sha256) {
+                return Err(LoadError::PinMismatch {
+                    channel: channel.to_string(),
+                    path: path.to_path_buf(),
+                    found: sha256,
+                    pinned: pinned.to_ascii_lowercase(),
+                });
+            }
+        }
+        let not_a_component = |reason: String| LoadError::NotAComponent {
+            channel: channel.to_string(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !bytes.starts_with(b"\0asm") {
+            return Err(not_a_component(
+                "not a WebAssembly file (no `\\0asm` header)".into(),
+            ));
+        }
+        if wasmparser_is_core_module(&bytes) {
+            return Err(not_a_component("it is a core WebAssembly module; build it as a component (e.g. --target wasm32-wasip2, or `wasm-tools component new`)".into()));
+        }
+        let footprint = Footprint::of(&bytes).map_err(not_a_component)?;
+        Ok(PluginFile {
+            channel: channel.to_string(),
+            path: path.to_path_buf(),
+            bytes: Arc::new(bytes),
+            sha256,
+            footprint,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compiles and links plugins, lets at most `plugins.max_concurrent_calls`
+/// plugin calls run at once, and keeps the epoch ticking so deadlines fire.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<Sandbox>,
     max_memory_bytes: usize,
     /// Plugin files larger than this are refused unread.
     max_file_bytes: usize,
+    /// One permit per call allowed to run: shared by every plugin, and
+    /// handed on to the runtime a reload builds, so a reload never doubles
+    /// the calls running.
+    gate: Arc<Semaphore>,
+    cache: Option<Cache>,
+    /// Why `plugins.cache_dir` is not in use, when it is set but unusable.
+    cache_problem: Option<String>,
+    pool: PoolSize,
     ticker: Option<Ticker>,
 }
 
@@ -49,18 +229,37 @@ struct Ticker {
 }
 
 impl PluginRuntime {
-    /// Builds the runtime. `max_memory_bytes` is the largest memory limit of
-    /// any plugin that will be loaded: pool slots are sized for it.
+    /// A runtime for tools that load a plugin or two without sizing the pool
+    /// for them (`plugin test`): room for `max_concurrent_calls` + 1
+    /// instances of any toolchain's component. `max_memory_bytes` is the
+    /// largest memory limit of any plugin that will be loaded.
     pub fn new(config: &PluginRuntimeConfig, max_memory_bytes: usize) -> Result<Self, LoadError> {
-        let slots = config.max_instances;
-        let mut pool = PoolingAllocationConfig::default();
-        // A component built by today's toolchains has one main memory and a
-        // few small shim instances and tables; the factors leave headroom for
-        // toolchains (componentize-py, jco) that add a second memory.
-        pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(8))
-            .total_memories(slots.saturating_mul(2))
-            .total_tables(slots.saturating_mul(8))
+        let pool = PoolSize {
+            instances: config.max_concurrent_calls.saturating_add(1),
+            per_instance: GENEROUS,
+        };
+        PluginRuntime::with_pool(config, max_memory_bytes, pool, None)
+    }
+
+    /// Builds the runtime with the pool `pool`; `gate` is the call gate to
+    /// share (a reload passes the running one), else a new one of
+    /// `plugins.max_concurrent_calls` permits.
+    pub fn with_pool(
+        config: &PluginRuntimeConfig,
+        max_memory_bytes: usize,
+        pool: PoolSize,
+        gate: Option<Arc<Semaphore>>,
+    ) -> Result<Self, LoadError> {
+        let slots = pool.instances.max(1);
+        let each = pool.per_instance;
+        let mut allocation = PoolingAllocationConfig::default();
+        allocation
+            .total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(each.core_instances.max(1)))
+            .total_memories(slots.saturating_mul(each.memories.max(1)))
+            .total_tables(slots.saturating_mul(each.tables.max(1)))
+            .max_memories_per_module(each.memories_per_module.max(1))
+            .max_tables_per_module(each.tables_per_module.max(1))
             .total_stacks(slots)
             .max_memory_size(max_memory_bytes.max(config.default_limits.memory_bytes))
             // Every call gets a fresh instance, so slot reset is on the hot
@@ -80,7 +279,16 @@ impl PluginRuntime {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(allocation));
+        let (cache, cache_problem) = match config.cache_dir.as_deref().map(open_cache) {
+            None => (None, None),
+            Some(Ok(cache)) => (Some(cache), None),
+            Some(Err(why)) => {
+                tracing::warn!(error = %why, "plugins.cache_dir is not usable; compiling plugins without a cache");
+                (None, Some(why))
+            }
+        };
+        wasm.cache(cache.clone());
         let engine = Engine::new(&wasm).map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
@@ -102,49 +310,91 @@ impl PluginRuntime {
                 .map_err(|e| LoadError::Runtime(format!("cannot start the epoch thread: {e}")))?
         };
 
+        let gate = gate
+            .unwrap_or_else(|| Arc::new(Semaphore::new(config.max_concurrent_calls.max(1) as usize)));
         Ok(PluginRuntime {
             engine,
             linker,
             max_memory_bytes: max_memory_bytes.max(config.default_limits.memory_bytes),
             max_file_bytes: config.max_file_bytes,
+            gate,
+            cache,
+            cache_problem,
+            pool: PoolSize {
+                instances: slots,
+                per_instance: each,
+            },
             ticker: Some(Ticker { stop, thread }),
         })
     }
 
-    /// Compiles and links the component at `path` for channel `channel`, then
-    /// asks it to describe itself.
+    /// How the pool was sized.
+    pub fn pool(&self) -> PoolSize {
+        self.pool
+    }
+
+    /// The call gate, for a runtime built to replace this one.
+    pub fn gate(&self) -> Arc<Semaphore> {
+        self.gate.clone()
+    }
+
+    /// The cache directory in use, if the cache is on and usable.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache.as_ref().map(|c| c.directory().as_path())
+    }
+
+    /// Why the configured compile cache is not in use, if it is not.
+    pub fn cache_problem(&self) -> Option<&str> {
+        self.cache_problem.as_deref()
+    }
+
+    /// Compiles and links the component at `path` for channel `channel`
+    /// (fresh instances, no pin), then asks it to describe itself.
     pub fn load(
         &self,
         channel: &str,
         path: &Path,
         limits: PluginLimits,
     ) -> Result<ChannelPlugin, LoadError> {
-        let bytes = read_plugin_file(channel, path, self.max_file_bytes)?;
+        let file = PluginFile::read(channel, path, self.max_file_bytes, None)?;
+        self.load_file(&file, limits, InstanceMode::Fresh)
+    }
+
+    /// Reads and checks a plugin file with this runtime's size limit.
+    pub fn read(
+        &self,
+        channel: &str,
+        path: &Path,
+        pin: Option<&str>,
+    ) -> Result<PluginFile, LoadError> {
+        PluginFile::read(channel, path, self.max_file_bytes, pin)
+    }
+
+    /// Compiles (or takes from the cache) and links a file read by
+    /// [`PluginFile::read`], then asks the plugin to describe itself.
+    pub fn load_file(
+        &self,
+        file: &PluginFile,
+        limits: PluginLimits,
+        instances: InstanceMode,
+    ) -> Result<ChannelPlugin, LoadError> {
+        let (channel, path) = (file.channel.as_str(), file.path.as_path());
         let wrong = |reason: String| LoadError::WrongWorld {
             channel: channel.to_string(),
             path: path.to_path_buf(),
             reason,
         };
-        if !bytes.starts_with(b"\0asm") {
-            return Err(LoadError::NotAComponent {
-                channel: channel.to_string(),
-                path: path.to_path_buf(),
-                reason: "not a WebAssembly file (no `\\0asm` header)".into(),
-            });
-        }
-        if wasmparser_is_core_module(&bytes) {
-            return Err(LoadError::NotAComponent {
-                channel: channel.to_string(),
-                path: path.to_path_buf(),
-                reason: "it is a core WebAssembly module; build it as a component (e.g. --target wasm32-wasip2, or `wasm-tools component new`)".into(),
-            });
-        }
+        let started = std::time::Instant::now();
+        let hits_before = self.cache.as_ref().map_or(0, Cache::cache_hits);
         let component =
-            Component::new(&self.engine, &bytes).map_err(|e| LoadError::NotAComponent {
+            Component::new(&self.engine, file.bytes.as_slice()).map_err(|e| LoadError::NotAComponent {
                 channel: channel.to_string(),
                 path: path.to_path_buf(),
                 reason: root_message(&e),
             })?;
+        let from_cache = self.cache.as_ref().map_or(0, Cache::cache_hits) > hits_before;
+        let took = started.elapsed();
+        let compile_ms = took.as_millis() as u64;
         let built_for = contract_imports(&self.engine, &component);
         // Type checking is structural: a later version that happens to keep
         // the shape of a known one would pass it. The version the component
@@ -153,8 +403,8 @@ impl PluginRuntime {
         if let Some(note) = unknown_version_note(&built_for) {
             return Err(wrong(format!("{}; {note}", supported())));
         }
-        let pre = self
-            .linker
+        let linker = self.linker_for(&component).map_err(|e| wrong(root_message(&e)))?;
+        let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| wrong(link_mismatch(&root_message(&e))))?;
         let pre =
@@ -163,8 +413,87 @@ impl PluginRuntime {
             memory_bytes: limits.memory_bytes.min(self.max_memory_bytes),
             ..limits
         };
-        ChannelPlugin::new(channel, path, self.engine.clone(), pre, limits)
+        let mut plugin = ChannelPlugin::new(
+            channel,
+            path,
+            self.engine.clone(),
+            pre,
+            limits,
+            self.gate.clone(),
+            instances,
+            file.sha256.clone(),
+        )?;
+        plugin.compiled = super::channel::Compiled { from_cache, took };
+        tracing::info!(
+            channel,
+            plugin = %plugin.info().name,
+            version = %plugin.info().version,
+            contract = plugin.contract_version(),
+            sha256 = %file.sha256,
+            core_instances = file.footprint.core_instances,
+            memories = file.footprint.memories,
+            source = if from_cache { "cache" } else { "compiled" },
+            took_ms = compile_ms,
+            "plugin loaded"
+        );
+        Ok(plugin)
     }
+
+    /// The shared linker, or for a component that imports `wasi:http` (jco's
+    /// default output does, for `fetch`) a copy where every `wasi:http`
+    /// function traps with a refusal: the plugin loads, and any request it
+    /// tries fails without reaching the network.
+    fn linker_for(&self, component: &Component) -> wasmtime::Result<std::borrow::Cow<'_, Linker<Sandbox>>> {
+        let http: Vec<(String, ComponentItem)> = component
+            .component_type()
+            .imports(&self.engine)
+            .filter(|(name, _)| name.starts_with(WASI_HTTP))
+            .map(|(name, item)| (name.to_string(), item.ty))
+            .collect();
+        if http.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(&self.linker));
+        }
+        let mut linker = self.linker.clone();
+        for (name, item) in http {
+            let ComponentItem::ComponentInstance(instance) = item else {
+                continue;
+            };
+            let mut root = linker.root();
+            let mut at = root.instance(&name)?;
+            for (export, item) in instance.exports(&self.engine) {
+                match item.ty {
+                    ComponentItem::ComponentFunc(_) => {
+                        let what = format!("{name}#{export}");
+                        at.func_new(export, move |_, _, _, _| {
+                            Err(wasmtime::Error::msg(format!(
+                                "{what}: plugins have no network access (the host sends the requests a plugin renders); wasi:http is denied"
+                            )))
+                        })?;
+                    }
+                    ComponentItem::Resource(_) => {
+                        at.resource(export, ResourceType::host::<DeniedHttp>(), |_, _| Ok(()))?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(std::borrow::Cow::Owned(linker))
+    }
+}
+
+/// The host type behind every `wasi:http` resource: none is ever made.
+struct DeniedHttp;
+
+/// Opens wasmtime's compile cache in `dir`. A cache that cannot be used
+/// costs start-up time, not correctness: warned about, and run without.
+fn open_cache(dir: &Path) -> Result<Cache, String> {
+    // wasmtime wants an absolute path; the config's may be relative to the
+    // working directory.
+    let dir = std::path::absolute(dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut config = CacheConfig::new();
+    config.with_directory(&dir);
+    Cache::new(config).map_err(|e| format!("{}: {e:#}", dir.display()))
 }
 
 impl Drop for PluginRuntime {

@@ -20,9 +20,11 @@ pub(crate) struct Sandbox {
 }
 
 impl Sandbox {
-    pub(crate) fn new(limits: &PluginLimits) -> Sandbox {
-        let stdout = MemoryOutputPipe::new(limits.output_bytes);
-        let stderr = MemoryOutputPipe::new(limits.output_bytes);
+    /// `output_capacity`: what each of stdout and stderr holds (the per-call
+    /// limit, or more for an instance that serves several calls).
+    pub(crate) fn new(limits: &PluginLimits, output_capacity: usize) -> Sandbox {
+        let stdout = MemoryOutputPipe::new(output_capacity);
+        let stderr = MemoryOutputPipe::new(output_capacity);
         // The builder's defaults already grant nothing (no preopens, no env,
         // no args, closed stdin, every socket address denied); the explicit
         // calls make that visible here and keep it true if defaults change.

@@ -15,6 +15,7 @@
 //! response bodies are cut at a limit.
 
 mod prepare;
+mod signing;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use crate::config::ChannelConfig;
 use crate::plugin::{Header, HttpResponse};
 
 pub(crate) use prepare::check_request_count;
+pub use signing::signature;
 pub use prepare::{prepare, Cap};
 
 /// Why the host refused to send a rendered request. A plugin bug or an attack,
@@ -130,6 +132,9 @@ pub struct OutboundRequest {
     /// The word `plugin render` keeps of the credential (`Basic`, `Bearer`);
     /// `None` for a `header` credential, which is shown as `[redacted]` whole.
     auth_scheme: Option<&'static str>,
+    /// `auth = { type = "hmac" }`: signed by [`Transport::send`] at each
+    /// send, not here, so every try carries its own time.
+    signer: Option<signing::Signer>,
 }
 
 impl std::fmt::Debug for OutboundRequest {
@@ -294,10 +299,17 @@ impl Transport {
         };
         let started = Instant::now();
         let timeout = request.timeout;
+        let mut headers = request.headers;
+        if let Some(signer) = &request.signer {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            signer.sign(&mut headers, &request.body, now);
+        }
         let exchange = async {
             let mut response = client
                 .request(request.method, request.url)
-                .headers(request.headers)
+                .headers(headers)
                 .body(request.body)
                 .send()
                 .await?;

@@ -12,6 +12,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use url::Url;
 
+use super::signing::Signer;
 use super::{shown, OutboundRequest, Refusal};
 use crate::config::{Auth, ChannelConfig, OutputCaps};
 use crate::plugin::{Header, HttpRequest};
@@ -145,6 +146,7 @@ pub fn prepare(
     let method = allowed_method(channel, &request.method)?;
     let mut headers = plugin_headers(channel, &request.headers)?;
     let auth_scheme = attach_auth(&channel.auth, &mut headers)?;
+    let signer = signer(&channel.auth, &headers)?;
 
     Ok(OutboundRequest {
         method,
@@ -154,7 +156,33 @@ pub fn prepare(
         timeout: channel.timeout,
         proxy: channel.proxy.clone(),
         auth_scheme,
+        signer,
     })
+}
+
+/// The channel's request signer, if it signs: its header names are the
+/// host's, so a plugin that sets one is refused like any reserved header.
+fn signer(auth: &Auth, headers: &HeaderMap) -> Result<Option<Signer>, Refusal> {
+    let Auth::Hmac {
+        secret,
+        header,
+        timestamp_header,
+    } = auth
+    else {
+        return Ok(None);
+    };
+    let name = |n: &str| HeaderName::from_bytes(n.as_bytes()).map_err(|_| Refusal::BadHeader(shown(n)));
+    let (header, timestamp_header) = (name(header)?, name(timestamp_header)?);
+    for reserved in [&header, &timestamp_header] {
+        if headers.contains_key(reserved) {
+            return Err(Refusal::ReservedHeader(shown(reserved.as_str())));
+        }
+    }
+    Ok(Some(Signer {
+        secret: secret.clone(),
+        header,
+        timestamp_header,
+    }))
 }
 
 /// The channel's allowed method matching `raw` (case-insensitively, as
@@ -183,7 +211,8 @@ fn plugin_headers(channel: &ChannelConfig, list: &[Header]) -> Result<HeaderMap,
         let header =
             HeaderName::from_bytes(name.as_bytes()).map_err(|_| Refusal::BadHeader(shown(name)))?;
         if RESERVED_HEADERS.contains(&header.as_str())
-            || (header == AUTHORIZATION && channel.auth != Auth::None)
+            || (header == AUTHORIZATION
+                && !matches!(channel.auth, Auth::None | Auth::Hmac { .. }))
         {
             return Err(Refusal::ReservedHeader(shown(name)));
         }
@@ -197,7 +226,7 @@ fn plugin_headers(channel: &ChannelConfig, list: &[Header]) -> Result<HeaderMap,
 /// may show.
 fn attach_auth(auth: &Auth, headers: &mut HeaderMap) -> Result<Option<&'static str>, Refusal> {
     let (name, value, scheme) = match auth {
-        Auth::None => return Ok(None),
+        Auth::None | Auth::Hmac { .. } => return Ok(None),
         Auth::Basic { username, password } => {
             let token = base64::engine::general_purpose::STANDARD
                 .encode(format!("{username}:{}", password.expose()));

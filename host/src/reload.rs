@@ -68,10 +68,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     differs("scheduler", old.scheduler == new.scheduler);
     differs("reminders", old.reminders == new.reminders);
     differs("notices", old.notices == new.notices);
-    for name in old.channels.keys().chain(new.channels.keys()) {
-        if keys.contains(&format!("channels.{name}")) {
-            continue;
-        }
+    let names: std::collections::BTreeSet<&String> =
+        old.channels.keys().chain(new.channels.keys()).collect();
+    for name in names {
         match (old.channels.get(name), new.channels.get(name)) {
             (Some(a), Some(b)) => {
                 for key in channel_restart_keys(a, b) {
@@ -265,7 +264,6 @@ mod tests {
 [kafka]
 bootstrap_servers = "127.0.0.1:9092"
 [channels.email]
-plugin = "mailgun.wasm"
 base_url = "https://api.mailgun.net"
 auth = { type = "basic", username = "api", password = "${KEY}" }
 [channels.email.settings]
@@ -273,6 +271,12 @@ domain = "mg.example.com"
 "#;
 
     fn config(extra_channel_keys: &str, tail: &str) -> Config {
+        let plugin = if extra_channel_keys.contains("plugin =") {
+            ""
+        } else {
+            "plugin = \"mailgun.wasm\""
+        };
+        let extra_channel_keys = format!("{plugin}\n{extra_channel_keys}");
         let text = BASE.replace(
             "[channels.email.settings]",
             &format!("{extra_channel_keys}\n[channels.email.settings]"),

@@ -20,6 +20,7 @@ mod outage;
 mod pipeline;
 mod rebalance;
 mod reminders;
+mod sandbox;
 mod replay;
 mod secrets;
 mod spec;

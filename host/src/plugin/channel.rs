@@ -105,6 +105,16 @@ pub struct Compiled {
     pub took: std::time::Duration,
 }
 
+/// Whether a call's instance may serve later calls: only the pipeline's
+/// calls (render, classify) use and keep idle instances; the one-off calls
+/// at load (describe, check-settings) run fresh, so what a channel's reused
+/// instances have done is only ever its deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Yes,
+    No,
+}
+
 /// The idle instances of a `reuse` channel.
 struct Reuse {
     idle: Mutex<Vec<Warm>>,
@@ -171,6 +181,7 @@ impl ChannelPlugin {
         };
         plugin.info = futures_executor::block_on(plugin.call(
             "describe",
+            Keep::No,
             async |i: &Instance, s: &mut Store<Sandbox>| match i {
                 Instance::V0_2(c) => c.call_describe(s).await,
                 Instance::V0_1(c) => c.call_describe(s).await.map(compat::plugin_info),
@@ -263,6 +274,7 @@ impl ChannelPlugin {
     ) -> Result<Result<(), Vec<String>>, PluginError> {
         let checked = futures_executor::block_on(self.call(
             "check-settings",
+            Keep::No,
             async |i: &Instance, s: &mut Store<Sandbox>| match i {
                 Instance::V0_2(c) => c.call_check_settings(s, settings).await,
                 Instance::V0_1(c) => c.call_check_settings(s, &compat::settings(settings)).await,
@@ -289,6 +301,7 @@ impl ChannelPlugin {
         let rendered = self
             .call(
                 "render",
+                Keep::Yes,
                 async |i: &Instance, s: &mut Store<Sandbox>| match i {
                     Instance::V0_2(c) => c.call_render(s, event, message, settings).await,
                     Instance::V0_1(c) => {
@@ -316,6 +329,7 @@ impl ChannelPlugin {
         let verdict = self
             .call(
                 "classify",
+                Keep::Yes,
                 async |i: &Instance, s: &mut Store<Sandbox>| match i {
                     Instance::V0_2(c) => c.call_classify(s, response, settings, context).await,
                     Instance::V0_1(c) => {
@@ -346,12 +360,14 @@ impl ChannelPlugin {
     async fn call<R>(
         &self,
         call: &'static str,
+        keep: Keep,
         f: impl AsyncFnOnce(&Instance, &mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         // The gate is never closed; were it, running unthrottled beats
         // failing every call.
         let _permit = self.gate.acquire().await.ok();
-        let warm = self.reuse.as_ref().and_then(|r| match r.idle.lock() {
+        let reuse = self.reuse.as_ref().filter(|_| keep == Keep::Yes);
+        let warm = reuse.and_then(|r| match r.idle.lock() {
             Ok(mut idle) => idle.pop(),
             Err(poisoned) => poisoned.into_inner().pop(),
         });
@@ -412,7 +428,7 @@ impl ChannelPlugin {
                 limit,
             });
         }
-        if let (Some(reuse), Some(instance)) = (&self.reuse, instance) {
+        if let (Some(reuse), Some(instance)) = (reuse, instance) {
             // Kept only while it has served fewer than `reuse_calls` calls
             // and its output pipes have a whole call's limit left (they
             // hold twice the limit, see `new_store`). A failed call never

@@ -25,6 +25,7 @@
 //! | `big-body`           | one POST with a body of setting `bytes` (2 MiB) bytes      |
 //! | `long-url`           | one POST to `{base_url}/hook?pad=` plus setting `bytes` (100,000) bytes |
 //! | `path`               | one POST to `{base_url}` + setting `path` (`/hook/../admin`) |
+//! | `counter`            | renders as `ok` with header `x-calls`: how many renders this instance has done (1 in a fresh instance; more when the host reuses instances); traps on setting `poison_event_id` |
 //!
 //! The last seven test the host's caps and allow-lists on outbound requests.
 //! With setting `poison_event_id` they misbehave on that event only and
@@ -89,7 +90,12 @@ const BEHAVIORS: &[&str] = &[
     "path",
     "reflect",
     "long-reason",
+    "counter",
 ];
+
+/// Renders this instance has done (`counter`): state that survives between
+/// calls only when the host reuses the instance.
+static RENDERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// The review's case: a reason far past a Kafka header's (and a stock
 /// broker's 1 MiB record) limit.
@@ -264,6 +270,20 @@ impl bindings::Guest for Hostile {
                 panic!("hostile plugin: poisoned by event {}", event.event_id)
             }
             "poison" => Ok(post(hook, Vec::new(), event.event_id)),
+            "counter" => {
+                let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if setting(&settings, "poison_event_id") == Some(event.event_id.as_str()) {
+                    panic!("hostile plugin: counter poisoned by event {}", event.event_id)
+                }
+                Ok(post(
+                    hook,
+                    vec![Header {
+                        name: "x-calls".to_string(),
+                        value: n.to_string(),
+                    }],
+                    event.event_id,
+                ))
+            }
             "stdout-flood" => {
                 let chunk = vec![b'x'; FLOOD_WRITE_BYTES];
                 let mut out = std::io::stdout().lock();

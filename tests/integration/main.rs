@@ -19,6 +19,7 @@ mod ops;
 mod outage;
 mod pipeline;
 mod rebalance;
+mod reload;
 mod reminders;
 mod sandbox;
 mod replay;

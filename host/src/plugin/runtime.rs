@@ -444,15 +444,35 @@ impl PluginRuntime {
     /// function traps with a refusal: the plugin loads, and any request it
     /// tries fails without reaching the network.
     fn linker_for(&self, component: &Component) -> wasmtime::Result<std::borrow::Cow<'_, Linker<Sandbox>>> {
-        let http: Vec<(String, ComponentItem)> = component
+        let imports: Vec<(String, ComponentItem)> = component
             .component_type()
             .imports(&self.engine)
-            .filter(|(name, _)| name.starts_with(WASI_HTTP))
             .map(|(name, item)| (name.to_string(), item.ty))
             .collect();
+        let (http, others): (Vec<_>, Vec<_>) = imports
+            .into_iter()
+            .partition(|(name, _)| name.starts_with(WASI_HTTP));
         if http.is_empty() {
             return Ok(std::borrow::Cow::Borrowed(&self.linker));
         }
+        // `wasi:http/types` re-exports wasi:io's streams and pollable: those
+        // are the real ones wasmtime-wasi provides (imported by the
+        // component too), and must not be stubbed with another type.
+        let borrowed: Vec<ResourceType> = others
+            .iter()
+            .filter_map(|(_, item)| match item {
+                ComponentItem::ComponentInstance(i) => Some(i),
+                _ => None,
+            })
+            .flat_map(|i| {
+                i.exports(&self.engine)
+                    .filter_map(|(_, e)| match e.ty {
+                        ComponentItem::Resource(r) => Some(r),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let mut linker = self.linker.clone();
         for (name, item) in http {
             let ComponentItem::ComponentInstance(instance) = item else {
@@ -470,6 +490,7 @@ impl PluginRuntime {
                             )))
                         })?;
                     }
+                    ComponentItem::Resource(r) if borrowed.contains(&r) => {}
                     ComponentItem::Resource(_) => {
                         at.resource(export, ResourceType::host::<DeniedHttp>(), |_, _| Ok(()))?;
                     }

@@ -5,7 +5,7 @@
 #   build stage:   the same build commands as scripts/run.sh (and the CI test
 #                  command's plugin step): ./scripts/build-plugins.sh, then
 #                  cargo build --release -p notify-host
-#   runtime stage: debian slim, the binary, the two channel plugins and
+#   runtime stage: debian slim, the binary, the three channel plugins and
 #                  config.toml; runs as uid 10001, never root.
 #
 # Build:  docker build -t notify-host .      (or: docker compose build)
@@ -18,9 +18,12 @@ FROM rust:1.95-bookworm AS build
 
 # rdkafka builds a bundled librdkafka with the C toolchain and links zlib
 # (libz-sys finds it with pkg-config). No OpenSSL: reqwest uses rustls and
-# librdkafka's SSL/SASL features are not enabled.
+# librdkafka's SSL/SASL features are not enabled. python3-venv: the webhook
+# plugin is Python, built with componentize-py from PyPI
+# (scripts/plugin-toolchains.sh).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential pkg-config zlib1g-dev \
+      python3-venv \
  && rm -rf /var/lib/apt/lists/*
 
 # Its own layer, so it is cached: build-plugins.sh adds it only when missing.
@@ -48,7 +51,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
  && cargo build --release -p notify-host --locked \
  && mkdir -p /out/plugins \
  && cp target/release/notify-host /out/notify-host \
- && cp plugins/mailgun.wasm plugins/twilio.wasm /out/plugins/
+ && cp plugins/mailgun.wasm plugins/twilio.wasm plugins/webhook.wasm /out/plugins/
 
 # ---------------------------------------------------------------------------
 # Runtime stage: glibc, libz.so.1 and libgcc_s (all in bookworm-slim), plus CA

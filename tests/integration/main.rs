@@ -3,6 +3,7 @@
 //! servers on 127.0.0.1. Build the plugins first: ./scripts/test.sh does.
 
 mod api;
+mod authoring;
 mod chaos;
 mod classify;
 mod cli;
@@ -18,6 +19,7 @@ mod ledger;
 mod ops;
 mod outage;
 mod pipeline;
+mod polyglot;
 mod rebalance;
 mod reload;
 mod reminders;

@@ -250,7 +250,11 @@ impl PluginRuntime {
         pool: PoolSize,
         gate: Option<Arc<Semaphore>>,
     ) -> Result<Self, LoadError> {
-        let slots = pool.instances.max(1);
+        // A freed slot is decommitted in batches (`DECOMMIT_BATCH`) and only
+        // then reused: the pool holds a batch's worth beyond what can be
+        // alive at once, or a full batch waiting to be flushed would make
+        // an instantiation fail while nothing is really running.
+        let slots = pool.instances.max(1).saturating_add(DECOMMIT_BATCH as u32);
         let each = pool.per_instance;
         let mut allocation = PoolingAllocationConfig::default();
         allocation

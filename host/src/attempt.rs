@@ -18,7 +18,6 @@
 
 use std::time::Instant;
 
-
 use crate::channels::Channel;
 use crate::health::Signal;
 use crate::metrics::{Metrics, PluginCallLabels, ProviderLabels};

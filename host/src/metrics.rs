@@ -160,7 +160,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Sets `notify_plugin_info` for the channels now running: each
     /// channel's earlier series goes, so one series per channel says 1.
-    pub fn set_plugins<'a>(&self, plugins: impl IntoIterator<Item = PluginInfoLabels>) {
+    pub fn set_plugins(&self, plugins: impl IntoIterator<Item = PluginInfoLabels>) {
         self.plugin_info.clear();
         for labels in plugins {
             self.plugin_info.get_or_create(&labels).set(1);

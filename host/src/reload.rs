@@ -61,7 +61,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     differs("admin.listen", old.admin_listen == new.admin_listen);
     differs(
         "admin.token",
-        old.admin_token.as_ref().map(|t| t.expose()) == new.admin_token.as_ref().map(|t| t.expose()),
+        old.admin_token.as_ref().map(|t| t.expose())
+            == new.admin_token.as_ref().map(|t| t.expose()),
     );
     differs("plugins", old.plugins == new.plugins);
     differs("log", old.log == new.log);
@@ -184,7 +185,11 @@ pub fn reload(
             announce(&channels, metrics, "channel reloaded");
             live.swap(channels);
             result("applied");
-            tracing::info!(trigger, took_ms = started.elapsed().as_millis() as u64, "reload applied: new work uses the new plugins, work in flight finishes on the old");
+            tracing::info!(
+                trigger,
+                took_ms = started.elapsed().as_millis() as u64,
+                "reload applied: new work uses the new plugins, work in flight finishes on the old"
+            );
             Some(config)
         }
         Err(e) => {

@@ -44,8 +44,10 @@ fn both_event(id: &str) -> Vec<u8> {
 }
 
 fn valid_signature(r: &Recorded) -> bool {
-    let (Some(ts), Some(sig)) = (r.header("x-notify-timestamp"), r.header("x-notify-signature"))
-    else {
+    let (Some(ts), Some(sig)) = (
+        r.header("x-notify-timestamp"),
+        r.header("x-notify-signature"),
+    ) else {
         return false;
     };
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()) else {
@@ -71,12 +73,10 @@ fn event_id(r: &Recorded) -> Option<String> {
 #[test]
 fn python_and_javascript_plugins_deliver_every_event_once_at_default_settings() {
     // The webhook stand-in: 20 ms per answer, an id in the body.
-    let s = setup(
-        "polyglot",
-        vec![],
-        vec![],
-    );
-    let hooks = StandIn::start(vec![Reply::new(200, r#"{"id":"wh-1"}"#).delayed(Duration::from_millis(20))]);
+    let s = setup("polyglot", vec![], vec![]);
+    let hooks = StandIn::start(vec![
+        Reply::new(200, r#"{"id":"wh-1"}"#).delayed(Duration::from_millis(20))
+    ]);
     let table = |name: &str, plugin: &std::path::Path, path: &str| {
         format!(
             r#"
@@ -101,16 +101,21 @@ settings = {{ path = "{path}" }}
         &config,
         text.replacen(
             "[ledger]\n",
-            &format!("[plugins]\ncache_dir = \"{}\"\n\n[ledger]\n", shared_cache_dir()),
+            &format!(
+                "[plugins]\ncache_dir = \"{}\"\n\n[ledger]\n",
+                shared_cache_dir()
+            ),
             1,
         ),
     )
     .expect("config");
     let host = Host::start_with_env(&config, &[("WEBHOOK_SECRET", SECRET)]);
     let admin = admin_url(&config);
-    wait_for("the host to be ready (compiling the plugins)", Duration::from_secs(300), || {
-        http_get(&format!("{admin}/health/ready")).is_some_and(|(status, _)| status == 200)
-    });
+    wait_for(
+        "the host to be ready (compiling the plugins)",
+        Duration::from_secs(300),
+        || http_get(&format!("{admin}/health/ready")).is_some_and(|(status, _)| status == 200),
+    );
 
     let events: Vec<Vec<u8>> = (0..EVENTS).map(|i| both_event(&format!("p-{i}"))).collect();
     publish_batched(&s.t.topic, &events);
@@ -119,9 +124,18 @@ settings = {{ path = "{path}" }}
     let received = hooks.received();
     let mut per_channel: HashMap<(String, String), usize> = HashMap::new();
     for r in &received {
-        let id = event_id(r).unwrap_or_else(|| panic!("a request without event_id: {}", String::from_utf8_lossy(&r.body)));
+        let id = event_id(r).unwrap_or_else(|| {
+            panic!(
+                "a request without event_id: {}",
+                String::from_utf8_lossy(&r.body)
+            )
+        });
         *per_channel.entry((r.path.clone(), id)).or_default() += 1;
-        assert!(valid_signature(r), "a request whose signature does not verify: {:?}", r.headers);
+        assert!(
+            valid_signature(r),
+            "a request whose signature does not verify: {:?}",
+            r.headers
+        );
         assert!(
             !String::from_utf8_lossy(&r.body).contains(SECRET),
             "the secret reached a plugin's output"
@@ -139,19 +153,29 @@ settings = {{ path = "{path}" }}
     let delivered = |channel: &str| {
         metric(
             &format!("{admin}/metrics"),
-            &format!("notify_channel_deliveries_total{{channel=\"{channel}\",outcome=\"delivered\"}}"),
+            &format!(
+                "notify_channel_deliveries_total{{channel=\"{channel}\",outcome=\"delivered\"}}"
+            ),
         )
         .unwrap_or(0.0)
     };
     assert_eq!(delivered("webhook"), EVENTS as f64);
     assert_eq!(delivered("jsweb"), EVENTS as f64);
     let letters = read_topic(&s.t.dlq, 1, Duration::from_secs(3));
-    assert!(letters.is_empty(), "no dead letter: {} found", letters.len());
+    assert!(
+        letters.is_empty(),
+        "no dead letter: {} found",
+        letters.len()
+    );
     let log = host.log_text();
     let lines = |needle: &str| -> Vec<&str> {
         log.lines().filter(|l| l.contains(needle)).take(3).collect()
     };
-    assert!(lines("deadline").is_empty(), "a plugin call overran its deadline: {:?}", lines("deadline"));
+    assert!(
+        lines("deadline").is_empty(),
+        "a plugin call overran its deadline: {:?}",
+        lines("deadline")
+    );
     assert!(
         lines("concurrent limit").is_empty(),
         "the instance pool ran out: {:?}",

@@ -73,12 +73,15 @@ fn a_reload_under_load_switches_plugins_without_losing_or_doubling_a_send() {
     assert_ne!(v2, original, "the test config has the sender it replaces");
     std::fs::write(&config, &v2).expect("config v2");
     host.hangup();
-    wait_for("the reload to apply", WAIT, || reload_count(&admin, "applied") == 1.0);
+    wait_for("the reload to apply", WAIT, || {
+        reload_count(&admin, "applied") == 1.0
+    });
     let at_reload = s.mailgun.received().len();
 
     publisher.join().expect("publisher");
     wait_for("every event sent", WAIT, || {
-        let ids: std::collections::HashSet<String> = mailgun_event_ids(&s.mailgun).into_iter().collect();
+        let ids: std::collections::HashSet<String> =
+            mailgun_event_ids(&s.mailgun).into_iter().collect();
         ids.len() == EVENTS
     });
     s.wait_committed(EVENTS as i64);
@@ -89,18 +92,27 @@ fn a_reload_under_load_switches_plugins_without_losing_or_doubling_a_send() {
         *seen.entry(id.as_str()).or_default() += 1;
     }
     let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(doubled.is_empty(), "sent twice across the reload: {doubled:?}");
+    assert!(
+        doubled.is_empty(),
+        "sent twice across the reload: {doubled:?}"
+    );
     assert_eq!(ids.len(), EVENTS);
 
     let from = senders(&s);
-    assert_eq!(from[0], "noreply@mg.example.com", "before the reload: the old setting");
+    assert_eq!(
+        from[0], "noreply@mg.example.com",
+        "before the reload: the old setting"
+    );
     // Sends in flight at the reload finish on the old version; within a few
     // dozen after it, every new send uses the new one.
     let settled = (at_reload + 64).min(from.len());
     assert!(
         from[settled..].iter().all(|f| f == "v2@mg.example.com"),
         "after the reload: the new setting ({} of {} late sends still old)",
-        from[settled..].iter().filter(|f| *f != "v2@mg.example.com").count(),
+        from[settled..]
+            .iter()
+            .filter(|f| *f != "v2@mg.example.com")
+            .count(),
         from.len() - settled
     );
     assert!(
@@ -117,33 +129,48 @@ fn a_reload_under_load_switches_plugins_without_losing_or_doubling_a_send() {
     assert_ne!(v3, v2, "the test config names the plugin it replaces");
     std::fs::write(&config, &v3).expect("config v3");
     host.hangup();
-    wait_for("the broken reload to be refused", WAIT, || reload_count(&admin, "refused") == 1.0);
+    wait_for("the broken reload to be refused", WAIT, || {
+        reload_count(&admin, "refused") == 1.0
+    });
     let refusal = host
         .events("reload refused; the running config and plugins stay")
         .pop()
         .expect("a refusal log line");
     let why = refusal["error"].as_str().unwrap_or_default();
-    assert!(why.contains("channels.email.plugin") && why.contains("broken.wasm"), "{why}");
+    assert!(
+        why.contains("channels.email.plugin") && why.contains("broken.wasm"),
+        "{why}"
+    );
 
     // A change only a restart applies: refused, naming the key.
     let v4 = v2.replace("level = \"info\"", "level = \"debug\"");
     assert_ne!(v4, v2);
     std::fs::write(&config, &v4).expect("config v4");
     host.hangup();
-    wait_for("the restart-only reload to be refused", WAIT, || reload_count(&admin, "refused") == 2.0);
+    wait_for("the restart-only reload to be refused", WAIT, || {
+        reload_count(&admin, "refused") == 2.0
+    });
     let refusal = host
         .events("reload refused; the running config and plugins stay")
         .pop()
         .expect("a refusal log line");
     let why = refusal["error"].as_str().unwrap_or_default();
-    assert!(why.contains("cannot change without a restart: log"), "{why}");
+    assert!(
+        why.contains("cannot change without a restart: log"),
+        "{why}"
+    );
 
     // Still serving, on the version applied last.
     publish(&s.t.topic, &[event("after-refusals", true, false)]);
     wait_for("the event after the refusals", WAIT, || {
-        mailgun_event_ids(&s.mailgun).iter().any(|id| id == "after-refusals")
+        mailgun_event_ids(&s.mailgun)
+            .iter()
+            .any(|id| id == "after-refusals")
     });
-    assert_eq!(senders(&s).last().map(String::as_str), Some("v2@mg.example.com"));
+    assert_eq!(
+        senders(&s).last().map(String::as_str),
+        Some("v2@mg.example.com")
+    );
 
     // The plugin each channel runs, with the file's hash, in the metrics.
     let (_, text) = http_get(&format!("{admin}/metrics")).expect("metrics");
@@ -151,6 +178,9 @@ fn a_reload_under_load_switches_plugins_without_losing_or_doubling_a_send() {
         .lines()
         .find(|l| l.starts_with("notify_plugin_info{") && l.contains("channel=\"email\""))
         .unwrap_or_else(|| panic!("no notify_plugin_info for email:\n{text}"));
-    assert!(info.contains("plugin=\"mailgun\"") && info.contains("sha256=\""), "{info}");
+    assert!(
+        info.contains("plugin=\"mailgun\"") && info.contains("sha256=\""),
+        "{info}"
+    );
     assert!(info.ends_with(" 1"), "{info}");
 }

@@ -27,7 +27,10 @@ fn channels(dir: &Workdir, plugins_table: &str, list: &[(&str, &str, &str)]) -> 
     Channels::load(&config).expect("plugins load")
 }
 
-fn render(c: &Channels, channel: &str) -> Result<Vec<notify_host::transport::OutboundRequest>, RenderError> {
+fn render(
+    c: &Channels,
+    channel: &str,
+) -> Result<Vec<notify_host::transport::OutboundRequest>, RenderError> {
     let event = event::parse(SAMPLE_EVENT.as_bytes()).expect("sample event");
     futures_executor::block_on(c.get(channel).expect("channel").render(&event))
 }
@@ -60,7 +63,11 @@ fn fresh_instances_share_nothing_and_reused_ones_are_bounded() {
         ],
     );
     let fresh: Vec<u32> = (0..4).map(|_| calls(&c, "fresh")).collect();
-    assert_eq!(fresh, [1, 1, 1, 1], "every call of a fresh channel starts clean");
+    assert_eq!(
+        fresh,
+        [1, 1, 1, 1],
+        "every call of a fresh channel starts clean"
+    );
     // One idle instance, replaced after 3 calls.
     let reused: Vec<u32> = (0..7).map(|_| calls(&c, "reused")).collect();
     assert_eq!(reused, [1, 2, 3, 1, 2, 3, 1]);
@@ -88,7 +95,11 @@ fn a_reused_instance_that_failed_is_never_used_again() {
         Err(RenderError::Plugin(PluginError::Trap { .. })) => {}
         other => panic!("expected a trap, got {other:?}"),
     }
-    assert_eq!(calls(&c, "reused"), 1, "a new instance serves the next call");
+    assert_eq!(
+        calls(&c, "reused"),
+        1,
+        "a new instance serves the next call"
+    );
 }
 
 #[test]
@@ -148,10 +159,20 @@ fn the_compile_cache_is_used_and_a_pin_refuses_another_file() {
         )
     };
     let config = write("");
-    let check = || notify_host(&["check-config", "--config", config.to_str().expect("utf-8")], &[], dir.path());
+    let check = || {
+        notify_host(
+            &["check-config", "--config", config.to_str().expect("utf-8")],
+            &[],
+            dir.path(),
+        )
+    };
     let first = check();
     assert!(first.status.success(), "{}", stderr(&first));
-    assert!(stdout(&first).contains("; compiled in"), "{}", stdout(&first));
+    assert!(
+        stdout(&first).contains("; compiled in"),
+        "{}",
+        stdout(&first)
+    );
     let cache = dir.path().join("data/plugin-cache");
     assert!(cache.is_dir(), "the cache sits beside the ledger file");
     let second = check();
@@ -175,7 +196,10 @@ fn the_compile_cache_is_used_and_a_pin_refuses_another_file() {
     assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
     let err = stderr(&refused);
     assert!(err.contains("channels.hook.plugin"), "{err}");
-    assert!(err.contains(&"0".repeat(64)) && err.contains("SHA-256"), "{err}");
+    assert!(
+        err.contains(&"0".repeat(64)) && err.contains("SHA-256"),
+        "{err}"
+    );
 
     // The right pin loads.
     let sha = stdout(&second)

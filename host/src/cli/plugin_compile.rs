@@ -29,7 +29,10 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
     };
     let enabled: Vec<&str> = config.enabled_channels().map(|c| c.name.as_str()).collect();
     if enabled.is_empty() {
-        println!("no enabled channel in {}: nothing to compile", config_path.display());
+        println!(
+            "no enabled channel in {}: nothing to compile",
+            config_path.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!(
@@ -48,7 +51,9 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         }
     };
     if let Some(why) = channels.runtime().cache_problem() {
-        eprintln!("error: the compile cache is not usable (plugins.cache_dir): {why}; nothing was stored");
+        eprintln!(
+            "error: the compile cache is not usable (plugins.cache_dir): {why}; nothing was stored"
+        );
         return Ok(ExitCode::from(EXIT_FAILURE));
     }
     for c in channels.iter() {

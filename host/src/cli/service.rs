@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use notify_host::admin::{self, AdminState, Readiness};
 use notify_host::channels::{Channels, LiveChannels};
 use notify_host::config::ConfigError;
+use notify_host::config::{Config, ProcessEnv};
 use notify_host::dlq::DeadLetters;
 use notify_host::health::Health;
 use notify_host::kafka::{HostContext, TopicCheck};
@@ -18,7 +19,6 @@ use notify_host::offsets::OffsetTracker;
 use notify_host::pipeline::{self, Shared};
 use notify_host::reminders::scheduler::{system_clock, Scheduler};
 use notify_host::transport::Transport;
-use notify_host::config::{Config, ProcessEnv};
 use notify_host::{kafka, reload, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -300,7 +300,9 @@ async fn reloads(
                 watched = reload::Watched::of(&running);
             }
             Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "the reload ended with a panic; the running config and plugins stay"),
+            Err(e) => {
+                tracing::error!(error = %e, "the reload ended with a panic; the running config and plugins stay")
+            }
         }
     }
 }

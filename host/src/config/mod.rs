@@ -67,9 +67,17 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     None,
-    Basic { username: String, password: Secret },
-    Bearer { token: Secret },
-    Header { name: String, value: Secret },
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    Bearer {
+        token: Secret,
+    },
+    Header {
+        name: String,
+        value: Secret,
+    },
     /// The host signs every request it sends (see `transport::signing`):
     /// `timestamp_header` carries the Unix time in seconds, `header` the
     /// hex HMAC-SHA256, keyed with `secret`, of `"{timestamp}.{body}"`,
@@ -1898,7 +1906,10 @@ fn validate_channel(
                 let k = key("auth.secret");
                 problems.push(Problem::new(
                     &k,
-                    format!("{} is empty: a signature needs a secret", interpolated.describe(&k)),
+                    format!(
+                        "{} is empty: a signature needs a secret",
+                        interpolated.describe(&k)
+                    ),
                 ));
             }
             let mut name_of = |k: &str, given: Option<String>, default: &str| {

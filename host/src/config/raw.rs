@@ -269,9 +269,17 @@ pub struct RawChannel {
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawAuth {
     None,
-    Basic { username: String, password: String },
-    Bearer { token: String },
-    Header { name: String, value: String },
+    Basic {
+        username: String,
+        password: String,
+    },
+    Bearer {
+        token: String,
+    },
+    Header {
+        name: String,
+        value: String,
+    },
     /// An HMAC-SHA256 signature over the timestamp and the body, computed by
     /// the host at each send.
     Hmac {

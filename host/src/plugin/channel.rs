@@ -434,7 +434,11 @@ impl ChannelPlugin {
             // hold twice the limit, see `new_store`). A failed call never
             // gets here: its instance is dropped.
             let calls = calls + 1;
-            let printed = sandbox.stdout.contents().len().max(sandbox.stderr.contents().len());
+            let printed = sandbox
+                .stdout
+                .contents()
+                .len()
+                .max(sandbox.stderr.contents().len());
             if calls < reuse.calls && printed < limit {
                 let mut idle = match reuse.idle.lock() {
                     Ok(idle) => idle,

@@ -84,7 +84,9 @@ impl Footprint {
                 }
                 Payload::InstanceSection(reader) => {
                     for instance in reader {
-                        if let CoreInstance::Instantiate { .. } = instance.map_err(|e| e.to_string())? {
+                        if let CoreInstance::Instantiate { .. } =
+                            instance.map_err(|e| e.to_string())?
+                        {
                             f.core_instances += 1;
                         }
                     }
@@ -314,8 +316,9 @@ impl PluginRuntime {
                 .map_err(|e| LoadError::Runtime(format!("cannot start the epoch thread: {e}")))?
         };
 
-        let gate = gate
-            .unwrap_or_else(|| Arc::new(Semaphore::new(config.max_concurrent_calls.max(1) as usize)));
+        let gate = gate.unwrap_or_else(|| {
+            Arc::new(Semaphore::new(config.max_concurrent_calls.max(1) as usize))
+        });
         Ok(PluginRuntime {
             engine,
             linker,
@@ -390,12 +393,13 @@ impl PluginRuntime {
         };
         let started = std::time::Instant::now();
         let hits_before = self.cache.as_ref().map_or(0, Cache::cache_hits);
-        let component =
-            Component::new(&self.engine, file.bytes.as_slice()).map_err(|e| LoadError::NotAComponent {
+        let component = Component::new(&self.engine, file.bytes.as_slice()).map_err(|e| {
+            LoadError::NotAComponent {
                 channel: channel.to_string(),
                 path: path.to_path_buf(),
                 reason: root_message(&e),
-            })?;
+            }
+        })?;
         let from_cache = self.cache.as_ref().map_or(0, Cache::cache_hits) > hits_before;
         let took = started.elapsed();
         let compile_ms = took.as_millis() as u64;
@@ -407,7 +411,9 @@ impl PluginRuntime {
         if let Some(note) = unknown_version_note(&built_for) {
             return Err(wrong(format!("{}; {note}", supported())));
         }
-        let linker = self.linker_for(&component).map_err(|e| wrong(root_message(&e)))?;
+        let linker = self
+            .linker_for(&component)
+            .map_err(|e| wrong(root_message(&e)))?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| wrong(link_mismatch(&root_message(&e))))?;
@@ -447,7 +453,10 @@ impl PluginRuntime {
     /// default output does, for `fetch`) a copy where every `wasi:http`
     /// function traps with a refusal: the plugin loads, and any request it
     /// tries fails without reaching the network.
-    fn linker_for(&self, component: &Component) -> wasmtime::Result<std::borrow::Cow<'_, Linker<Sandbox>>> {
+    fn linker_for(
+        &self,
+        component: &Component,
+    ) -> wasmtime::Result<std::borrow::Cow<'_, Linker<Sandbox>>> {
         let imports: Vec<(String, ComponentItem)> = component
             .component_type()
             .imports(&self.engine)

@@ -30,8 +30,8 @@ use crate::config::ChannelConfig;
 use crate::plugin::{Header, HttpResponse};
 
 pub(crate) use prepare::check_request_count;
-pub use signing::signature;
 pub use prepare::{prepare, Cap};
+pub use signing::signature;
 
 /// Why the host refused to send a rendered request. A plugin bug or an attack,
 /// never a provider problem, so it is not retried. Plugin-supplied text in a

@@ -171,7 +171,8 @@ fn signer(auth: &Auth, headers: &HeaderMap) -> Result<Option<Signer>, Refusal> {
     else {
         return Ok(None);
     };
-    let name = |n: &str| HeaderName::from_bytes(n.as_bytes()).map_err(|_| Refusal::BadHeader(shown(n)));
+    let name =
+        |n: &str| HeaderName::from_bytes(n.as_bytes()).map_err(|_| Refusal::BadHeader(shown(n)));
     let (header, timestamp_header) = (name(header)?, name(timestamp_header)?);
     for reserved in [&header, &timestamp_header] {
         if headers.contains_key(reserved) {
@@ -211,8 +212,7 @@ fn plugin_headers(channel: &ChannelConfig, list: &[Header]) -> Result<HeaderMap,
         let header =
             HeaderName::from_bytes(name.as_bytes()).map_err(|_| Refusal::BadHeader(shown(name)))?;
         if RESERVED_HEADERS.contains(&header.as_str())
-            || (header == AUTHORIZATION
-                && !matches!(channel.auth, Auth::None | Auth::Hmac { .. }))
+            || (header == AUTHORIZATION && !matches!(channel.auth, Auth::None | Auth::Hmac { .. }))
         {
             return Err(Refusal::ReservedHeader(shown(name)));
         }

@@ -17,7 +17,8 @@ use crate::kafka_harness::*;
 use crate::pipeline::setup;
 
 const SECRET: &str = "whsec-polyglot-test-0123456789abcdef";
-const EVENTS: usize = 1500;
+/// More than `pipeline.max_in_flight` (512), so the host runs at its limit.
+const EVENTS: usize = 800;
 
 /// Compiled plugins are kept between test runs (the Python component takes
 /// tens of seconds to compile in a debug build).
@@ -109,7 +110,7 @@ settings = {{ path = "{path}" }}
         ),
     )
     .expect("config");
-    let host = Host::start_with_env(&config, &[("WEBHOOK_SECRET", SECRET)]);
+    let mut host = Host::start_with_env(&config, &[("WEBHOOK_SECRET", SECRET)]);
     let admin = admin_url(&config);
     wait_for(
         "the host to be ready (compiling the plugins)",
@@ -119,7 +120,11 @@ settings = {{ path = "{path}" }}
 
     let events: Vec<Vec<u8>> = (0..EVENTS).map(|i| both_event(&format!("p-{i}"))).collect();
     publish_batched(&s.t.topic, &events);
-    s.wait_committed(EVENTS as i64);
+    // A debug build of the host runs Python slowly on a loaded 2-core
+    // machine: the wait is generous, the assertions are not.
+    wait_for("every event committed", Duration::from_secs(300), || {
+        s.committed() == Some(EVENTS as i64)
+    });
 
     let received = hooks.received();
     let mut per_channel: HashMap<(String, String), usize> = HashMap::new();
@@ -181,4 +186,22 @@ settings = {{ path = "{path}" }}
         "the instance pool ran out: {:?}",
         lines("concurrent limit")
     );
+
+    // A second start takes both components from the compile cache.
+    assert!(host.terminate().success());
+    let again = Host::start_with_env(&config, &[("WEBHOOK_SECRET", SECRET)]);
+    wait_for(
+        "the restarted host to be ready",
+        Duration::from_secs(120),
+        || http_get(&format!("{admin}/health/ready")).is_some_and(|(status, _)| status == 200),
+    );
+    for channel in ["webhook", "jsweb"] {
+        let loaded: Vec<_> = again
+            .events("plugin loaded")
+            .into_iter()
+            .filter(|e| e["channel"] == channel)
+            .collect();
+        assert_eq!(loaded.len(), 1, "{channel}: one load line");
+        assert_eq!(loaded[0]["source"], "cache", "{channel}: {}", loaded[0]);
+    }
 }

@@ -184,3 +184,47 @@ fn a_reload_under_load_switches_plugins_without_losing_or_doubling_a_send() {
     );
     assert!(info.ends_with(" 1"), "{info}");
 }
+
+#[test]
+fn with_watch_a_replaced_plugin_file_is_reloaded_without_a_signal() {
+    let s = setup("reload-watch", vec![Reply::new(200, MAILGUN_OK)], vec![]);
+    let plugin = s.w.path().join("email.wasm");
+    std::fs::copy(mailgun_wasm(), &plugin).expect("copy plugin");
+    let config = s.config("");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text
+        .replace(
+            &format!("plugin = \"{}\"", mailgun_wasm().display()),
+            &format!("plugin = \"{}\"", plugin.display()),
+        )
+        .replacen("[ledger]\n", "[plugins]\nwatch = true\n\n[ledger]\n", 1);
+    std::fs::write(&config, text).expect("config");
+    let host = Host::start(&config);
+    let admin = admin_url(&config);
+    wait_for("the host to be ready", WAIT, || {
+        http_get(&format!("{admin}/health/ready")).is_some_and(|(status, _)| status == 200)
+    });
+    assert_eq!(reload_count(&admin, "applied"), 0.0);
+
+    // A deploy replaces the file (a new inode, as `cp` to a temp name and
+    // `mv` do): the host notices within its 2 s poll and reloads.
+    let staged = s.w.path().join("email.wasm.new");
+    std::fs::copy(mailgun_wasm(), &staged).expect("stage");
+    std::fs::rename(&staged, &plugin).expect("replace");
+    wait_for("the watched reload", WAIT, || {
+        reload_count(&admin, "applied") == 1.0
+    });
+    let applied = host.events("reloading config and plugins");
+    assert_eq!(
+        applied.last().map(|e| e["trigger"].clone()),
+        Some("plugin file changed".into())
+    );
+
+    // And the channel still sends.
+    publish(&s.t.topic, &[event("after-watch", true, false)]);
+    wait_for("a send after the reload", WAIT, || {
+        mailgun_event_ids(&s.mailgun)
+            .iter()
+            .any(|id| id == "after-watch")
+    });
+}

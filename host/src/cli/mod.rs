@@ -55,7 +55,7 @@ enum Command {
     },
     /// Publish test events to Kafka (acks=all), printing each event_id.
     Publish(publish::PublishArgs),
-    /// Tools for plugin authors: render, classify and send with a real plugin.
+    /// Tools for plugin authors: new, test, render, classify, send, compile.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
     /// The dead-letter topic: list dead letters, replay them after fixing

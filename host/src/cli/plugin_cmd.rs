@@ -1,5 +1,9 @@
-//! `notify-host plugin render|classify|send`: what a plugin author runs to
-//! see exactly what the host would do with their plugin.
+//! `notify-host plugin render|classify|send|new|test`: what a plugin author
+//! runs to start a plugin, test it against recorded cases, and see exactly
+//! what the host would do with it.
+//!
+//! `render`, `classify` and `send` load only the channel they are asked
+//! about, so the other channels' plugins and credentials need not be there.
 //!
 //! Nothing printed here carries a credential: requests are shown with auth
 //! values redacted, a provider's answer (headers and body) is scrubbed of
@@ -21,6 +25,12 @@ use notify_host::{event, scrub, telemetry};
 use serde_json::{json, Value};
 
 use super::{load_config, report_config_error, ConfigArg, EXIT_FAILURE, EXIT_REJECTED};
+
+// The authoring kit's two commands, in files of their own next to this one.
+#[path = "plugin_new.rs"]
+mod plugin_new;
+#[path = "plugin_test.rs"]
+mod plugin_test;
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
@@ -60,6 +70,20 @@ pub enum PluginCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Compile every enabled channel's plugin into the compile cache
+    /// (plugins.cache_dir) ahead of time, e.g. while building an image, and
+    /// print each plugin's SHA-256 for `channels.NAME.sha256`.
+    Compile {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Write a new webhook-style plugin skeleton (Rust, Python or
+    /// JavaScript) with its build script, the contract's WIT and test cases.
+    New(plugin_new::NewArgs),
+    /// Run recorded cases (a directory of JSON files) against a plugin,
+    /// without a config file: exit 0 when every step passes, 1 when one
+    /// fails, 2 when a case file or the plugin cannot be used.
+    Test(plugin_test::TestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +123,9 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
                 send(ch, &target.event, config.plugins.response_body_limit)
             })
         }
+        PluginCommand::Compile { config } => super::plugin_compile::run(&config.config),
+        PluginCommand::Test(args) => plugin_test::run(&args),
+        PluginCommand::New(args) => plugin_new::run(&args),
     }
 }
 
@@ -123,7 +150,9 @@ fn with_channel(
         Some(c) if !c.enabled => bail!("channel `{name}` is disabled in {}", config_path.display()),
         Some(_) => {}
     }
-    let channels = match Channels::load(&config) {
+    // Only the channel asked about: the others' plugin files and
+    // credentials are not needed to render, classify or send on this one.
+    let channels = match Channels::load_only(&config, &[name]) {
         Ok(c) => c,
         Err(problems) => {
             return Ok(report_config_error(&ConfigError {

@@ -273,7 +273,10 @@ impl bindings::Guest for Hostile {
             "counter" => {
                 let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if setting(&settings, "poison_event_id") == Some(event.event_id.as_str()) {
-                    panic!("hostile plugin: counter poisoned by event {}", event.event_id)
+                    panic!(
+                        "hostile plugin: counter poisoned by event {}",
+                        event.event_id
+                    )
                 }
                 Ok(post(
                     hook,

@@ -18,7 +18,7 @@ import re
 NAME = "webhook"
 VERSION = "0.1.0"
 # `base_url` comes from channels.NAME.base_url, passed by the host (which
-# never warns about it), so it is not listed.
+# exempts it from the known-settings check), so it is not listed.
 KNOWN_SETTINGS = ["path"]
 
 DEFAULT_PATH = "/"

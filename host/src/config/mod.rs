@@ -140,7 +140,7 @@ pub struct PluginLimits {
     pub memory_bytes: usize,
     /// Wall-clock budget of one call, instantiation included.
     pub deadline: Duration,
-    /// The most a call may write to stdout and stderr together.
+    /// The most a call may write to stdout, and to stderr (each).
     pub output_bytes: usize,
     /// A reason, message id or other text the plugin returns is cut here
     /// (`plugins.caps.text_bytes`).

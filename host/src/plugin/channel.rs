@@ -286,8 +286,9 @@ impl ChannelPlugin {
     /// Renders an event as the message `message`; `Ok(Err(reason))` is the
     /// plugin rejecting it.
     ///
-    /// A 0.1.0 plugin is not told about `message`: it renders its one text,
-    /// the confirmation, which is the only purpose the host produces yet.
+    /// A 0.1.0 plugin is not told about `message`: it renders its one text
+    /// (the confirmation's) whatever the purpose; channels that need
+    /// per-purpose texts need a 0.2.0 plugin.
     ///
     /// The plugin runs on the calling task and yields to the executor at
     /// every epoch tick, so a slow plugin shares its thread instead of
@@ -506,6 +507,15 @@ impl ChannelPlugin {
         }
         let trap = e.downcast_ref::<Trap>().map(|t| t.to_string());
         let mut message = trap.unwrap_or_else(|| first_line(&message).to_string());
+        // A host function's refusal (a denied `wasi:http` call) is the
+        // innermost cause, behind a line about the wasm backtrace: the
+        // plugin's author needs it.
+        let root = e.root_cause().to_string();
+        let root = first_line(&root);
+        if !root.is_empty() && !message.contains(root) {
+            message.push_str(": ");
+            message.push_str(root);
+        }
         let stderr = stderr_tail(stderr);
         if !stderr.is_empty() {
             message.push_str("; stderr: ");

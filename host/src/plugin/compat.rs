@@ -2,9 +2,10 @@
 //! 0.2.0 vocabulary: its inputs are narrowed to what 0.1.0 knows, its answers
 //! widened, and one rule corrects what 0.1.0 could not say.
 //!
-//! - `render` loses the `message`: 0.1.0 renders the confirmation, the only
-//!   purpose the host produces so far.
-//! - `classify` loses `call-context.purpose`, for the same reason.
+//! - `render` loses the `message`: 0.1.0 renders its one text (the
+//!   confirmation's) for every purpose.
+//! - `classify` loses `call-context.purpose`: 0.1.0 classifies every answer
+//!   alike.
 //! - A `permanent` verdict on an HTTP 401 answer becomes `channel-down`
 //!   ([`disposition`]): 0.1.0 had no way to say "the channel is down", and a
 //!   401 means the host's credentials were refused, which no event can fix.
@@ -57,7 +58,7 @@ pub(crate) fn response(r: &new::HttpResponse) -> old::HttpResponse {
     }
 }
 
-/// `purpose` is dropped: a 0.1.0 plugin only ever classifies confirmations.
+/// `purpose` is dropped: a 0.1.0 plugin classifies every answer alike.
 pub(crate) fn context(c: &new::CallContext) -> old::CallContext {
     old::CallContext {
         attempt: c.attempt,

@@ -1,7 +1,7 @@
 //! The sandbox's scheduling and instance policy, against the real hostile
 //! plugin: fresh instances share nothing, `reuse` keeps state within its
-//! bounds and drops an instance that failed, the call gate charges no
-//! waiting to a plugin's deadline, the compile cache is used and checked,
+//! bounds and drops an instance that failed, the call gate lets no looping
+//! plugin hold it and charges no waiting to a plugin's deadline, the compile cache is used and checked,
 //! and a pinned SHA-256 refuses another file.
 
 use std::time::Duration;
@@ -102,46 +102,88 @@ fn a_reused_instance_that_failed_is_never_used_again() {
     );
 }
 
-#[test]
-fn waiting_for_the_gate_is_not_charged_to_the_deadline() {
-    let dir = Workdir::new();
-    // One call at a time: the good call waits for the looping one to hit
-    // its 300 ms deadline, then runs in about a millisecond. Were the
-    // deadline counted from the request, the good call would overrun too.
-    let c = channels(
-        &dir,
+fn gate_fixture(dir: &Workdir) -> Channels {
+    // One call at a time, 300 ms deadlines.
+    channels(
+        dir,
         "deadline_ms = 300\nmax_concurrent_calls = 1",
         &[
             ("spin", "", r#"behavior = "loop""#),
+            ("spin2", "", r#"behavior = "loop""#),
             ("good", "", r#"behavior = "ok""#),
         ],
-    );
-    let event = event::parse(SAMPLE_EVENT.as_bytes()).expect("sample event");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
-    let (spin, good) = runtime.block_on(async {
-        let spin = c.get("spin").expect("spin").render(&event);
+        .expect("runtime")
+}
+
+#[test]
+fn a_looping_call_does_not_hold_the_gate_from_the_others() {
+    let dir = Workdir::new();
+    let c = gate_fixture(&dir);
+    let event = event::parse(SAMPLE_EVENT.as_bytes()).expect("sample event");
+    // The loop takes the only permit first; the good call, asked 20 ms
+    // later, gets it at the loop's next slice and finishes long before the
+    // loop's deadline stops it.
+    let order = std::sync::Mutex::new(Vec::new());
+    let (spin, good) = runtime().block_on(async {
+        let spin = async {
+            let r = c.get("spin").expect("spin").render(&event).await;
+            order.lock().expect("lock").push("spin");
+            r
+        };
         let good = async {
-            // Let the looping call take the only permit first.
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let started = std::time::Instant::now();
             let r = c.get("good").expect("good").render(&event).await;
-            (r, started.elapsed())
+            order.lock().expect("lock").push("good");
+            r
         };
         tokio::join!(spin, good)
     });
+    assert!(good.is_ok(), "the good call runs in full: {good:?}");
     match spin {
         Err(RenderError::Plugin(PluginError::Deadline { .. })) => {}
         other => panic!("the looping call overruns its deadline, got {other:?}"),
     }
-    let (good, waited) = good;
-    assert!(good.is_ok(), "the waiting call runs in full: {good:?}");
+    assert_eq!(*order.lock().expect("lock"), ["good", "spin"]);
+}
+
+#[test]
+fn the_deadline_counts_running_not_waiting() {
+    let dir = Workdir::new();
+    let c = gate_fixture(&dir);
+    let event = event::parse(SAMPLE_EVENT.as_bytes()).expect("sample event");
+    // Two loops share one permit, a slice each in turn: each runs for its
+    // 300 ms, so the second to stop has been alive for about twice that.
+    // Were waiting charged, both would stop at about 300 ms of wall time.
+    let (a, b) = runtime().block_on(async {
+        let timed = |name: &'static str| {
+            let c = &c;
+            let event = &event;
+            async move {
+                let started = std::time::Instant::now();
+                let r = c.get(name).expect("channel").render(event).await;
+                (r, started.elapsed())
+            }
+        };
+        tokio::join!(timed("spin"), timed("spin2"))
+    });
+    for (r, _) in [&a, &b] {
+        assert!(
+            matches!(r, Err(RenderError::Plugin(PluginError::Deadline { .. }))),
+            "{r:?}"
+        );
+    }
+    let last = a.1.max(b.1);
     assert!(
-        waited >= Duration::from_millis(250),
-        "the good call did wait for the gate ({waited:?}), so the test shows what it names"
+        last >= Duration::from_millis(450),
+        "the later loop stopped after {last:?}: its waiting was charged to its deadline"
     );
 }
 

@@ -115,6 +115,26 @@ enum Keep {
     No,
 }
 
+/// A running call's permit of the gate, and since when it has held it.
+struct Slot {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    since: Instant,
+}
+
+/// How long a call runs before it lets a waiting call have its permit: a
+/// plugin call of a few milliseconds (Python, JavaScript) finishes within
+/// one, a looping one is rotated out after it.
+const SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        // A callback never panics while holding it; a poisoned lock still
+        // holds a whole value.
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 /// The idle instances of a `reuse` channel.
 struct Reuse {
     idle: Mutex<Vec<Warm>>,
@@ -366,7 +386,11 @@ impl ChannelPlugin {
     ) -> Result<R, PluginError> {
         // The gate is never closed; were it, running unthrottled beats
         // failing every call.
-        let _permit = self.gate.acquire().await.ok();
+        let permit = self.gate.clone().acquire_owned().await.ok();
+        let slot = Arc::new(Mutex::new(Slot {
+            permit,
+            since: Instant::now(),
+        }));
         let reuse = self.reuse.as_ref().filter(|_| keep == Keep::Yes);
         let warm = reuse.and_then(|r| match r.idle.lock() {
             Ok(mut idle) => idle.pop(),
@@ -377,16 +401,44 @@ impl ChannelPlugin {
             None => (self.new_store(), None, 0),
         };
         let started = Instant::now();
-        let deadline = started + self.limits.deadline;
-        // Checked at every epoch tick: past the deadline the guest traps,
-        // before it the guest yields so other tasks on this thread run.
+        let budget = self.limits.deadline;
+        let mut used = std::time::Duration::ZERO;
+        let mut this_slice = std::time::Duration::ZERO;
+        let (gate, shared) = (self.gate.clone(), slot.clone());
+        // Checked at every epoch tick. The deadline counts the time the
+        // call held a permit (running), not the time it waited for one:
+        // past it the guest traps. A call that has run a whole slice while
+        // every permit is taken gives its permit to the next in line and
+        // queues again, so a looping plugin delays the others by a slice,
+        // never by its deadline; otherwise it yields, so other tasks on
+        // this thread run.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
+            let now = Instant::now();
+            let mut held = lock(&shared);
+            let ran = now.saturating_duration_since(held.since);
+            held.since = now;
+            used += ran;
+            this_slice += ran;
+            if used >= budget {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if this_slice >= SLICE && gate.available_permits() == 0 {
+                this_slice = std::time::Duration::ZERO;
+                let permit = held.permit.take();
+                let (gate, shared) = (gate.clone(), shared.clone());
+                return Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(async move {
+                        drop(permit);
+                        let permit = gate.acquire_owned().await.ok();
+                        let mut held = lock(&shared);
+                        held.permit = permit;
+                        held.since = Instant::now();
+                    }),
+                ));
+            }
+            Ok(UpdateDeadline::Yield(1))
         });
         store.data_mut().limiter.refused = None;
         let printed_before = (
@@ -406,6 +458,9 @@ impl ChannelPlugin {
             },
         };
         let elapsed = started.elapsed();
+        // The store (and the callback holding the slot) may outlive the call
+        // in the reuse pool: the permit goes back now.
+        lock(&slot).permit = None;
 
         let sandbox = store.data();
         let out = sandbox.stdout.contents();

@@ -10,12 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Semaphore;
-
 use crate::config::{ChannelConfig, Config, InstanceMode, OutputCaps, Problem};
 use crate::event::AppointmentEvent;
 use crate::plugin::{
-    CallContext, ChannelPlugin, Disposition, Footprint, HttpRequest, LoadError, Message,
+    CallContext, CallGate, ChannelPlugin, Disposition, Footprint, HttpRequest, LoadError, Message,
     PluginError, PluginFile, PluginRuntime, PoolSize, Purpose, Setting,
 };
 use crate::transport::{self, OutboundRequest, Refusal};
@@ -213,7 +211,7 @@ impl Channels {
     fn load_sharing(
         config: &Config,
         names: &[&str],
-        gate: Option<Arc<Semaphore>>,
+        gate: Option<CallGate>,
     ) -> Result<Channels, Vec<Problem>> {
         let max_memory = config
             .enabled_among(names)
@@ -334,7 +332,12 @@ fn pool_size<'a>(
     loaded: impl Iterator<Item = (&'a ChannelConfig, Footprint)>,
 ) -> Result<PoolSize, Problem> {
     let mut per_instance = Footprint::default();
-    let mut needed = config.plugins.max_concurrent_calls;
+    // Calls holding an instance (running, or waiting for their next slice)
+    // are bounded by the gate; idle `reuse` instances come on top.
+    let mut needed = config
+        .plugins
+        .max_concurrent_calls
+        .saturating_mul(crate::plugin::IN_PROGRESS_PER_CALL);
     for (cfg, footprint) in loaded {
         per_instance = per_instance.max(footprint);
         if let InstanceMode::Reuse { keep, .. } = cfg.instances {
@@ -348,7 +351,7 @@ fn pool_size<'a>(
             return Err(Problem::new(
                 "plugins.max_instances",
                 format!(
-                    "{m} is fewer than the {needed} instances that can be alive at once (plugins.max_concurrent_calls plus every reuse channel's reuse_instances); raise it or leave it unset to size the pool from those"
+                    "{m} is fewer than the {needed} instances that can be alive at once (4 per plugins.max_concurrent_calls, for calls running or waiting for their next turn, plus every reuse channel's reuse_instances); raise it or leave it unset to size the pool from those"
                 ),
             ))
         }

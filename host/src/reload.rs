@@ -87,29 +87,19 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
 /// A channel's keys that differ and need a restart: those the health gates,
 /// the transport's clients and the secret scrubber were built from at start.
 fn channel_restart_keys(a: &ChannelConfig, b: &ChannelConfig) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    if a.mode != b.mode {
-        keys.push("mode");
-    }
-    if a.auth != b.auth {
-        keys.push("auth");
-    }
-    if a.proxy != b.proxy {
-        keys.push("proxy");
-    }
-    if a.retry != b.retry {
-        keys.push("retry");
-    }
-    if a.circuit != b.circuit {
-        keys.push("circuit");
-    }
-    if a.rate != b.rate {
-        keys.push("rate");
-    }
-    if a.quiet_hours != b.quiet_hours {
-        keys.push("quiet_hours");
-    }
-    keys
+    [
+        ("mode", a.mode == b.mode),
+        ("auth", a.auth == b.auth),
+        ("proxy", a.proxy == b.proxy),
+        ("retry", a.retry == b.retry),
+        ("circuit", a.circuit == b.circuit),
+        ("rate", a.rate == b.rate),
+        ("quiet_hours", a.quiet_hours == b.quiet_hours),
+    ]
+    .into_iter()
+    .filter(|(_, same)| !same)
+    .map(|(key, _)| key)
+    .collect()
 }
 
 /// Reads `path` and loads its channels beside the running ones, without

@@ -639,11 +639,16 @@ pub fn publish_with_headers(topic: &str, payload: &[u8], headers: &[(&str, &str)
 /// An `appointments.created` event asking for e-mail and/or SMS, with its
 /// own appointment id (so events do not wait on each other's key).
 pub fn event(id: &str, email: bool, sms: bool) -> Vec<u8> {
+    event_notifying(id, serde_json::json!({ "email": email, "sms": sms }))
+}
+
+/// [`event`] with its own `notify` object (other channels' names).
+pub fn event_notifying(id: &str, notify: serde_json::Value) -> Vec<u8> {
     serde_json::json!({
         "event_id": id,
         "event_type": "appointments.created",
         "occurred_at": "2026-02-13T17:00:00Z",
-        "notify": { "email": email, "sms": sms },
+        "notify": notify,
         "appointment": {
             "appointment_id": format!("appt-{id}"),
             "user_id": 7,

@@ -27,21 +27,7 @@ pub fn shared_cache_dir() -> String {
 }
 
 fn both_event(id: &str) -> Vec<u8> {
-    serde_json::json!({
-        "event_id": id,
-        "event_type": "appointments.created",
-        "occurred_at": "2026-02-13T17:00:00Z",
-        "notify": { "webhook": true, "jsweb": true },
-        "appointment": {
-            "appointment_id": format!("appt-{id}"),
-            "user_id": 7,
-            "time": "2099-02-20T15:00:00Z",
-            "email": "user@example.com",
-            "phone_e164": "+15555550123"
-        }
-    })
-    .to_string()
-    .into_bytes()
+    event_notifying(id, serde_json::json!({ "webhook": true, "jsweb": true }))
 }
 
 fn valid_signature(r: &Recorded) -> bool {
@@ -127,6 +113,16 @@ settings = {{ path = "{path}" }}
     });
 
     let received = hooks.received();
+    // What went wrong, if anything did: the host's first warnings.
+    let trouble = || -> String {
+        let log = host.log_text();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+            .take(5)
+            .collect();
+        lines.join("\n")
+    };
     let mut per_channel: HashMap<(String, String), usize> = HashMap::new();
     for r in &received {
         let id = event_id(r).unwrap_or_else(|| {
@@ -148,7 +144,12 @@ settings = {{ path = "{path}" }}
     }
     for path in ["/py", "/js"] {
         let sent = per_channel.iter().filter(|((p, _), _)| p == path).count();
-        assert_eq!(sent, EVENTS, "{path}: every event delivered");
+        assert_eq!(
+            sent,
+            EVENTS,
+            "{path}: every event delivered; host:\n{}",
+            trouble()
+        );
         let doubled = per_channel
             .iter()
             .filter(|((p, _), n)| p == path && **n > 1)

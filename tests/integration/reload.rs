@@ -28,6 +28,15 @@ fn senders(s: &crate::pipeline::Setup) -> Vec<String> {
         .collect()
 }
 
+/// Why the host refused its last reload, from its log.
+fn last_refusal(host: &Host) -> String {
+    let refusal = host
+        .events("reload refused; the running config and plugins stay")
+        .pop()
+        .expect("a refusal log line");
+    refusal["error"].as_str().unwrap_or_default().to_string()
+}
+
 fn reload_count(admin: &str, result: &str) -> f64 {
     metric(
         &format!("{admin}/metrics"),
@@ -132,11 +141,7 @@ fn a_reload_under_load_switches_plugins_without_losing_or_doubling_a_send() {
     wait_for("the broken reload to be refused", WAIT, || {
         reload_count(&admin, "refused") == 1.0
     });
-    let refusal = host
-        .events("reload refused; the running config and plugins stay")
-        .pop()
-        .expect("a refusal log line");
-    let why = refusal["error"].as_str().unwrap_or_default();
+    let why = last_refusal(&host);
     assert!(
         why.contains("channels.email.plugin") && why.contains("broken.wasm"),
         "{why}"
@@ -150,11 +155,7 @@ fn a_reload_under_load_switches_plugins_without_losing_or_doubling_a_send() {
     wait_for("the restart-only reload to be refused", WAIT, || {
         reload_count(&admin, "refused") == 2.0
     });
-    let refusal = host
-        .events("reload refused; the running config and plugins stay")
-        .pop()
-        .expect("a refusal log line");
-    let why = refusal["error"].as_str().unwrap_or_default();
+    let why = last_refusal(&host);
     assert!(
         why.contains("cannot change without a restart: log"),
         "{why}"

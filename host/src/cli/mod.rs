@@ -101,6 +101,20 @@ pub fn load_config(path: &Path) -> Result<Config, ExitCode> {
     config::load(path, &ProcessEnv).map_err(|e| report_config_error(&e))
 }
 
+/// Loads the config's enabled channels (their plugins), printing every
+/// problem, keyed like config problems, on failure.
+pub fn load_channels(
+    path: &Path,
+    config: &Config,
+) -> Result<notify_host::channels::Channels, ExitCode> {
+    notify_host::channels::Channels::load(config).map_err(|problems| {
+        report_config_error(&ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        })
+    })
+}
+
 pub fn report_config_error(e: &ConfigError) -> ExitCode {
     eprintln!("{e}");
     ExitCode::from(EXIT_CONFIG)
@@ -111,14 +125,9 @@ fn check_config(path: &Path) -> Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let channels = match notify_host::channels::Channels::load(&config) {
+    let channels = match load_channels(path, &config) {
         Ok(c) => c,
-        Err(problems) => {
-            return Ok(report_config_error(&ConfigError {
-                file: path.to_path_buf(),
-                problems,
-            }))
-        }
+        Err(code) => return Ok(code),
     };
     println!("{}: ok", path.display());
     for c in config.channels.values() {

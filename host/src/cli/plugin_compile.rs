@@ -9,11 +9,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::{load_channels, load_config, EXIT_FAILURE};
 use anyhow::Result;
-use notify_host::channels::Channels;
-use notify_host::config::ConfigError;
-
-use super::{load_config, report_config_error, EXIT_FAILURE};
 
 pub fn run(config_path: &Path) -> Result<ExitCode> {
     let config = match load_config(config_path) {
@@ -41,14 +38,9 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         dir.display()
     );
     let started = std::time::Instant::now();
-    let channels = match Channels::load(&config) {
+    let channels = match load_channels(config_path, &config) {
         Ok(c) => c,
-        Err(problems) => {
-            return Ok(report_config_error(&ConfigError {
-                file: config_path.to_path_buf(),
-                problems,
-            }))
-        }
+        Err(code) => return Ok(code),
     };
     if let Some(why) = channels.runtime().cache_problem() {
         eprintln!(

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use notify_host::admin::{self, AdminState, Readiness};
-use notify_host::channels::{Channels, LiveChannels};
-use notify_host::config::ConfigError;
+use notify_host::channels::LiveChannels;
 use notify_host::config::{Config, ProcessEnv};
 use notify_host::dlq::DeadLetters;
 use notify_host::health::Health;
@@ -22,7 +21,7 @@ use notify_host::transport::Transport;
 use notify_host::{kafka, reload, telemetry};
 use tokio_util::sync::CancellationToken;
 
-use super::{load_config, report_config_error};
+use super::load_config;
 
 /// The ledger drops buckets past the retention this often (a bucket is an
 /// eighth of the retention, so this is at most a bucket's width late).
@@ -49,14 +48,9 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             "panic"
         );
     }));
-    let channels = match Channels::load(&config) {
+    let channels = match super::load_channels(config_path, &config) {
         Ok(c) => c,
-        Err(problems) => {
-            return Ok(report_config_error(&ConfigError {
-                file: config_path.to_path_buf(),
-                problems,
-            }))
-        }
+        Err(code) => return Ok(code),
     };
     for c in config.channels.values().filter(|c| !c.enabled) {
         match c.mode {

@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
-
 use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
@@ -22,7 +20,7 @@ use super::bindings::v0_2::notify::channel::types as wit;
 use super::bindings::{v0_1, v0_2};
 use super::compat;
 use super::error::{LoadError, PluginError};
-use super::runtime::root_message;
+use super::runtime::{root_message, CallGate};
 use super::sandbox::Sandbox;
 use crate::config::{InstanceMode, PluginLimits};
 use crate::redact;
@@ -88,8 +86,9 @@ pub struct ChannelPlugin {
     pre: ContractPre,
     limits: PluginLimits,
     info: wit::PluginInfo,
-    /// The runtime's call gate: a permit per running call.
-    gate: Arc<Semaphore>,
+    /// The runtime's call gate: a permit per running call, and per call
+    /// holding an instance.
+    gate: CallGate,
     /// `instances = "reuse"`: the idle instances kept for the next calls.
     reuse: Option<Reuse>,
     sha256: String,
@@ -170,7 +169,7 @@ impl ChannelPlugin {
         engine: Engine,
         pre: ContractPre,
         limits: PluginLimits,
-        gate: Arc<Semaphore>,
+        gate: CallGate,
         instances: InstanceMode,
         sha256: String,
     ) -> Result<Self, LoadError> {
@@ -386,7 +385,10 @@ impl ChannelPlugin {
     ) -> Result<R, PluginError> {
         // The gate is never closed; were it, running unthrottled beats
         // failing every call.
-        let permit = self.gate.clone().acquire_owned().await.ok();
+        // Held until the instance is dropped or back in the reuse pool (the
+        // end of this function): it bounds the instances alive.
+        let _live = self.gate.live.clone().acquire_owned().await.ok();
+        let permit = self.gate.run.clone().acquire_owned().await.ok();
         let slot = Arc::new(Mutex::new(Slot {
             permit,
             since: Instant::now(),
@@ -404,7 +406,7 @@ impl ChannelPlugin {
         let budget = self.limits.deadline;
         let mut used = std::time::Duration::ZERO;
         let mut this_slice = std::time::Duration::ZERO;
-        let (gate, shared) = (self.gate.clone(), slot.clone());
+        let (gate, shared) = (self.gate.run.clone(), slot.clone());
         // Checked at every epoch tick. The deadline counts the time the
         // call held a permit (running), not the time it waited for one:
         // past it the guest traps. A call that has run a whole slice while

@@ -42,7 +42,7 @@ pub use bindings::v0_2::notify::channel::types::{
 pub use bindings::SUPPORTED_VERSIONS;
 pub use channel::{ChannelPlugin, Compiled};
 pub use error::{LoadError, PluginError};
-pub use runtime::{Footprint, PluginFile, PluginRuntime, PoolSize};
+pub use runtime::{CallGate, Footprint, PluginFile, PluginRuntime, PoolSize, IN_PROGRESS_PER_CALL};
 
 impl Message {
     /// The confirmation of a booking: the message every

@@ -137,6 +137,35 @@ const GENEROUS: Footprint = Footprint {
     tables_per_module: 4,
 };
 
+/// Calls in progress (holding an instance) per call allowed to run: a call
+/// that gave its turn away at the end of a slice keeps its instance while
+/// it waits for the next, so a few more instances than running calls are
+/// alive. Bounded, so a crowd of looping plugins waits for instances instead
+/// of exhausting the pool.
+pub const IN_PROGRESS_PER_CALL: u32 = 4;
+
+/// The runtime's call gate: `run` permits for calls running now
+/// (`plugins.max_concurrent_calls`), `live` permits for calls holding an
+/// instance ([`IN_PROGRESS_PER_CALL`] times as many). Shared by every
+/// plugin, and handed on to the runtime a reload builds.
+#[derive(Clone, Debug)]
+pub struct CallGate {
+    pub(crate) run: Arc<Semaphore>,
+    pub(crate) live: Arc<Semaphore>,
+}
+
+impl CallGate {
+    pub fn new(max_concurrent_calls: u32) -> CallGate {
+        let calls = max_concurrent_calls.max(1);
+        CallGate {
+            run: Arc::new(Semaphore::new(calls as usize)),
+            live: Arc::new(Semaphore::new(
+                calls.saturating_mul(IN_PROGRESS_PER_CALL) as usize
+            )),
+        }
+    }
+}
+
 /// How the instance pool is sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSize {
@@ -217,7 +246,7 @@ pub struct PluginRuntime {
     /// One permit per call allowed to run: shared by every plugin, and
     /// handed on to the runtime a reload builds, so a reload never doubles
     /// the calls running.
-    gate: Arc<Semaphore>,
+    gate: CallGate,
     cache: Option<Cache>,
     /// Why `plugins.cache_dir` is not in use, when it is set but unusable.
     cache_problem: Option<String>,
@@ -237,7 +266,10 @@ impl PluginRuntime {
     /// largest memory limit of any plugin that will be loaded.
     pub fn new(config: &PluginRuntimeConfig, max_memory_bytes: usize) -> Result<Self, LoadError> {
         let pool = PoolSize {
-            instances: config.max_concurrent_calls.saturating_add(1),
+            instances: config
+                .max_concurrent_calls
+                .saturating_mul(IN_PROGRESS_PER_CALL)
+                .saturating_add(1),
             per_instance: GENEROUS,
         };
         PluginRuntime::with_pool(config, max_memory_bytes, pool, None)
@@ -250,7 +282,7 @@ impl PluginRuntime {
         config: &PluginRuntimeConfig,
         max_memory_bytes: usize,
         pool: PoolSize,
-        gate: Option<Arc<Semaphore>>,
+        gate: Option<CallGate>,
     ) -> Result<Self, LoadError> {
         // A freed slot is decommitted in batches (`DECOMMIT_BATCH`) and only
         // then reused: the pool holds a batch's worth beyond what can be
@@ -316,9 +348,7 @@ impl PluginRuntime {
                 .map_err(|e| LoadError::Runtime(format!("cannot start the epoch thread: {e}")))?
         };
 
-        let gate = gate.unwrap_or_else(|| {
-            Arc::new(Semaphore::new(config.max_concurrent_calls.max(1) as usize))
-        });
+        let gate = gate.unwrap_or_else(|| CallGate::new(config.max_concurrent_calls));
         Ok(PluginRuntime {
             engine,
             linker,
@@ -341,7 +371,7 @@ impl PluginRuntime {
     }
 
     /// The call gate, for a runtime built to replace this one.
-    pub fn gate(&self) -> Arc<Semaphore> {
+    pub fn gate(&self) -> CallGate {
         self.gate.clone()
     }
 

@@ -180,10 +180,18 @@ fn a_reminder_goes_out_at_its_due_time_after_the_confirmation() {
         mailgun_purposes(&s.mailgun).len() == 1
     });
     assert_eq!(mailgun_purposes(&s.mailgun), ["confirmation"]);
-    let open = api(&admin, "/v1/reminders?appointment_id=A-due")["reminders"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let listed = || {
+        api(&admin, "/v1/reminders?appointment_id=A-due")["reminders"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Each channel schedules its reminder when its own confirmation is
+    // done; the SMS one may still be in flight when the e-mail arrives.
+    wait_for("a reminder per channel asked for", WAIT, || {
+        listed().len() >= 2
+    });
+    let open = listed();
     assert_eq!(open.len(), 2, "one per channel asked for: {open:?}");
     assert!(open
         .iter()

@@ -197,19 +197,22 @@ fn new_builds_and_passes(lang: &str, env: &[(&str, String)]) {
     let parent = Workdir::new();
     let name = format!("acme-{lang}");
     let started = Instant::now();
-    let out = notify_host(
-        &[
-            "plugin",
-            "new",
-            &name,
-            "--lang",
-            lang,
-            "--dir",
-            &parent.path().to_string_lossy(),
-        ],
-        &[],
-        &root(),
-    );
+    let new = || {
+        notify_host(
+            &[
+                "plugin",
+                "new",
+                &name,
+                "--lang",
+                lang,
+                "--dir",
+                &parent.path().to_string_lossy(),
+            ],
+            &[],
+            &root(),
+        )
+    };
+    let out = new();
     assert!(out.status.success(), "plugin new: {}", stderr(&out));
     let dir = parent.path().join(&name);
     let text = stdout(&out);
@@ -256,19 +259,7 @@ fn new_builds_and_passes(lang: &str, env: &[(&str, String)]) {
     );
 
     // A second `new` into the same place refuses, naming it.
-    let again = notify_host(
-        &[
-            "plugin",
-            "new",
-            &name,
-            "--lang",
-            lang,
-            "--dir",
-            &parent.path().to_string_lossy(),
-        ],
-        &[],
-        &root(),
-    );
+    let again = new();
     assert!(!again.status.success());
     assert!(
         stderr(&again).contains(&format!("{} exists and is not empty", dir.display())),

@@ -15,6 +15,104 @@ use crate::sys;
 pub const MAILGUN_KEY: &str = "key-bench-mailgun";
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const TWILIO_TOKEN: &str = "bench-twilio-token";
+/// `WEBHOOK_SECRET` in the host's environment: the `hmac` auth's secret (32
+/// characters, a test value).
+pub const WEBHOOK_SECRET: &str = "notify-bench-webhook-secret-0032";
+
+/// How the host authenticates the e-mail channel's requests
+/// (`channels.email.auth`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailAuth {
+    /// No `auth` key.
+    None,
+    /// `{ type = "basic", username = "api", password = "${MAILGUN_API_KEY}" }`
+    Basic,
+    /// `{ type = "hmac", secret = "${WEBHOOK_SECRET}" }`
+    Hmac,
+}
+
+/// `channels.NAME.instances`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Instances {
+    Fresh,
+    Reuse,
+}
+
+impl Instances {
+    pub fn name(self) -> &'static str {
+        match self {
+            Instances::Fresh => "fresh",
+            Instances::Reuse => "reuse",
+        }
+    }
+}
+
+/// The e-mail channel: the Mailgun plugin by default, or any plugin
+/// (`--email-plugin`) with its settings and auth.
+#[derive(Debug, Clone)]
+pub struct EmailChannel {
+    pub plugin: PathBuf,
+    /// `channels.email.settings`, in order.
+    pub settings: Vec<(String, String)>,
+    pub auth: EmailAuth,
+    /// None leaves the host's default (fresh).
+    pub instances: Option<Instances>,
+}
+
+impl EmailChannel {
+    /// The settings Mailgun needs.
+    pub fn mailgun_settings() -> Vec<(String, String)> {
+        vec![
+            ("domain".into(), "mg.example.com".into()),
+            ("from".into(), "noreply@mg.example.com".into()),
+        ]
+    }
+
+    /// A webhook's: the stand-in takes any path.
+    pub fn webhook_settings() -> Vec<(String, String)> {
+        vec![("path".into(), "/hook".into())]
+    }
+
+    /// `k=v,k=v` (`--email-settings`); an empty string is no settings.
+    pub fn parse_settings(text: &str) -> Result<Vec<(String, String)>> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--email-settings: `{kv}`: expected KEY=VALUE"))?;
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect()
+    }
+
+    /// The `[channels.email]` table.
+    fn render(&self, provider_url: &str) -> String {
+        let auth = match self.auth {
+            EmailAuth::None => String::new(),
+            EmailAuth::Basic => "auth = { type = \"basic\", username = \"api\", password = \"${MAILGUN_API_KEY}\" }\n".to_string(),
+            EmailAuth::Hmac => "auth = { type = \"hmac\", secret = \"${WEBHOOK_SECRET}\" }\n".to_string(),
+        };
+        let instances = self
+            .instances
+            .map(|i| format!("instances = {}\n", quoted(i.name())))
+            .unwrap_or_default();
+        let settings: Vec<String> = self
+            .settings
+            .iter()
+            .map(|(k, v)| format!("{} = {}", quoted(k), quoted(v)))
+            .collect();
+        format!(
+            "[channels.email]\nplugin = {plugin}\nbase_url = {url}\n{instances}{auth}settings = {{ {settings} }}\n",
+            plugin = quoted(&self.plugin.display().to_string()),
+            url = quoted(provider_url),
+            settings = settings.join(", "),
+        )
+    }
+}
 
 /// Builds the host in release mode with the cargo that runs the bench (cargo
 /// sets `CARGO` for `cargo run`) and returns the binary cargo reports: the
@@ -82,8 +180,9 @@ pub struct HostConfig<'a> {
     pub dlq: &'a str,
     pub group: &'a str,
     pub provider_url: &'a str,
-    pub mailgun_wasm: &'a Path,
-    pub twilio_wasm: &'a Path,
+    pub email: &'a EmailChannel,
+    /// None: no SMS channel (the start-up run measures one plugin).
+    pub twilio_wasm: Option<&'a Path>,
     /// None leaves the host's default.
     pub max_in_flight: Option<u64>,
     pub log_level: &'a str,
@@ -91,8 +190,14 @@ pub struct HostConfig<'a> {
     pub admin_port: u16,
     /// Extra librdkafka settings for the host's clients (`--kafka-client`).
     pub kafka_client: &'a [(String, String)],
-    /// None leaves the host's default.
+    /// `plugins.max_instances`; None leaves the host's default (sized from
+    /// the loaded components).
     pub plugin_instances: Option<u64>,
+    /// `plugins.max_concurrent_calls`; None: the host's default (CPU cores).
+    pub max_concurrent_calls: Option<u64>,
+    /// `plugins.cache_dir`; None: the host's default (`plugin-cache` beside
+    /// the ledger file).
+    pub cache_dir: Option<&'a Path>,
 }
 
 /// A TOML basic string. JSON's string escapes are a subset of TOML's.
@@ -121,10 +226,35 @@ impl HostConfig<'_> {
             .iter()
             .map(|(k, v)| format!("{} = {}\n", quoted(k), quoted(v)))
             .collect();
-        let plugins = self
-            .plugin_instances
-            .map(|n| format!("[plugins]\nmax_instances = {n}\n\n"))
-            .unwrap_or_default();
+        let mut plugins = String::new();
+        if let Some(n) = self.plugin_instances {
+            plugins += &format!("max_instances = {n}\n");
+        }
+        if let Some(n) = self.max_concurrent_calls {
+            plugins += &format!("max_concurrent_calls = {n}\n");
+        }
+        if let Some(dir) = self.cache_dir {
+            plugins += &format!("cache_dir = {}\n", quoted(&dir.display().to_string()));
+        }
+        if !plugins.is_empty() {
+            plugins = format!("[plugins]\n{plugins}\n");
+        }
+        let email = self.email.render(self.provider_url);
+        let sms = self.twilio_wasm.map_or(String::new(), |twilio| {
+            format!(
+                r#"
+[channels.sms]
+plugin = {twilio}
+base_url = {url}
+auth = {{ type = "basic", username = "{sid}", password = "${{TWILIO_AUTH_TOKEN}}" }}
+# The event id last, so the stand-in can tell which event an SMS is for.
+settings = {{ account_sid = "{sid}", from = "+15005550006", body_template = "Appointment {{appointment_id}} {{event_id}}" }}
+"#,
+                twilio = quoted(&twilio.display().to_string()),
+                url = quoted(self.provider_url),
+                sid = TWILIO_SID,
+            )
+        });
         let max_in_flight = self
             .max_in_flight
             .map(|n| format!("max_in_flight = {n}\n"))
@@ -151,19 +281,7 @@ listen = "127.0.0.1:{admin_port}"
 format = "json"
 level = {level}
 
-{plugins}[channels.email]
-plugin = {mailgun_wasm}
-base_url = {url}
-auth = {{ type = "basic", username = "api", password = "${{MAILGUN_API_KEY}}" }}
-settings = {{ domain = "mg.example.com", from = "noreply@mg.example.com" }}
-
-[channels.sms]
-plugin = {twilio_wasm}
-base_url = {url}
-auth = {{ type = "basic", username = "{sid}", password = "${{TWILIO_AUTH_TOKEN}}" }}
-# The event id last, so the stand-in can tell which event an SMS is for.
-settings = {{ account_sid = "{sid}", from = "+15005550006", body_template = "Appointment {{appointment_id}} {{event_id}}" }}
-"#,
+{plugins}{email}{sms}"#,
             bootstrap = quoted(self.bootstrap),
             topic = quoted(self.topic),
             dlq = quoted(self.dlq),
@@ -171,10 +289,6 @@ settings = {{ account_sid = "{sid}", from = "+15005550006", body_template = "App
             dedup = quoted(&self.dedup_path.display().to_string()),
             admin_port = self.admin_port,
             level = quoted(self.log_level),
-            mailgun_wasm = quoted(&self.mailgun_wasm.display().to_string()),
-            twilio_wasm = quoted(&self.twilio_wasm.display().to_string()),
-            url = quoted(self.provider_url),
-            sid = TWILIO_SID,
         )
     }
 }
@@ -203,6 +317,7 @@ impl Host {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("MAILGUN_API_KEY", MAILGUN_KEY)
             .env("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+            .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -240,8 +355,21 @@ impl Host {
     /// Waits until `/health/ready` answers 200: partitions assigned, plugins
     /// loaded, so events published from now on are consumed at once.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_ok("/health/ready", timeout, Duration::from_millis(100))
+            .await
+            .map(|_| ())
+    }
+
+    /// Polls `path` on the admin server every `poll` until it answers 2xx;
+    /// returns when it did, as time since the start of the process.
+    pub async fn wait_ok(
+        &mut self,
+        path: &str,
+        timeout: Duration,
+        poll: Duration,
+    ) -> Result<Duration> {
         let client = reqwest::Client::new();
-        let url = format!("{}/health/ready", self.admin_url);
+        let url = format!("{}{path}", self.admin_url);
         let deadline = Instant::now() + timeout;
         loop {
             self.check_running()?;
@@ -251,7 +379,7 @@ impl Host {
                 .send()
                 .await
             {
-                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if r.status().is_success() => return Ok(self.started.elapsed()),
                 Ok(r) => {
                     let status = r.status();
                     format!("{status} {}", r.text().await.unwrap_or_default())
@@ -259,9 +387,9 @@ impl Host {
                 Err(e) => e.to_string(),
             };
             if Instant::now() > deadline {
-                bail!("the host was not ready within {timeout:?}: {last}");
+                bail!("{path} did not answer 200 within {timeout:?}: {last}");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(poll).await;
         }
     }
 
@@ -336,9 +464,144 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
     (!series.is_empty()).then(|| series.iter().map(|(_, v)| v).sum())
 }
 
+/// The value of `key` in a Prometheus label set (`reason="permanent"`), or
+/// the whole set when it has no such label.
+pub fn label_value(labels: &str, key: &str) -> String {
+    labels
+        .split(',')
+        .find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| labels.to_string())
+}
+
+/// One series of a Prometheus histogram: its labels (without `le`) and
+/// cumulative bucket counts by upper bound, ascending (`+Inf` last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSeries {
+    pub labels: Vec<(String, String)>,
+    pub buckets: Vec<(f64, f64)>,
+}
+
+impl HistogramSeries {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Observations: the `+Inf` bucket.
+    pub fn count(&self) -> f64 {
+        self.buckets.last().map_or(0.0, |b| b.1)
+    }
+
+    /// The `q` quantile estimated from the buckets the way Prometheus's
+    /// `histogram_quantile` does: linear within the bucket the rank falls
+    /// in (from 0 for the first), the highest finite bound when it falls in
+    /// `+Inf`. None without observations. Only as fine as the buckets.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let count = self.count();
+        if count <= 0.0 {
+            return None;
+        }
+        let rank = q * count;
+        let mut lower = (0.0, 0.0);
+        for &(le, cumulative) in &self.buckets {
+            if cumulative >= rank {
+                if le.is_infinite() {
+                    return Some(lower.0);
+                }
+                let in_bucket = cumulative - lower.1;
+                let share = if in_bucket > 0.0 {
+                    (rank - lower.1) / in_bucket
+                } else {
+                    1.0
+                };
+                return Some(lower.0 + (le - lower.0) * share);
+            }
+            lower = (le, cumulative);
+        }
+        Some(lower.0)
+    }
+}
+
+/// Every series of histogram `name` (the `NAME_bucket` lines).
+pub fn histogram(text: &str, name: &str) -> Vec<HistogramSeries> {
+    let mut out: Vec<HistogramSeries> = Vec::new();
+    for (labels, value) in metric_series(text, &format!("{name}_bucket")) {
+        let mut le = None;
+        let mut rest = Vec::new();
+        for kv in labels.split(',').filter(|kv| !kv.trim().is_empty()) {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+            if k == "le" {
+                le = match v {
+                    "+Inf" | "Inf" => Some(f64::INFINITY),
+                    v => v.parse::<f64>().ok(),
+                };
+            } else {
+                rest.push((k.to_string(), v.to_string()));
+            }
+        }
+        let Some(le) = le else { continue };
+        match out.iter_mut().find(|s| s.labels == rest) {
+            Some(s) => s.buckets.push((le, value)),
+            None => out.push(HistogramSeries {
+                labels: rest,
+                buckets: vec![(le, value)],
+            }),
+        }
+    }
+    for s in &mut out {
+        s.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_quantiles_from_buckets() {
+        let text = "# TYPE notify_plugin_call_duration_seconds histogram\n\
+            notify_plugin_call_duration_seconds_sum{channel=\"email\",call=\"render\"} 0.5\n\
+            notify_plugin_call_duration_seconds_count{channel=\"email\",call=\"render\"} 100\n\
+            notify_plugin_call_duration_seconds_bucket{channel=\"email\",call=\"render\",le=\"0.001\"} 0\n\
+            notify_plugin_call_duration_seconds_bucket{channel=\"email\",call=\"render\",le=\"0.003\"} 50\n\
+            notify_plugin_call_duration_seconds_bucket{channel=\"email\",call=\"render\",le=\"0.009\"} 90\n\
+            notify_plugin_call_duration_seconds_bucket{channel=\"email\",call=\"render\",le=\"+Inf\"} 100\n\
+            notify_plugin_call_duration_seconds_bucket{channel=\"sms\",call=\"render\",le=\"0.001\"} 0\n\
+            notify_plugin_call_duration_seconds_bucket{channel=\"sms\",call=\"render\",le=\"+Inf\"} 0\n";
+        let series = histogram(text, "notify_plugin_call_duration_seconds");
+        assert_eq!(series.len(), 2);
+        let email = &series[0];
+        assert_eq!(
+            (email.label("channel"), email.label("call")),
+            (Some("email"), Some("render"))
+        );
+        assert_eq!(email.count(), 100.0);
+        // Rank 50 is the top of the (0.001, 0.003] bucket.
+        let p50 = email.quantile(0.5).unwrap_or(f64::NAN);
+        assert!((p50 - 0.003).abs() < 1e-12, "{p50}");
+        // Rank 70: halfway through (0.003, 0.009].
+        let p70 = email.quantile(0.7).unwrap_or(f64::NAN);
+        assert!((p70 - 0.006).abs() < 1e-12, "{p70}");
+        // Rank 99 is in +Inf: the highest finite bound.
+        assert_eq!(email.quantile(0.99), Some(0.009));
+        assert_eq!(series[1].quantile(0.5), None);
+    }
+
+    #[test]
+    fn label_values() {
+        assert_eq!(label_value("reason=\"permanent\"", "reason"), "permanent");
+        assert_eq!(label_value("a=\"1\",reason=\"x\"", "reason"), "x");
+        assert_eq!(label_value("a=\"1\"", "reason"), "a=\"1\"");
+    }
 
     #[test]
     fn metrics_are_read_by_exact_name() {

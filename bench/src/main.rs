@@ -32,6 +32,20 @@
 //!    stall timeout is suspended from the outage's start until 60 s (the
 //!    longest probe wait) after its end, since nothing moves by design.
 //!
+//! 6. startup (not in the default `--runs`): `notify-host run` with only the
+//!    e-mail channel, from process start until `/health/live` (plugins
+//!    loaded, admin server up) and `/health/ready` (partitions assigned too),
+//!    with an empty compile cache and again with the one that start filled,
+//!    `--startup-repeats` times; medians and peak RSS.
+//!
+//! The e-mail channel runs the Mailgun plugin unless `--email-plugin` names
+//! another one (a webhook such as plugins/webhook.wasm, Python, or
+//! tests/plugins/js-webhook.wasm, JavaScript): the stand-in takes a webhook
+//! request (a POST of JSON with `event_id`, any path) for an e-mail and
+//! counts it the same way. `--email-instances fresh|reuse` and
+//! `--max-concurrent-calls` set the host's plugin instance mode and call
+//! gate; the summary has the host's plugin call times from its `/metrics`.
+//!
 //! Reading the numbers: every process shares one machine, so the rows with
 //! each process's CPU (host, broker, this process) and the machine's busy
 //! cores say which one, or something else on the machine, ran out. Against
@@ -48,6 +62,7 @@ mod host;
 mod report;
 mod runs;
 mod standin;
+mod startup;
 mod sys;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +72,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
+use crate::host::{EmailAuth, EmailChannel, Instances};
 use crate::runs::{Bench, OutagePlan, RunSpec};
 
 #[derive(Parser, Debug)]
@@ -111,9 +127,33 @@ struct Args {
     /// The host's log.level (a tracing filter)
     #[arg(long, default_value = "warn")]
     log_level: String,
-    /// plugins.max_instances for the host [default: the host's default, 128]
+    /// plugins.max_instances for the host [default: the host's, sized from
+    /// the loaded plugins and the call gate]; fewer than needed is refused
     #[arg(long)]
     plugin_instances: Option<u64>,
+    /// plugins.max_concurrent_calls for the host [default: the host's, its
+    /// CPU cores]
+    #[arg(long)]
+    max_concurrent_calls: Option<u64>,
+    /// The e-mail channel's plugin [default: plugins/mailgun.wasm]; a
+    /// webhook plugin's requests (JSON with `event_id`) are counted like
+    /// Mailgun's
+    #[arg(long, value_name = "PATH")]
+    email_plugin: Option<PathBuf>,
+    /// channels.email.settings as KEY=VALUE,... [default: Mailgun's domain
+    /// and from for the Mailgun plugin, `path=/hook` for any other]
+    #[arg(long, value_name = "K=V,...")]
+    email_settings: Option<String>,
+    /// channels.email.auth [default: basic for the Mailgun plugin, hmac
+    /// (secret ${WEBHOOK_SECRET}, set for the host) for any other]
+    #[arg(long, value_enum)]
+    email_auth: Option<EmailAuth>,
+    /// channels.email.instances [default: the host's, fresh]
+    #[arg(long, value_enum)]
+    email_instances: Option<Instances>,
+    /// Cold/cached start pairs in the startup run
+    #[arg(long, default_value_t = 3)]
+    startup_repeats: u32,
     /// A librdkafka setting for the host's clients (kafka.client), repeatable
     #[arg(long = "kafka-client", value_name = "KEY=VALUE")]
     kafka_client: Vec<String>,
@@ -133,7 +173,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Which runs, in this order (outage is not in the default: it takes
-    /// over ten minutes)
+    /// over ten minutes; nor is startup)
     #[arg(
         long,
         value_enum,
@@ -160,6 +200,9 @@ enum Run {
     /// --outage-rate events/s while both providers are down for
     /// --outage-seconds, then the drain after recovery
     Outage,
+    /// `notify-host run` until ready, cold and cached compile cache,
+    /// --startup-repeats times (only the e-mail channel)
+    Startup,
 }
 
 /// Sizes after --quick and the explicit flags.
@@ -191,6 +234,40 @@ impl Args {
             outage_seconds: pick(self.outage_seconds, 600.0, 20.0),
             outage_tail_seconds: pick(self.outage_tail_seconds, 10.0, 3.0),
         }
+    }
+
+    /// The e-mail channel: the Mailgun plugin and its settings unless
+    /// `--email-plugin` names another.
+    fn email(&self, mailgun: &Path) -> Result<EmailChannel> {
+        let plugin = match &self.email_plugin {
+            Some(p) => {
+                std::path::absolute(p).with_context(|| format!("--email-plugin {}", p.display()))?
+            }
+            None => mailgun.to_path_buf(),
+        };
+        if !plugin.is_file() {
+            bail!("--email-plugin: no file at {}", plugin.display());
+        }
+        let is_mailgun = plugin.canonicalize().ok() == mailgun.canonicalize().ok()
+            || plugin
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().contains("mailgun"));
+        let settings = match &self.email_settings {
+            Some(text) => EmailChannel::parse_settings(text)?,
+            None if is_mailgun => EmailChannel::mailgun_settings(),
+            None => EmailChannel::webhook_settings(),
+        };
+        let auth = self.email_auth.unwrap_or(if is_mailgun {
+            EmailAuth::Basic
+        } else {
+            EmailAuth::Hmac
+        });
+        Ok(EmailChannel {
+            plugin,
+            settings,
+            auth,
+            instances: self.email_instances,
+        })
     }
 
     fn kafka_client(&self) -> Result<Vec<(String, String)>> {
@@ -252,6 +329,10 @@ fn run(args: &Args) -> Result<()> {
         bail!("no host binary at {}", host_bin.display());
     }
     let (mailgun_wasm, twilio_wasm) = host::ensure_plugins(&root)?;
+    let email = args.email(&mailgun_wasm)?;
+    if args.startup_repeats == 0 && args.runs.contains(&Run::Startup) {
+        bail!("--startup-repeats must be at least 1");
+    }
     let tansu = broker::locate_tansu(&root, args.tansu.clone())?;
     let workdir = sys::Workdir::new(args.keep_workdir)?;
 
@@ -288,20 +369,33 @@ fn run(args: &Args) -> Result<()> {
         standin: &standin,
         broker: &broker,
         host_bin: &host_bin,
-        mailgun_wasm: &mailgun_wasm,
+        email: &email,
         twilio_wasm: &twilio_wasm,
         workdir: &workdir.path,
         log_level: &args.log_level,
         kafka_client: &kafka_client,
         plugin_instances: args.plugin_instances,
+        max_concurrent_calls: args.max_concurrent_calls,
         keys: args.keys,
         stall_timeout: Duration::from_secs(args.stall_timeout_seconds),
         clock_ticks: sys::clock_ticks_per_second(),
     };
 
+    eprintln!(
+        "notify-bench: e-mail channel: {} (auth {:?}, instances {}, settings {:?})",
+        email.plugin.display(),
+        email.auth,
+        email.instances.map_or("default", Instances::name),
+        email.settings
+    );
     let mut results = Vec::new();
+    let mut startup = None;
     for run in &args.runs {
         let spec = match run {
+            Run::Startup => {
+                startup = Some(bench.startup(args.startup_repeats)?);
+                continue;
+            }
             Run::Throughput => RunSpec {
                 label: "throughput",
                 events: sizes.events,
@@ -341,7 +435,21 @@ fn run(args: &Args) -> Result<()> {
         results.push(bench.run(&spec)?);
     }
 
-    let summary = report::Summary::new(args.latency_ms, args.keys, capacity, results);
+    let setup = report::Setup {
+        email_plugin: email.plugin.display().to_string(),
+        email_auth: email.auth,
+        email_instances: email.instances,
+        max_concurrent_calls: args.max_concurrent_calls,
+        plugin_instances: args.plugin_instances,
+    };
+    let summary = report::Summary::new(
+        args.latency_ms,
+        args.keys,
+        capacity,
+        setup,
+        results,
+        startup,
+    );
     print!("{}", summary.table());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&summary).context("summary as JSON")?;

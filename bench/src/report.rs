@@ -4,8 +4,10 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::runs::{ByChannel, Cores, OutageResult, Percentiles, RunResult};
+use crate::host::{EmailAuth, Instances};
+use crate::runs::{ByChannel, Cores, OutageResult, Percentiles, PluginCall, RunResult};
 use crate::standin::Capacity;
+use crate::startup::{StartupResult, StartupStats};
 
 /// The targets, checked in the summary.
 const TARGET_EVENTS_PER_SECOND: f64 = 5_000.0;
@@ -19,13 +21,28 @@ const TARGET_DRAIN_SHARE: f64 = 0.8;
 const TARGET_OUTAGE_RATE: f64 = 100.0;
 const NO_NORMAL_RATE: &str = "n/a (run with --runs throughput,outage)";
 
+/// The plugin set-up every run of the invocation shares.
+#[derive(Debug, Serialize)]
+pub struct Setup {
+    pub email_plugin: String,
+    pub email_auth: EmailAuth,
+    /// None: the host's default (fresh).
+    pub email_instances: Option<Instances>,
+    /// None: the host's default (its CPU cores).
+    pub max_concurrent_calls: Option<u64>,
+    /// None: sized by the host.
+    pub plugin_instances: Option<u64>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub provider_latency_ms: u64,
     pub keys: u64,
     pub cores: usize,
     pub standin_capacity: Capacity,
+    pub setup: Setup,
     pub runs: Vec<RunResult>,
+    pub startup: Option<StartupResult>,
     /// Throughput run events/s ÷ sequential run events/s.
     pub concurrency_speedup: Option<f64>,
 }
@@ -35,7 +52,9 @@ impl Summary {
         latency_ms: u64,
         keys: u64,
         capacity: Capacity,
+        setup: Setup,
         mut runs: Vec<RunResult>,
+        startup: Option<StartupResult>,
     ) -> Summary {
         let rate = |label: &str| {
             runs.iter()
@@ -58,7 +77,9 @@ impl Summary {
             keys,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             standin_capacity: capacity,
+            setup,
             runs,
+            startup,
             concurrency_speedup,
         }
     }
@@ -77,7 +98,33 @@ impl Summary {
             "stand-in capacity: {:.0} requests/s ({} concurrent, {} s, {} errors)",
             cap.requests_per_second, cap.concurrency, cap.seconds, cap.errors
         );
+        let setup = &self.setup;
+        let _ = writeln!(
+            out,
+            "e-mail plugin: {} (auth {}, instances {}); plugins.max_concurrent_calls {}, plugins.max_instances {}",
+            setup.email_plugin,
+            match setup.email_auth {
+                EmailAuth::None => "none",
+                EmailAuth::Basic => "basic",
+                EmailAuth::Hmac => "hmac",
+            },
+            setup
+                .email_instances
+                .map_or("default (fresh)", Instances::name),
+            setup
+                .max_concurrent_calls
+                .map_or(format!("default ({})", self.cores), |n| n.to_string()),
+            setup
+                .plugin_instances
+                .map_or("sized by the host".to_string(), |n| n.to_string()),
+        );
         let _ = writeln!(out);
+        if let Some(s) = &self.startup {
+            startup_table(&mut out, s);
+        }
+        if self.runs.is_empty() {
+            return out;
+        }
 
         type Cell = fn(&RunResult, f64) -> String;
         let rows: &[(&str, Cell)] = &[
@@ -140,6 +187,13 @@ impl Summary {
             ("dead letters", |r, _| {
                 r.dead_letters
                     .map_or("unknown".to_string(), |n| n.to_string())
+            }),
+            ("retries email/sms", |r, _| {
+                let of = |c: &str| r.retries.get(c).map_or("-".to_string(), u64::to_string);
+                format!("{}/{}", of("email"), of("sms"))
+            }),
+            ("host log WARN+ / deadline lines", |r, _| {
+                format!("{}/{}", r.host_log_warnings, r.host_log_deadline_lines)
             }),
             ("host exit", |r, _| r.host_exit.clone()),
         ];
@@ -217,6 +271,48 @@ impl Summary {
                 (*label, row)
             })
             .collect();
+        // Plugin call times, one row per channel and call any run has.
+        let mut calls: Vec<(String, String)> = Vec::new();
+        for c in self.runs.iter().flat_map(|r| &r.plugin_calls) {
+            if !calls
+                .iter()
+                .any(|(ch, call)| *ch == c.channel && *call == c.call)
+            {
+                calls.push((c.channel.clone(), c.call.clone()));
+            }
+        }
+        let mut call_labels: Vec<String> = Vec::new();
+        let mut call_rows: Vec<Vec<String>> = Vec::new();
+        for (channel, call) in &calls {
+            let find = |r: &RunResult| -> Option<PluginCall> {
+                r.plugin_calls
+                    .iter()
+                    .find(|c| c.channel == *channel && c.call == *call)
+                    .cloned()
+            };
+            call_labels.push(format!("plugin {channel} {call} p50/p99 est. (ms)"));
+            call_rows.push(
+                self.runs
+                    .iter()
+                    .map(|r| {
+                        find(r).map_or("-".to_string(), |c| {
+                            format!("{}/{}", ms(c.p50_ms), ms(c.p99_ms))
+                        })
+                    })
+                    .collect(),
+            );
+            call_labels.push("  mean (ms) / calls".to_string());
+            call_rows.push(
+                self.runs
+                    .iter()
+                    .map(|r| {
+                        find(r).map_or("-".to_string(), |c| {
+                            format!("{}/{}", ms(c.mean_ms), c.count)
+                        })
+                    })
+                    .collect(),
+            );
+        }
         // Outage rows only when an outage ran, so the other reports keep
         // their shape.
         if self.runs.iter().any(|r| r.outage.is_some()) {
@@ -229,6 +325,8 @@ impl Summary {
                 (*label, row)
             }));
         }
+        let call_lines = call_labels.iter().map(String::as_str).zip(call_rows);
+        lines.extend(call_lines);
         let label_width = lines
             .iter()
             .map(|(l, _)| l.chars().count())
@@ -275,6 +373,12 @@ impl Summary {
                     r.missing_examples.join(", ")
                 );
             }
+        }
+        if !calls.is_empty() {
+            let _ = writeln!(
+                out,
+                "plugin call p50/p99: estimated from the host's notify_plugin_call_duration_seconds buckets (x3 apart: 10 us, 30 us, 90 us, ... 590 ms; linear within a bucket); the host's timing includes the wait at the max_concurrent_calls gate; the mean is exact"
+            );
         }
         if let Some(x) = self.concurrency_speedup {
             let _ = writeln!(out, "throughput ÷ sequential events/s: {x:.1}×");
@@ -385,6 +489,70 @@ fn outage_verdicts(out: &mut String, r: &RunResult, o: &OutageResult) {
         "  target drain ≥ {:.0}% of normal throughput: {drain}",
         100.0 * TARGET_DRAIN_SHARE
     );
+}
+
+/// The start-up run: cold and cached medians, then every start.
+fn startup_table(out: &mut String, s: &StartupResult) {
+    let _ = writeln!(
+        out,
+        "start-up (`notify-host run`, only the e-mail channel; {} cold/cached pairs; medians):",
+        s.repeats
+    );
+    let _ = writeln!(
+        out,
+        "{:<8} {:>6} {:>9} {:>10} {:>14} {:>15}  plugin source",
+        "cache", "starts", "live (s)", "ready (s)", "peak RSS (MiB)", "plugin load (ms)"
+    );
+    let row = |out: &mut String, name: &str, st: &StartupStats| {
+        let _ = writeln!(
+            out,
+            "{name:<8} {:>6} {:>9.3} {:>10.3} {:>14.1} {:>15}  {}",
+            st.starts,
+            st.live_seconds,
+            st.ready_seconds,
+            st.peak_rss_mib,
+            st.plugin_load_ms
+                .map_or("?".to_string(), |m| format!("{m:.0}")),
+            if st.sources_as_expected {
+                "as expected"
+            } else {
+                "NOT as expected (see the samples)"
+            }
+        );
+    };
+    row(out, "cold", &s.cold);
+    row(out, "cached", &s.cached);
+    let samples: Vec<String> = s
+        .samples
+        .iter()
+        .map(|x| {
+            format!(
+                "#{} {} live {:.3} ready {:.3} rss {:.1} load {} {}",
+                x.repeat,
+                if x.cold { "cold" } else { "cached" },
+                x.live_seconds,
+                x.ready_seconds,
+                x.peak_rss_mib,
+                x.plugin_load_ms
+                    .map_or("?".to_string(), |m| format!("{m:.0}")),
+                x.plugin_source.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "raw: {}", samples.join("; "));
+    let _ = writeln!(
+        out,
+        "live: /health/live answers (config, plugins, ledger, DLQ check done); ready: /health/ready (partitions assigned too: the consumer group join, about half the 6 s session timeout against tansu)"
+    );
+    let _ = writeln!(out);
+}
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v < 1.0 => format!("{v:.3}"),
+        Some(v) => format!("{v:.2}"),
+        None => "-".to_string(),
+    }
 }
 
 fn by_channel<T: Copy>(v: ByChannel<T>, f: fn(T) -> String) -> String {

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{self, Broker, OffsetReader, Published};
 use crate::events::EventRef;
-use crate::host::{self, Host, HostConfig};
+use crate::host::{self, EmailChannel, Host, HostConfig};
 use crate::standin::{Channel, OutageSwitch, Received, StandIn};
 use crate::sys;
 
@@ -42,12 +42,13 @@ pub struct Bench<'a> {
     pub standin: &'a StandIn,
     pub broker: &'a Broker,
     pub host_bin: &'a Path,
-    pub mailgun_wasm: &'a Path,
+    pub email: &'a EmailChannel,
     pub twilio_wasm: &'a Path,
     pub workdir: &'a Path,
     pub log_level: &'a str,
     pub kafka_client: &'a [(String, String)],
     pub plugin_instances: Option<u64>,
+    pub max_concurrent_calls: Option<u64>,
     pub keys: u64,
     pub stall_timeout: Duration,
     pub clock_ticks: f64,
@@ -153,6 +154,21 @@ pub struct Percentiles {
     pub max: f64,
 }
 
+/// One plugin call's time from the host's `notify_plugin_call_duration_seconds`
+/// histogram at the end of a run: p50/p99 estimated from its buckets (×3
+/// apart, linear within a bucket). The host times the call from before it
+/// waits at the `max_concurrent_calls` gate, so the wait is included.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginCall {
+    pub channel: String,
+    pub call: String,
+    pub count: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Sum over count: exact, unlike the quantiles.
+    pub mean_ms: Option<f64>,
+}
+
 /// Average and busiest 1-second share of the run's window, in cores.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Cores {
@@ -205,6 +221,15 @@ pub struct RunResult {
     pub dead_letters: Option<u64>,
     /// The same by reason (the metric's label), when there are any.
     pub dead_letter_reasons: BTreeMap<String, u64>,
+    /// `notify_channel_retries_total`, by channel.
+    pub retries: BTreeMap<String, u64>,
+    /// Render and classify time by channel (empty when /metrics could not
+    /// be read).
+    pub plugin_calls: Vec<PluginCall>,
+    /// Lines of the host's log at WARN or ERROR, and those among all lines
+    /// that mention a deadline (a plugin stopped at its deadline, say).
+    pub host_log_warnings: u64,
+    pub host_log_deadline_lines: u64,
     pub outage: Option<OutageResult>,
 }
 
@@ -272,14 +297,16 @@ impl Bench<'_> {
             dlq: &dlq,
             group: &group,
             provider_url: &self.standin.url(),
-            mailgun_wasm: self.mailgun_wasm,
-            twilio_wasm: self.twilio_wasm,
+            email: self.email,
+            twilio_wasm: Some(self.twilio_wasm),
             max_in_flight: spec.max_in_flight,
             log_level: self.log_level,
             dedup_path: &dedup,
             admin_port,
             kafka_client: self.kafka_client,
             plugin_instances: self.plugin_instances,
+            max_concurrent_calls: self.max_concurrent_calls,
+            cache_dir: None,
         };
         let config_path = self
             .workdir
@@ -372,12 +399,18 @@ impl Bench<'_> {
             let reasons: BTreeMap<String, u64> =
                 host::metric_series(text, "notify_dlq_events_total")
                     .into_iter()
-                    .map(|(labels, v)| (label_value(labels, "reason"), v as u64))
+                    .map(|(labels, v)| (host::label_value(labels, "reason"), v as u64))
                     .collect();
             // No series yet: the host registers one at its first dead letter.
             result.dead_letters = Some(reasons.values().sum());
             result.dead_letter_reasons = reasons;
+            result.retries = host::metric_series(text, "notify_channel_retries_total")
+                .into_iter()
+                .map(|(labels, v)| (host::label_value(labels, "channel"), v as u64))
+                .collect();
+            result.plugin_calls = plugin_calls(text);
         }
+        (result.host_log_warnings, result.host_log_deadline_lines) = log_counts(&log);
         if let (Some(times), Some(rate)) = (outage, spec.offered_rate) {
             let limit = spec.max_in_flight.unwrap_or(HOST_DEFAULT_MAX_IN_FLIGHT);
             result.outage = Some(outage_result(
@@ -636,6 +669,10 @@ impl Bench<'_> {
             host_exit,
             dead_letters: None,
             dead_letter_reasons: BTreeMap::new(),
+            retries: BTreeMap::new(),
+            plugin_calls: Vec::new(),
+            host_log_warnings: 0,
+            host_log_deadline_lines: 0,
             outage: None,
         }
     }
@@ -862,16 +899,57 @@ fn outage_result(
     }
 }
 
-/// The value of `key` in a Prometheus label set (`reason="permanent"`), or
-/// the whole set when it has no such label.
-fn label_value(labels: &str, key: &str) -> String {
-    labels
-        .split(',')
-        .find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+/// The host's plugin call times (see [`PluginCall`]).
+pub fn plugin_calls(metrics: &str) -> Vec<PluginCall> {
+    const NAME: &str = "notify_plugin_call_duration_seconds";
+    let sums = host::metric_series(metrics, &format!("{NAME}_sum"));
+    host::histogram(metrics, NAME)
+        .into_iter()
+        .map(|h| {
+            let channel = h.label("channel").unwrap_or("?").to_string();
+            let call = h.label("call").unwrap_or("?").to_string();
+            let count = h.count();
+            let sum = sums
+                .iter()
+                .find(|(labels, _)| {
+                    host::label_value(labels, "channel") == channel
+                        && host::label_value(labels, "call") == call
+                })
+                .map(|(_, v)| *v);
+            let ms = |s: f64| s * 1000.0;
+            PluginCall {
+                mean_ms: sum.filter(|_| count > 0.0).map(|s| ms(s / count)),
+                p50_ms: h.quantile(0.50).map(ms),
+                p99_ms: h.quantile(0.99).map(ms),
+                count: count as u64,
+                channel,
+                call,
+            }
         })
-        .unwrap_or_else(|| labels.to_string())
+        .collect()
+}
+
+/// (WARN or ERROR lines, lines mentioning a deadline) of a host log; the
+/// host logs JSON lines (`"level":"WARN"`), or text.
+pub fn log_counts(log: &Path) -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return (0, 0);
+    };
+    let mut warnings = 0;
+    let mut deadline = 0;
+    for line in text.lines() {
+        if line.contains("\"level\":\"WARN\"")
+            || line.contains("\"level\":\"ERROR\"")
+            || line.contains(" WARN ")
+            || line.contains(" ERROR ")
+        {
+            warnings += 1;
+        }
+        if line.to_ascii_lowercase().contains("deadline") {
+            deadline += 1;
+        }
+    }
+    (warnings, deadline)
 }
 
 /// The events of a run: being published (paced run), or out.
@@ -1048,12 +1126,5 @@ mod tests {
         assert_eq!(o.consumed_at_recovery, Some(40));
         let stopped = o.intake_stopped_after_seconds.unwrap_or(f64::NAN);
         assert!((stopped - 3.0).abs() < 1e-6, "{stopped}");
-    }
-
-    #[test]
-    fn label_values() {
-        assert_eq!(label_value("reason=\"permanent\"", "reason"), "permanent");
-        assert_eq!(label_value("a=\"1\",reason=\"x\"", "reason"), "x");
-        assert_eq!(label_value("a=\"1\"", "reason"), "a=\"1\"");
     }
 }

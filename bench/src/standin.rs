@@ -2,6 +2,12 @@
 //! Mailgun-shaped and Twilio-shaped sends after a fixed latency, recording
 //! when each request arrived and which event it was for.
 //!
+//! Any other POST whose body is a JSON object with a string `event_id` is a
+//! webhook send (plugins/webhook.wasm, tests/plugins/js-webhook.wasm, on any
+//! path): it stands for the e-mail channel (`--email-plugin`) and is counted
+//! exactly like a Mailgun request, so duplicates and losses are counted the
+//! same way. Anything else is answered 404 and not recorded.
+//!
 //! An [`OutageSwitch`] takes both providers down: while it is on, every
 //! request is answered 503 with the provider's JSON error body (after the
 //! same latency: a load balancer's refusal is still a round trip), and is
@@ -131,6 +137,7 @@ impl StandIn {
         let app = axum::Router::new()
             .route("/v3/{domain}/messages", post(mailgun))
             .route("/2010-04-01/Accounts/{sid}/Messages.json", post(twilio))
+            .fallback(webhook)
             .with_state(shared.clone());
         let server = rt.spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -208,6 +215,33 @@ async fn twilio(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     json(StatusCode::CREATED, body)
 }
 
+/// A webhook send: any other path; a POST of a JSON object with a string
+/// `event_id`. 200 with an `id` (the webhook plugins take the provider
+/// message id from it), 503 with a JSON error during an outage.
+async fn webhook(
+    State(shared): State<Arc<Shared>>,
+    method: axum::http::Method,
+    body: Bytes,
+) -> Response {
+    if method != axum::http::Method::POST {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let Some(event) = webhook_event(&body) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let refused = shared.record(Channel::Email, event);
+    tokio::time::sleep(shared.latency).await;
+    if refused {
+        let body = serde_json::json!({ "message": "Service Unavailable (notify-bench outage)" });
+        return json(StatusCode::SERVICE_UNAVAILABLE, body);
+    }
+    let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "id": format!("wh-{n:016x}") }),
+    )
+}
+
 fn json(status: StatusCode, body: serde_json::Value) -> Response {
     (
         status,
@@ -230,6 +264,19 @@ fn mailgun_event(body: &[u8]) -> Option<EventRef> {
 fn twilio_event(body: &[u8]) -> Option<EventRef> {
     let (_, text) = form_urlencoded::parse(body).find(|(k, _)| k == "Body")?;
     EventRef::parse(text.split_whitespace().last()?)
+}
+
+/// A webhook body: a JSON object with a string `event_id`. Outer None: not a
+/// webhook request at all; inner None: a webhook request for an event id
+/// the bench did not issue (recorded as foreign).
+fn webhook_event(body: &[u8]) -> Option<Option<EventRef>> {
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        event_id: std::borrow::Cow<'a, str>,
+    }
+    let parsed: Body<'_> = serde_json::from_slice(body).ok()?;
+    Some(EventRef::parse(&parsed.event_id))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -373,6 +420,17 @@ mod tests {
             .finish();
         assert_eq!(twilio_event(twilio.as_bytes()), Some(id));
         assert_eq!(twilio_event(b"Body=hello"), None);
+        let webhook = format!(
+            r#"{{"event_id":"{text}","event_type":"appointments.created","purpose":"confirmation","appointment":{{"appointment_id":"appt-9"}}}}"#
+        );
+        assert_eq!(webhook_event(webhook.as_bytes()), Some(Some(id)));
+        assert_eq!(
+            webhook_event(br#"{"event_id":"9b2f6a52-1d7e-4c7a-9a8e-0c1f2b3d4e5f"}"#),
+            Some(None)
+        );
+        assert_eq!(webhook_event(br#"{"id":"x"}"#), None);
+        assert_eq!(webhook_event(br#"{"event_id":7}"#), None);
+        assert_eq!(webhook_event(b"to=u@example.com"), None);
     }
 
     #[test]
@@ -395,6 +453,31 @@ mod tests {
         };
         let mailgun = "/v3/mg.example.com/messages";
         let twilio = "/2010-04-01/Accounts/AC0123/Messages.json";
+        let id = EventRef { run: 7, index: 3 };
+        let webhook = || {
+            let url = format!("{base}/hook");
+            let body = serde_json::json!({ "event_id": id.to_string(), "purpose": "confirmation" });
+            rt.block_on(async move {
+                let r = reqwest::Client::new()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await?;
+                let status = r.status().as_u16();
+                let body: serde_json::Value = serde_json::from_slice(&r.bytes().await?)?;
+                anyhow::Ok((status, body))
+            })
+        };
+        // Not a webhook body on an unknown path: 404, not recorded.
+        let stray = rt.block_on(async {
+            reqwest::Client::new()
+                .post(format!("{base}/elsewhere"))
+                .body("x")
+                .send()
+                .await
+        })?;
+        assert_eq!(stray.status().as_u16(), 404);
 
         switch.set_down(true);
         let (status, body) = post(mailgun)?;
@@ -403,24 +486,31 @@ mod tests {
         let (status, body) = post(twilio)?;
         assert_eq!(status, 503);
         assert_eq!(body["code"], 20500, "{body}");
+        assert_eq!(webhook()?.0, 503);
         switch.set_down(false);
         assert_eq!(post(mailgun)?.0, 200);
         assert_eq!(post(twilio)?.0, 201);
+        let (status, body) = webhook()?;
+        assert_eq!(status, 200);
+        assert!(body["id"].is_string(), "{body}");
 
-        let refused: Vec<(Channel, bool)> = standin
-            .take()
-            .iter()
-            .map(|r| (r.channel, r.refused))
-            .collect();
+        let records = standin.take();
+        let refused: Vec<(Channel, bool)> =
+            records.iter().map(|r| (r.channel, r.refused)).collect();
         assert_eq!(
             refused,
             [
                 (Channel::Email, true),
                 (Channel::Sms, true),
+                (Channel::Email, true),
                 (Channel::Email, false),
-                (Channel::Sms, false)
+                (Channel::Sms, false),
+                (Channel::Email, false)
             ]
         );
+        // A webhook request is an e-mail for the event in its JSON.
+        assert_eq!(records[2].event, Some(id));
+        assert_eq!(records[5].event, Some(id));
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ mod kafka_harness;
 mod ledger;
 mod ops;
 mod outage;
+mod pg_harness;
 mod pipeline;
 mod polyglot;
 mod rebalance;

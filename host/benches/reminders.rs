@@ -302,7 +302,7 @@ fn main() {
         })
         .await;
         let took = started.elapsed();
-        assert_eq!(ledger.timer_count().expect("count"), pending_n);
+        assert_eq!(ledger.timer_count().await.expect("count"), pending_n);
         took
     });
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

@@ -60,6 +60,12 @@ pub struct ChannelLabels {
     pub channel: String,
 }
 
+/// `state` of a pooled connection: `idle` or `in_use`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolStateLabels {
+    pub state: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub channel: String,
@@ -124,6 +130,12 @@ pub struct Metrics {
     pub ledger_records: Gauge,
     pub ledger_file_bytes: Gauge,
     pub ledger_write: Histogram,
+    // The shared ledger (`ledger.backend = "postgres"`): claims and the
+    // connection pool.
+    pub ledger_claim: Histogram,
+    pub claim_conflicts: Family<ChannelLabels, Counter>,
+    pub ledger_pool_connections: Family<PoolStateLabels, Gauge>,
+    pub ledger_pool_max: Gauge,
     // Reminders (see `reminders`).
     pub reminders_scheduled: Gauge,
     pub reminders_fired: Family<ChannelLabels, Counter>,
@@ -191,6 +203,11 @@ impl Metrics {
             ledger_file_bytes: Gauge::default(),
             // A group-committed fsync: 0.1 ms .. ~0.4 s.
             ledger_write: Histogram::new(exponential_buckets(0.000_1, 2.0, 13)),
+            // One round trip to the database: 0.1 ms .. ~0.4 s.
+            ledger_claim: Histogram::new(exponential_buckets(0.000_1, 2.0, 13)),
+            claim_conflicts: Family::default(),
+            ledger_pool_connections: Family::default(),
+            ledger_pool_max: Gauge::default(),
             reminders_scheduled: Gauge::default(),
             reminders_fired: Family::default(),
             reminders_cancelled: Family::default(),
@@ -250,6 +267,26 @@ impl Metrics {
             "notify_ledger_write_seconds",
             "Time for a final delivery record to be durable",
             m.ledger_write.clone(),
+        );
+        registry.register(
+            "notify_ledger_claim_seconds",
+            "Time to claim a delivery before working it (shared ledger; embedded: no round trip)",
+            m.ledger_claim.clone(),
+        );
+        registry.register(
+            "notify_ledger_claim_conflicts",
+            "Deliveries met while another live host held their claim (a rebalance mid-send), by channel",
+            m.claim_conflicts.clone(),
+        );
+        registry.register(
+            "notify_ledger_pool_connections",
+            "Connections of the shared ledger's pool, by state (idle, in_use)",
+            m.ledger_pool_connections.clone(),
+        );
+        registry.register(
+            "notify_ledger_pool_max_connections",
+            "The most connections the shared ledger's pool opens (ledger.pool_size)",
+            m.ledger_pool_max.clone(),
         );
         registry.register(
             "notify_reminders_scheduled",
@@ -401,6 +438,18 @@ impl Metrics {
             }
         }
         m
+    }
+
+    /// The shared ledger's pool, as now.
+    pub fn set_pool(&self, pool: crate::ledger::PoolUse) {
+        let idle = i64::from(pool.idle);
+        self.ledger_pool_connections
+            .get_or_create(&PoolStateLabels { state: "idle" })
+            .set(idle);
+        self.ledger_pool_connections
+            .get_or_create(&PoolStateLabels { state: "in_use" })
+            .set(i64::from(pool.size) - idle);
+        self.ledger_pool_max.set(i64::from(pool.max));
     }
 
     pub fn channel(channel: &str) -> ChannelLabels {

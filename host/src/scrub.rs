@@ -128,8 +128,33 @@ impl Secrets {
                 .channels
                 .values()
                 .flat_map(|c| Secrets::values_of(&c.auth))
-                .chain(config.admin_token.as_ref().map(|t| t.expose().to_string())),
+                .chain(config.admin_token.as_ref().map(|t| t.expose().to_string()))
+                .chain(Secrets::of_ledger(&config.ledger.backend)),
         )
+    }
+
+    /// The database URL and its password (a driver's error may quote either).
+    fn of_ledger(backend: &crate::config::LedgerBackend) -> Vec<String> {
+        let crate::config::LedgerBackend::Postgres(pg) = backend else {
+            return Vec::new();
+        };
+        let url = pg.url.expose();
+        let mut values = vec![url.to_string()];
+        if let Ok(parsed) = url::Url::parse(url) {
+            if let Some(p) = parsed.password() {
+                values.push(p.to_string());
+                // As typed, and as decoded.
+                if let Ok(decoded) = percent_encoding::percent_decode_str(p).decode_utf8() {
+                    values.push(decoded.into_owned());
+                }
+            }
+            for (k, v) in parsed.query_pairs() {
+                if k.eq_ignore_ascii_case("password") {
+                    values.push(v.into_owned());
+                }
+            }
+        }
+        values
     }
 
     /// This set and `other`'s.

@@ -468,6 +468,7 @@ async fn appointment_state(
     let found = state
         .ledger
         .appointment_state(&appointment_id)
+        .await
         .map_err(|e| Problem::unavailable(e).at(at))?;
     let Some(s) = found else {
         return Err(Problem::not_found(
@@ -532,6 +533,7 @@ async fn reminders(State(state): State<AdminState>, uri: Uri) -> Result<Json<Rem
                 let batch = state
                     .ledger
                     .timers(after.as_ref(), 500)
+                    .await
                     .map_err(|e| Problem::unavailable(e).at(at))?;
                 if batch.is_empty() {
                     break;
@@ -1074,12 +1076,22 @@ mod tests {
         fn cursor_key(&self) -> [u8; 32] {
             [1; 32]
         }
+        fn info(&self) -> ledger::BackendInfo {
+            ledger::BackendInfo {
+                kind: "broken",
+                location: String::new(),
+                shared: false,
+            }
+        }
         fn timers(
             &self,
             _: Option<&ledger::TimerPos>,
             _: usize,
-        ) -> Result<Vec<(ledger::TimerPos, ledger::Record)>, ledger::LedgerError> {
-            Err(broken())
+        ) -> futures_util::future::BoxFuture<
+            'static,
+            Result<Vec<(ledger::TimerPos, ledger::Record)>, ledger::LedgerError>,
+        > {
+            Box::pin(async { Err(broken()) })
         }
         fn appointment_timers(
             &self,
@@ -1090,14 +1102,19 @@ mod tests {
         > {
             Box::pin(async { Err(broken()) })
         }
-        fn timer_count(&self) -> Result<u64, ledger::LedgerError> {
-            Err(broken())
+        fn timer_count(
+            &self,
+        ) -> futures_util::future::BoxFuture<'static, Result<u64, ledger::LedgerError>> {
+            Box::pin(async { Err(broken()) })
         }
         fn appointment_state(
             &self,
             _: &str,
-        ) -> Result<Option<ledger::AppointmentState>, ledger::LedgerError> {
-            Err(broken())
+        ) -> futures_util::future::BoxFuture<
+            'static,
+            Result<Option<ledger::AppointmentState>, ledger::LedgerError>,
+        > {
+            Box::pin(async { Err(broken()) })
         }
         fn put_appointment(
             &self,

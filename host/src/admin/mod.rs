@@ -112,19 +112,20 @@ async fn ready(State(state): State<AdminState>) -> Response {
     if let Some(reason) = state.dlq.unavailable() {
         failing.push(json!({ "check": "dead_letter_topic", "reason": reason }));
     }
-    if let Err(e) = state.ledger.stats().await {
+    if let Err(e) = state.ledger.check().await {
         failing.push(json!({ "check": "ledger", "reason": e.to_string() }));
     }
     // Overdue reminders (a provider outage, a backlog after downtime) are
     // reported, not failed on: a restart would not help. A loop that stopped
     // passing is a failure.
+    let scheduled = state.ledger.timer_count().await.ok();
     let scheduler = state.scheduler.as_ref().map(|s| {
         let (tick_age_ms, overdue_s, in_flight) = s.status.read(chrono::Utc::now());
         json!({
             "last_tick_age_ms": tick_age_ms,
             "overdue_seconds": overdue_s,
             "in_flight": in_flight,
-            "scheduled": state.ledger.timer_count().ok(),
+            "scheduled": scheduled,
         })
     });
     if let Some(s) = &state.scheduler {

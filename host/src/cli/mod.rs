@@ -164,6 +164,21 @@ fn check_config(path: &Path) -> Result<ExitCode> {
             None => println!("  channel {}: off (requests skipped)", c.name),
         }
     }
+    match &config.ledger.backend {
+        notify_host::config::LedgerBackend::Embedded => println!(
+            "  ledger: embedded (one host), {}; retention {} h",
+            config.ledger.path.display(),
+            config.ledger.retention.as_secs_f64() / 3600.0
+        ),
+        notify_host::config::LedgerBackend::Postgres(pg) => println!(
+            "  ledger: postgres (shared by every replica), {}; pool {} connections, lease {} s, owner {}; retention {} h (the database is not contacted here)",
+            pg.url_shown,
+            pg.pool_size,
+            pg.lease.as_secs_f64(),
+            pg.owner,
+            config.ledger.retention.as_secs_f64() / 3600.0
+        ),
+    }
     let runtime = channels.runtime();
     let pool = runtime.pool();
     let each = pool.per_instance;

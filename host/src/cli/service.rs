@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use notify_host::admin::{self, AdminState, Readiness};
 use notify_host::channels::LiveChannels;
-use notify_host::config::{Config, ProcessEnv};
+use notify_host::config::{Config, LedgerBackend, ProcessEnv};
 use notify_host::dlq::DeadLetters;
 use notify_host::health::Health;
 use notify_host::kafka::{HostContext, TopicCheck};
-use notify_host::ledger::{embedded::Embedded, Ledger};
+use notify_host::ledger::{embedded::Embedded, postgres::Postgres, Ledger, LedgerError};
 use notify_host::metrics::Metrics;
 use notify_host::offsets::OffsetTracker;
 use notify_host::pipeline::{self, Shared};
@@ -63,11 +63,19 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         }
     }
 
-    let ledger = Ledger::new(Arc::new(Embedded::open(
-        &config.ledger.path,
-        config.ledger.retention,
-        config.ledger.cache_bytes,
-    )?));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let ledger = match runtime.block_on(open_ledger(&config.ledger)) {
+        Ok(l) => l,
+        // A database that refuses this host (a wrong password, no such
+        // database) is fixed in the config, like a missing topic.
+        Err(e) if matches!(config.ledger.backend, LedgerBackend::Postgres(_)) => {
+            return Ok(refuse_start(&format!("{e} (ledger.url)")))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let transport = Transport::new(
         config.plugins.response_body_limit,
         config.enabled_channels(),
@@ -104,10 +112,6 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
     let health = Arc::new(Health::new(&config, &metrics));
 
     let scheduler = Scheduler::new();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.admin_listen)
             .await
@@ -162,9 +166,11 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
             topic = %config.kafka.topic,
             dlq_topic = %config.kafka.dlq_topic,
             group_id = %config.kafka.group_id,
-            ledger = %config.ledger.path.display(),
+            ledger = %ledger.info().location,
+            ledger_backend = ledger.info().kind,
             "notify-host running; waiting for SIGTERM or Ctrl-C"
         );
+        let ledger_at_exit = ledger.clone();
         let shared = Arc::new(Shared {
             config: Arc::new(config.clone()),
             channels: Arc::new(LiveChannels::new(channels)),
@@ -204,8 +210,11 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
                 while !stop.is_cancelled() {
                     tick.tick().await;
-                    if let Ok(n) = ledger.timer_count() {
+                    if let Ok(n) = ledger.timer_count().await {
                         gauges.reminders_scheduled.set(n as i64);
+                    }
+                    if let Some(pool) = ledger.pool() {
+                        gauges.set_pool(pool);
                     }
                 }
             });
@@ -226,6 +235,12 @@ pub fn run(config_path: &Path) -> Result<ExitCode> {
         stop.cancel();
         if timers.await.is_err() {
             tracing::warn!("the reminder scheduler ended with a panic");
+        }
+        // Another host may take this one's work at once, not after its lease.
+        match ledger_at_exit.release_all().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(claims = n, "claims given up"),
+            Err(e) => tracing::warn!(error = %e, "cannot give up this host's claims; other hosts take them over once its lease runs out"),
         }
         let _ = stop_admin.send(());
         if let Ok(Err(e)) = admin.await {
@@ -296,6 +311,40 @@ async fn reloads(
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "the reload ended with a panic; the running config and plugins stay")
+            }
+        }
+    }
+}
+
+/// Opens the configured ledger. A shared database that does not answer yet
+/// (it is starting beside the host) is waited for, saying so; one that
+/// refuses (a wrong password, a missing database) refuses the start.
+async fn open_ledger(config: &notify_host::config::LedgerConfig) -> Result<Ledger, LedgerError> {
+    match &config.backend {
+        LedgerBackend::Embedded => Ok(Ledger::new(Arc::new(Embedded::open(
+            &config.path,
+            config.retention,
+            config.cache_bytes,
+        )?))),
+        LedgerBackend::Postgres(pg) => {
+            let mut wait = Duration::from_millis(250);
+            let mut tries = 0u32;
+            loop {
+                match Postgres::connect(pg, config.retention).await {
+                    Ok(backend) => {
+                        tracing::info!(ledger = %pg.url_shown, owner = %backend.owner(), lease_seconds = pg.lease.as_secs_f64(), "shared ledger ready (PostgreSQL)");
+                        return Ok(Ledger::new(Arc::new(backend)));
+                    }
+                    Err(LedgerError::Unavailable(reason)) => {
+                        tries += 1;
+                        if tries == 1 || tries.is_multiple_of(10) {
+                            tracing::warn!(ledger = %pg.url_shown, reason = %reason, tries, "the ledger database does not answer yet; waiting for it");
+                        }
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     }

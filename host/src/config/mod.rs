@@ -327,9 +327,40 @@ pub struct Notices {
     pub rescheduled: Vec<String>,
 }
 
+/// `ledger.backend`: where the ledger lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerBackend {
+    /// One redb file (`ledger.path`), owned by one host.
+    Embedded,
+    /// A PostgreSQL database any number of hosts share.
+    Postgres(PostgresLedger),
+}
+
+/// `ledger.backend = "postgres"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresLedger {
+    /// `ledger.url`, password and all (TLS options ride in it: `sslmode`,
+    /// `sslrootcert`, `sslcert`, `sslkey`).
+    pub url: Secret,
+    /// The URL without its password, for logs and `check-config`.
+    pub url_shown: String,
+    pub pool_size: u32,
+    /// How long a claim outlives its host's last renewal.
+    pub lease: Duration,
+    pub connect_timeout: Duration,
+    /// This host's name on its claims.
+    pub owner: String,
+}
+
+pub const DEFAULT_LEDGER_POOL_SIZE: u64 = 8;
+pub const DEFAULT_LEDGER_LEASE_SECONDS: f64 = 30.0;
+pub const DEFAULT_LEDGER_CONNECT_TIMEOUT_SECONDS: f64 = 5.0;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerConfig {
-    /// The ledger file.
+    pub backend: LedgerBackend,
+    /// The ledger file (embedded), and the directory beside it that holds
+    /// the plugin cache by default (both backends).
     pub path: PathBuf,
     /// How long a delivery is remembered (and listed by the status API).
     pub retention: Duration,
@@ -1054,7 +1085,9 @@ fn validate(
             "[dedup] is now [ledger] (the same keys: path, retention_hours, cache_mib; the default file is data/ledger.redb); rename the table",
         ));
     }
+    let backend = ledger_backend(&mut problems, &raw.ledger);
     let ledger = LedgerConfig {
+        backend,
         path: base_dir.join(
             raw.ledger
                 .path
@@ -1415,6 +1448,145 @@ fn check_instance_id(id: &str) -> Result<(), String> {
         )),
         None => Ok(()),
     }
+}
+
+/// `ledger.backend` and, for PostgreSQL, its connection keys.
+fn ledger_backend(problems: &mut Vec<Problem>, raw: &raw::RawLedger) -> LedgerBackend {
+    let kind = raw.backend.as_deref().map(str::trim).unwrap_or("");
+    let postgres_keys = [
+        (
+            "ledger.url",
+            raw.url.as_ref().is_some_and(|u| !u.trim().is_empty()),
+        ),
+        ("ledger.pool_size", raw.pool_size.is_some()),
+        ("ledger.lease_seconds", raw.lease_seconds.is_some()),
+        (
+            "ledger.connect_timeout_seconds",
+            raw.connect_timeout_seconds.is_some(),
+        ),
+        ("ledger.owner", raw.owner.is_some()),
+    ];
+    match kind {
+        "" | "embedded" => {
+            for (key, set) in postgres_keys {
+                if set {
+                    problems.push(Problem::new(
+                        key,
+                        "is for ledger.backend = \"postgres\"; the ledger is embedded (set ledger.backend = \"postgres\" to use it, or remove the key)",
+                    ));
+                }
+            }
+            LedgerBackend::Embedded
+        }
+        "postgres" | "postgresql" => {
+            let url = raw.url.as_deref().map(str::trim).unwrap_or("");
+            let url_shown = match postgres_url(url) {
+                Ok(shown) => shown,
+                Err(reason) => {
+                    problems.push(Problem::new("ledger.url", reason));
+                    String::new()
+                }
+            };
+            let pool_size = bounded(
+                problems,
+                "ledger.pool_size",
+                raw.pool_size,
+                DEFAULT_LEDGER_POOL_SIZE,
+                2,
+                1000,
+            ) as u32;
+            let lease = seconds(
+                problems,
+                "ledger.lease_seconds",
+                raw.lease_seconds,
+                DEFAULT_LEDGER_LEASE_SECONDS,
+                1.0,
+                3600.0,
+            );
+            let connect_timeout = seconds(
+                problems,
+                "ledger.connect_timeout_seconds",
+                raw.connect_timeout_seconds,
+                DEFAULT_LEDGER_CONNECT_TIMEOUT_SECONDS,
+                0.1,
+                300.0,
+            );
+            let owner = match raw.owner.as_deref().map(str::trim) {
+                Some(o) if !o.is_empty() && o.len() <= 200 => o.to_string(),
+                Some(o) if !o.is_empty() => {
+                    problems.push(Problem::new("ledger.owner", "is over 200 bytes"));
+                    default_owner()
+                }
+                _ => default_owner(),
+            };
+            LedgerBackend::Postgres(PostgresLedger {
+                url: Secret::new(url),
+                url_shown,
+                pool_size,
+                lease,
+                connect_timeout,
+                owner,
+            })
+        }
+        other => {
+            problems.push(Problem::new(
+                "ledger.backend",
+                format!("expected \"embedded\" or \"postgres\", found \"{other}\""),
+            ));
+            LedgerBackend::Embedded
+        }
+    }
+}
+
+/// Checks a PostgreSQL URL; returns it without its password.
+fn postgres_url(url: &str) -> Result<String, String> {
+    if url.is_empty() {
+        return Err("is empty: ledger.backend = \"postgres\" needs a URL (e.g. url = \"${DATABASE_URL}\", DATABASE_URL=postgres://notify:…@db:5432/notify)".into());
+    }
+    let parsed = url::Url::parse(url).map_err(|e| {
+        format!("is not a URL ({e}); expected postgres://USER:PASSWORD@HOST:PORT/DATABASE")
+    })?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(format!(
+            "has the scheme \"{}\"; expected postgres:// or postgresql://",
+            parsed.scheme()
+        ));
+    }
+    let mut shown = parsed.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    // Query parameters may hold a password too (`password=`).
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k.eq_ignore_ascii_case("password") {
+                "***".to_string()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    if !pairs.is_empty() {
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    Ok(shown.to_string())
+}
+
+/// `hostname/pid/random`: unique per process, readable in the claims table.
+fn default_owner() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "host".to_string());
+    format!("{host}/{}/{:08x}", std::process::id(), fastrand::u32(..))
 }
 
 fn seconds(

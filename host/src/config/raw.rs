@@ -110,6 +110,21 @@ pub struct RawPipeline {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLedger {
+    /// `embedded` (the default) or `postgres`.
+    pub backend: Option<String>,
+    /// The PostgreSQL URL (`postgres`): `${DATABASE_URL}`.
+    pub url: Option<String>,
+    /// Most connections the PostgreSQL pool opens.
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub pool_size: Option<u64>,
+    /// How long a claim outlives its host's last renewal.
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    pub lease_seconds: Option<f64>,
+    /// How long one connection attempt may take.
+    #[serde(default, deserialize_with = "lenient::opt_f64")]
+    pub connect_timeout_seconds: Option<f64>,
+    /// This host's name on its claims; absent: hostname, pid and a random tag.
+    pub owner: Option<String>,
     pub path: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_f64")]
     pub retention_hours: Option<f64>,

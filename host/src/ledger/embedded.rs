@@ -37,8 +37,8 @@ use redb::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AppointmentState, Backend, Delivery, DeliveryKey, Filter, LedgerError, Purpose, Record, Scan,
-    State, Stats, Sweep, TimerPos,
+    AppointmentState, Backend, BackendInfo, Delivery, DeliveryKey, Filter, LedgerError, Purpose,
+    Record, Scan, State, Stats, Sweep, TimerPos,
 };
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -686,7 +686,57 @@ impl Backend for Embedded {
         self.cursor_key
     }
 
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "embedded",
+            location: self.path.display().to_string(),
+            shared: false,
+        }
+    }
+
     fn timers(
+        &self,
+        after: Option<&TimerPos>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<(TimerPos, Record)>, LedgerError>> {
+        // A point read: answered in place, no writer round trip.
+        std::future::ready(self.timers_now(after, limit)).boxed()
+    }
+
+    fn appointment_timers(
+        &self,
+        appointment_id: &str,
+    ) -> BoxFuture<'static, Result<Vec<Record>, LedgerError>> {
+        let appointment_id = appointment_id.to_string();
+        self.read(move |_, txn| timers_of(txn, &appointment_id))
+    }
+
+    fn timer_count(&self) -> BoxFuture<'static, Result<u64, LedgerError>> {
+        std::future::ready(self.timer_count_now()).boxed()
+    }
+
+    fn appointment_state(
+        &self,
+        appointment_id: &str,
+    ) -> BoxFuture<'static, Result<Option<AppointmentState>, LedgerError>> {
+        std::future::ready(self.appointment_state_now(appointment_id)).boxed()
+    }
+
+    fn put_appointment(
+        &self,
+        state: AppointmentState,
+    ) -> BoxFuture<'static, Result<(), LedgerError>> {
+        let (done, rx) = oneshot::channel();
+        let sent = self.send(Op::Appointment {
+            state: Box::new(state),
+            done,
+        });
+        answered(sent, rx)
+    }
+}
+
+impl Embedded {
+    fn timers_now(
         &self,
         after: Option<&TimerPos>,
         limit: usize,
@@ -718,15 +768,7 @@ impl Backend for Embedded {
         Ok(out)
     }
 
-    fn appointment_timers(
-        &self,
-        appointment_id: &str,
-    ) -> BoxFuture<'static, Result<Vec<Record>, LedgerError>> {
-        let appointment_id = appointment_id.to_string();
-        self.read(move |_, txn| timers_of(txn, &appointment_id))
-    }
-
-    fn timer_count(&self) -> Result<u64, LedgerError> {
+    fn timer_count_now(&self) -> Result<u64, LedgerError> {
         let txn = self.shared.db.begin_read().map_err(store_err)?;
         match existing(&txn, TIMERS)? {
             Some(t) => t.len().map_err(store_err),
@@ -734,7 +776,7 @@ impl Backend for Embedded {
         }
     }
 
-    fn appointment_state(
+    fn appointment_state_now(
         &self,
         appointment_id: &str,
     ) -> Result<Option<AppointmentState>, LedgerError> {
@@ -748,18 +790,6 @@ impl Backend for Embedded {
                 .map_err(|e| LedgerError::Store(format!("appointment {appointment_id}: {e}"))),
             None => Ok(None),
         }
-    }
-
-    fn put_appointment(
-        &self,
-        state: AppointmentState,
-    ) -> BoxFuture<'static, Result<(), LedgerError>> {
-        let (done, rx) = oneshot::channel();
-        let sent = self.send(Op::Appointment {
-            state: Box::new(state),
-            done,
-        });
-        answered(sent, rx)
     }
 }
 
@@ -1168,253 +1198,74 @@ fn write_loop(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Op>) {
 
 #[cfg(test)]
 mod tests {
+    //! What only the redb file does. The ledger's behaviour, the same on
+    //! both backends, is tested on both by tests/integration/ledger_suite.rs.
+
     use super::*;
-    use crate::ledger::{Ledger, Recipient, MAX_PAGE};
+    use crate::ledger::{Ledger, Recipient};
 
     const CACHE: usize = 1 << 20;
 
-    fn key(event: &str, channel: &str) -> DeliveryKey {
-        DeliveryKey::new(event, channel, Purpose::Confirmation)
+    fn key(event: &str) -> DeliveryKey {
+        DeliveryKey::new(event, "email", Purpose::Confirmation)
     }
 
-    fn record(event: &str, channel: &str, state: State) -> Record {
-        let mut d = Delivery::new(
-            &key(event, channel),
-            &format!("appt-{event}"),
-            Recipient::default(),
-        );
-        d.state = state;
+    fn delivered(event: &str) -> Record {
+        let mut d = Delivery::new(&key(event), &format!("appt-{event}"), Recipient::default());
+        d.state = State::Delivered;
         Record {
             delivery: d,
             held: None,
         }
     }
 
-    fn open(dir: &Path, retention: Duration) -> Ledger {
-        Ledger::new(Arc::new(
-            Embedded::open(&dir.join("ledger.redb"), retention, CACHE).expect("open"),
-        ))
-    }
-
     #[tokio::test]
-    async fn records_survive_reopening_and_keep_their_id() {
+    async fn a_second_open_of_the_file_fails_while_the_first_holds_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let id = {
-            let ledger = open(dir.path(), Duration::from_secs(3600));
-            assert_eq!(ledger.get(&key("e1", "email")).await.expect("get"), None);
-            ledger
-                .put(record("e1", "email", State::Pending))
-                .await
-                .expect("put");
-            ledger
-                .put(record("e1", "email", State::Delivered))
-                .await
-                .expect("put");
-            let d = ledger
-                .get(&key("e1", "email"))
-                .await
-                .expect("get")
-                .expect("there");
-            assert_eq!(d.state, State::Delivered);
-            assert_eq!(ledger.get(&key("e1", "sms")).await.expect("get"), None);
-            d.id
-        };
-        let ledger = open(dir.path(), Duration::from_secs(3600));
-        let d = ledger
-            .get(&key("e1", "email"))
-            .await
-            .expect("get")
-            .expect("there");
-        assert_eq!((d.id, d.state), (id, State::Delivered));
-        // A new record after the reopen gets a new, larger id.
-        ledger
-            .put(record("e2", "email", State::Delivered))
-            .await
-            .expect("put");
-        let d2 = ledger
-            .get(&key("e2", "email"))
-            .await
-            .expect("get")
-            .expect("there");
-        assert!(d2.id > id, "{} > {id}", d2.id);
-        assert_eq!(ledger.stats().await.expect("stats").records, 2);
-    }
-
-    #[tokio::test]
-    async fn concurrent_writes_are_batched_and_all_applied() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ledger = open(dir.path(), Duration::from_secs(3600));
-        let tasks: Vec<_> = (0..300)
-            .map(|i| {
-                let l = ledger.clone();
-                tokio::spawn(async move {
-                    l.put(record(&format!("e{i}"), "sms", State::Delivered))
-                        .await
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("join").expect("put");
-        }
-        assert_eq!(ledger.stats().await.expect("stats").records, 300);
-    }
-
-    #[tokio::test]
-    async fn events_and_appointments_find_their_deliveries() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ledger = open(dir.path(), Duration::from_secs(3600));
-        for (e, c) in [
-            ("e1", "email"),
-            ("e1", "sms"),
-            ("e10", "email"),
-            ("e1\u{1f}sms", "email"),
-        ] {
-            ledger
-                .put(record(e, c, State::Delivered))
-                .await
-                .expect("put");
-        }
-        let of_e1: Vec<String> = ledger
-            .event("e1")
-            .await
-            .expect("event")
-            .into_iter()
-            .map(|d| format!("{}/{}", d.event_id, d.channel))
-            .collect();
-        assert_eq!(of_e1, ["e1/email", "e1/sms"], "no other event's record");
-        let appt = ledger.appointment("appt-e1").await.expect("appointment");
-        assert_eq!(appt.len(), 2);
-        assert!(appt[0].id > appt[1].id, "newest first");
-        assert!(ledger.event("nope").await.expect("event").is_empty());
-    }
-
-    #[tokio::test]
-    async fn pages_walk_every_record_once_while_new_ones_arrive() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ledger = open(dir.path(), Duration::from_secs(3600));
-        for i in 0..250 {
-            let state = if i % 5 == 0 {
-                State::DeadLettered
-            } else {
-                State::Delivered
-            };
-            ledger
-                .put(record(&format!("e{i}"), "email", state))
-                .await
-                .expect("put");
-        }
-        let filter = Filter::default();
-        let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
-        let mut added = 0;
-        loop {
-            let page = ledger
-                .list(&filter, 40, cursor.as_deref())
-                .await
-                .expect("list");
-            seen.extend(page.deliveries.iter().map(|d| d.id));
-            // New deliveries arrive between pages: never in this walk.
-            for _ in 0..7 {
-                ledger
-                    .put(record(&format!("new{added}"), "email", State::Pending))
-                    .await
-                    .expect("put");
-                added += 1;
+        let path = dir.path().join("ledger.redb");
+        let first = Embedded::open(&path, Duration::from_secs(3600), CACHE).expect("open");
+        match Embedded::open(&path, Duration::from_secs(3600), CACHE) {
+            Err(LedgerError::Open { path: named, .. }) => {
+                assert_eq!(named, path.display().to_string());
             }
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
+            Err(other) => panic!("expected LedgerError::Open, got {other}"),
+            Ok(_) => panic!("a second open of a held ledger file succeeded"),
         }
-        assert_eq!(seen.len(), 250);
-        let mut sorted = seen.clone();
-        sorted.sort_unstable_by(|a, b| b.cmp(a));
-        sorted.dedup();
-        assert_eq!(sorted, seen, "newest first, no repeats");
-
-        let dead = Filter {
-            state: Some(State::DeadLettered),
-            ..Filter::default()
-        };
-        let page = ledger.list(&dead, MAX_PAGE, None).await.expect("list");
-        assert_eq!(page.deliveries.len(), 50);
-        assert!(page.next_cursor.is_none());
-        assert!(page
-            .deliveries
-            .iter()
-            .all(|d| d.state == State::DeadLettered));
-        let refused = ledger.list(&dead, 10, Some("AAAA")).await;
-        assert!(matches!(
-            refused,
-            Err(crate::ledger::ListError::BadCursor(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn held_deliveries_keep_their_event_until_they_leave_hold() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ledger = open(dir.path(), Duration::from_secs(3600));
-        for i in 0..3 {
-            let mut r = record(&format!("h{i}"), "sms", State::Held);
-            r.held = Some(crate::ledger::HeldMessage {
-                topic: "t".into(),
-                key_b64: None,
-                payload: format!("{{\"event_id\":\"h{i}\"}}"),
-                headers: vec![],
-            });
-            ledger.put(r).await.expect("put");
-        }
-        ledger
-            .put(record("other", "email", State::Delivered))
-            .await
-            .expect("put");
-        let held = ledger.held("sms", None, 100).await.expect("held");
-        assert_eq!(held.len(), 3);
-        assert!(held.iter().all(|r| r.held.is_some()));
-        let first_two = ledger.held("sms", None, 2).await.expect("held");
-        let rest = ledger
-            .held("sms", Some(first_two[1].delivery.id), 100)
-            .await
-            .expect("held");
-        assert_eq!(rest.len(), 1);
-        // Sent: no longer held, and its event is no longer kept.
-        ledger
-            .put(record("h0", "sms", State::Delivered))
-            .await
-            .expect("put");
-        let held = ledger.held("sms", None, 100).await.expect("held");
-        assert_eq!(held.len(), 2);
-        assert!(ledger
-            .held("email", None, 100)
-            .await
-            .expect("held")
-            .is_empty());
+        // Dropping the first releases the lock (its writer is joined).
+        drop(first);
+        Embedded::open(&path, Duration::from_secs(3600), CACHE).expect("open again");
     }
 
     #[tokio::test]
     async fn the_retention_pass_drops_old_buckets_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
         // 800 ms retention: 100 ms buckets.
-        let ledger = open(dir.path(), Duration::from_millis(800));
-        ledger
-            .put(record("old", "email", State::Delivered))
-            .await
-            .expect("put");
-        let nothing = ledger.sweep().await.expect("sweep");
-        assert_eq!(nothing.records_dropped, 0);
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
-        ledger
-            .put(record("new", "email", State::Delivered))
-            .await
-            .expect("put");
-        let sweep = ledger.sweep().await.expect("sweep");
+        let retention = Duration::from_millis(800);
+        let ledger = Ledger::new(Arc::new(
+            Embedded::open(&dir.path().join("ledger.redb"), retention, CACHE).expect("open"),
+        ));
+        ledger.put(delivered("old")).await.expect("put");
+        assert_eq!(ledger.stats().await.expect("stats").buckets, 1);
+        assert_eq!(ledger.sweep().await.expect("sweep").records_dropped, 0);
+        // Polled: the bucket goes between 800 and 900 ms after the write.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let sweep = loop {
+            let sweep = ledger.sweep().await.expect("sweep");
+            if sweep.records_dropped > 0 {
+                break sweep;
+            }
+            assert_eq!(sweep.buckets_dropped, 0, "an empty bucket: {sweep:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the old bucket was never dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // One table set dropped, not a record deleted.
         assert_eq!((sweep.buckets_dropped, sweep.records_dropped), (1, 1));
-        assert_eq!(ledger.get(&key("old", "email")).await.expect("get"), None);
-        assert!(ledger
-            .get(&key("new", "email"))
-            .await
-            .expect("get")
-            .is_some());
-        assert_eq!(ledger.stats().await.expect("stats").records, 1);
+        assert_eq!(ledger.get(&key("old")).await.expect("get"), None);
+        ledger.put(delivered("new")).await.expect("put");
+        let stats = ledger.stats().await.expect("stats");
+        assert_eq!((stats.records, stats.buckets), (1, 1));
     }
 }

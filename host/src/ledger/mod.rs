@@ -20,11 +20,21 @@
 //!   not fired, and it is found by its due time. It joins the buckets, with
 //!   its id, when it ends.
 //!
+//! - When several hosts share the ledger ([`postgres`]), a delivery is
+//!   worked by the host that holds its [`Claim`]: taken before the record
+//!   is read for work, renewed while the host lives, given up with the
+//!   delivery's final record (in the same transaction), and taken over by
+//!   another host only once its lease ran out (its owner died or lost the
+//!   database). A host whose lease may have run out sends nothing until it
+//!   has claimed again ([`Backend::claims_held`]).
+//!
 //! The storage is behind [`Backend`]: the embedded default ([`embedded`],
-//! redb) and, next, a shared PostgreSQL one.
+//! redb, one host) and the shared PostgreSQL one ([`postgres`], any number
+//! of hosts).
 
 pub mod cursor;
 pub mod embedded;
+pub mod postgres;
 
 use std::sync::Arc;
 
@@ -490,6 +500,9 @@ pub enum LedgerError {
     Corrupt { id: u64, reason: String },
     #[error("the ledger's writer stopped")]
     WriterGone,
+    /// The database is away (refused, cut off, restarting): waited out.
+    #[error("the ledger database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Why a list request cannot be served.
@@ -501,9 +514,43 @@ pub enum ListError {
     Ledger(#[from] LedgerError),
 }
 
+/// Who works a delivery (see the module's invariants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This host holds it: new, renewed, or taken over from an owner whose
+    /// lease ran out.
+    Granted,
+    /// Another host holds it until `until` (renewed while that host lives).
+    Busy { owner: String, until: DateTime<Utc> },
+}
+
+/// What the ledger is, for logs, readiness and `check-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// `embedded` or `postgres`.
+    pub kind: &'static str,
+    /// The file, or the database URL without its password.
+    pub location: String,
+    /// Whether other hosts may share it (claims matter).
+    pub shared: bool,
+}
+
+/// A connection pool's use, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections open.
+    pub size: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// The most it opens.
+    pub max: u32,
+}
+
 /// A storage engine for the ledger. Reads see every write that resolved
 /// before them; writes of one caller are applied in the order made.
 pub trait Backend: Send + Sync + 'static {
+    /// What this is, for logs, readiness and `check-config`.
+    fn info(&self) -> BackendInfo;
     /// The delivery on record for `key`, if any.
     fn get(&self, key: &DeliveryKey) -> BoxFuture<'static, Result<Option<Delivery>, LedgerError>>;
     /// Creates or replaces the record of `record.delivery.key()`. Queued in
@@ -536,34 +583,75 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<Record>, LedgerError>>;
     /// Drops whatever is past the retention.
     fn sweep(&self) -> BoxFuture<'static, Result<Sweep, LedgerError>>;
-    /// Counts; fails when the store cannot be read (readiness).
+    /// Counts; fails when the store cannot be read.
     fn stats(&self) -> BoxFuture<'static, Result<Stats, LedgerError>>;
+    /// Whether the store answers and this host may work (readiness): cheap,
+    /// called at every probe.
+    fn check(&self) -> BoxFuture<'static, Result<(), LedgerError>> {
+        let stats = self.stats();
+        Box::pin(async move { stats.await.map(|_| ()) })
+    }
     /// A key for the cursors of this ledger (stable across restarts).
     fn cursor_key(&self) -> [u8; 32];
     /// Open reminders in due order, from just after `after`, at most
-    /// `limit`, with their events. A point read: answered in place.
+    /// `limit`, with their events. A shared ledger leaves out the timers
+    /// another host holds a live claim on (it is firing them).
     fn timers(
         &self,
         after: Option<&TimerPos>,
         limit: usize,
-    ) -> Result<Vec<(TimerPos, Record)>, LedgerError>;
+    ) -> BoxFuture<'static, Result<Vec<(TimerPos, Record)>, LedgerError>>;
     /// Open reminders of one appointment, with their events.
     fn appointment_timers(
         &self,
         appointment_id: &str,
     ) -> BoxFuture<'static, Result<Vec<Record>, LedgerError>>;
     /// Open reminders, counted (cheap).
-    fn timer_count(&self) -> Result<u64, LedgerError>;
+    fn timer_count(&self) -> BoxFuture<'static, Result<u64, LedgerError>>;
     /// What the appointment's events said so far.
     fn appointment_state(
         &self,
         appointment_id: &str,
-    ) -> Result<Option<AppointmentState>, LedgerError>;
+    ) -> BoxFuture<'static, Result<Option<AppointmentState>, LedgerError>>;
     /// Replaces the appointment's state; resolves once on disk.
     fn put_appointment(
         &self,
         state: AppointmentState,
     ) -> BoxFuture<'static, Result<(), LedgerError>>;
+
+    /// Claims `key` for this host (see [`Claim`]); idempotent for the
+    /// holder. A ledger no other host shares always grants.
+    fn claim(&self, key: &DeliveryKey) -> BoxFuture<'static, Result<Claim, LedgerError>> {
+        let _ = key;
+        Box::pin(std::future::ready(Ok(Claim::Granted)))
+    }
+    /// Gives up this host's claim on `key` without a final record (the
+    /// partition was revoked, the host is stopping): the next owner need not
+    /// wait out the lease. A final [`Backend::put`] gives it up by itself.
+    fn release(&self, key: &DeliveryKey) -> BoxFuture<'static, Result<(), LedgerError>> {
+        let _ = key;
+        Box::pin(std::future::ready(Ok(())))
+    }
+    /// Gives up every claim of this host (at shutdown); how many there were.
+    fn release_all(&self) -> BoxFuture<'static, Result<u64, LedgerError>> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
+    /// Whether this host's claims are surely still its own: its lease was
+    /// renewed less than a lease ago. When not, another host may have taken
+    /// them over, and nothing is sent before claiming again.
+    fn claims_held(&self) -> bool {
+        true
+    }
+    /// Moves on each time this host's claims may have been taken over (its
+    /// lease lapsed): a delivery claimed under an older epoch is claimed
+    /// again before its next send.
+    fn claim_epoch(&self) -> u64 {
+        0
+    }
+    /// The connection pool's use, if there is one.
+    fn pool(&self) -> Option<PoolUse> {
+        None
+    }
 }
 
 /// Handle to the ledger; cheap to clone.
@@ -644,12 +732,12 @@ impl Ledger {
         self.backend.stats().await
     }
 
-    pub fn timers(
+    pub async fn timers(
         &self,
         after: Option<&TimerPos>,
         limit: usize,
     ) -> Result<Vec<(TimerPos, Record)>, LedgerError> {
-        self.backend.timers(after, limit)
+        self.backend.timers(after, limit).await
     }
 
     pub async fn appointment_timers(
@@ -659,15 +747,47 @@ impl Ledger {
         self.backend.appointment_timers(appointment_id).await
     }
 
-    pub fn timer_count(&self) -> Result<u64, LedgerError> {
-        self.backend.timer_count()
+    pub async fn timer_count(&self) -> Result<u64, LedgerError> {
+        self.backend.timer_count().await
     }
 
     pub fn appointment_state(
         &self,
         appointment_id: &str,
-    ) -> Result<Option<AppointmentState>, LedgerError> {
+    ) -> BoxFuture<'static, Result<Option<AppointmentState>, LedgerError>> {
         self.backend.appointment_state(appointment_id)
+    }
+
+    pub fn info(&self) -> BackendInfo {
+        self.backend.info()
+    }
+
+    pub async fn claim(&self, key: &DeliveryKey) -> Result<Claim, LedgerError> {
+        self.backend.claim(key).await
+    }
+
+    pub async fn release(&self, key: &DeliveryKey) -> Result<(), LedgerError> {
+        self.backend.release(key).await
+    }
+
+    pub async fn release_all(&self) -> Result<u64, LedgerError> {
+        self.backend.release_all().await
+    }
+
+    pub fn claims_held(&self) -> bool {
+        self.backend.claims_held()
+    }
+
+    pub fn claim_epoch(&self) -> u64 {
+        self.backend.claim_epoch()
+    }
+
+    pub async fn check(&self) -> Result<(), LedgerError> {
+        self.backend.check().await
+    }
+
+    pub fn pool(&self) -> Option<PoolUse> {
+        self.backend.pool()
     }
 
     pub fn put_appointment(

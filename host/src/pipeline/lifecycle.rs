@@ -14,6 +14,7 @@
 //! - Events of one appointment are worked one at a time, in order (the
 //!   pipeline's key is the appointment id), so their state changes never race.
 
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,7 +29,8 @@ use super::worker::{
 use crate::config::ChannelMode;
 use crate::event::{self, AppointmentEvent, EventKind};
 use crate::ledger::{
-    AppointmentState, AppointmentStatus, Delivery, DeliveryKey, HeldMessage, Purpose, Record, State,
+    AppointmentState, AppointmentStatus, Claim, Delivery, DeliveryKey, HeldMessage, Purpose,
+    Record, State,
 };
 use crate::plugin::{Message as PluginMessage, Purpose as PluginPurpose};
 use crate::reminders::{self, rfc3339};
@@ -45,7 +47,7 @@ pub(super) async fn work(
 ) -> Outcomes {
     let appointment = &event.appointment_id;
     let state = match on_record(
-        || std::future::ready(shared.ledger.appointment_state(appointment)),
+        || shared.ledger.appointment_state(appointment),
         "appointment",
         revoked,
     )
@@ -557,6 +559,29 @@ fn no_longer_wanted(
 /// timer. Dead letters carry the kept event.
 pub async fn fire(shared: Arc<Shared>, record: Record, shutdown: CancellationToken) {
     let started = Instant::now();
+    // Whichever host claims a due timer fires it; the others let it be. A
+    // claim granted after another host ended the timer finds it closed.
+    let key = record.delivery.key();
+    match shared.ledger.claim(&key).await {
+        Ok(Claim::Granted) => {}
+        Ok(Claim::Busy { .. }) => return,
+        Err(e) => {
+            tracing::warn!(channel = %key.channel, error = %e, "cannot claim a due reminder; trying again at the next pass");
+            return;
+        }
+    }
+    match shared.ledger.get(&key).await {
+        Ok(Some(d)) if d.is_timer() => {}
+        Ok(_) => {
+            super::worker::release(&shared, &key).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(channel = %key.channel, error = %e, "cannot read a due reminder; trying again at the next pass");
+            super::worker::release(&shared, &key).await;
+            return;
+        }
+    }
     let Record { delivery, held } = record;
     let mut entry = delivery;
     let name = entry.channel.clone();
@@ -629,19 +654,15 @@ async fn fire_inner(
     let appointment = entry.appointment_id.clone();
     let time = entry.useful_until;
     let ledger = shared.ledger.clone();
-    let still_wanted = move || {
-        // A read failure is not a cancel: the send goes on, as it would
-        // have without the check.
-        no_longer_wanted(
-            ledger
-                .appointment_state(&appointment)
-                .ok()
-                .flatten()
-                .as_ref(),
-            time,
-        )
+    let still_wanted = move || -> BoxFuture<'static, Option<String>> {
+        let read = ledger.appointment_state(&appointment);
+        Box::pin(async move {
+            // A read failure is not a cancel: the send goes on, as it would
+            // have without the check.
+            no_longer_wanted(read.await.ok().flatten().as_ref(), time)
+        })
     };
-    if let Some(reason) = still_wanted() {
+    if let Some(reason) = still_wanted().await {
         entry.set(State::Cancelled, Some(reason.clone()));
         write_final(shared, entry, None).await;
         return ChannelOutcome::Cancelled(reason);

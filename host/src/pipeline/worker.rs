@@ -7,6 +7,7 @@
 //! channel's gate (`health`): while the channel is down the send waits there,
 //! uncounted, instead of being retried against a failing provider.
 
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use crate::dlq::{DeadLetter, DeadLetters, ErrorClass, Source, WriteFailure, Writ
 use crate::event::{self, AppointmentEvent};
 use crate::health::{ChannelGate, Health};
 use crate::ledger::{
-    self, Admission, Arrival, AttemptRecord, Delivery, DeliveryKey, HeldMessage, Ledger,
+    self, Admission, Arrival, AttemptRecord, Claim, Delivery, DeliveryKey, HeldMessage, Ledger,
     Purpose as LedgerPurpose, Recipient, Record, SourceRef, State,
 };
 use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels};
@@ -285,6 +286,8 @@ pub async fn process(shared: Arc<Shared>, msg: Arc<OwnedMessage>, revoked: Cance
                         delivery.set(State::DeadLettered, Some(letter.reason.clone()));
                         write_final(&shared, &delivery, None).await;
                     }
+                } else if let Some(delivery) = &record {
+                    release(&shared, &delivery.key()).await;
                 }
             }
         }
@@ -589,8 +592,111 @@ pub(super) async fn deliver(
     let started = Instant::now();
     let mut record = None;
     let outcome = deliver_inner(shared, event, name, purpose, revoked, arrived, &mut record).await;
+    if outcome == ChannelOutcome::Revoked {
+        release(shared, &DeliveryKey::new(&event.event_id, name, purpose)).await;
+    }
     report(shared, &event.event_id, name, purpose, &outcome, started);
     (outcome, record)
+}
+
+/// Claims `key` for this host (see `ledger`), waiting while another live
+/// host holds it and retrying while the ledger does not answer; `false` if
+/// the partition was revoked first. Nothing is sent without the claim.
+pub(super) async fn claim_for_work(
+    shared: &Shared,
+    key: &DeliveryKey,
+    revoked: &CancellationToken,
+) -> bool {
+    let mut wait = Duration::from_millis(100);
+    let mut conflict_seen = false;
+    loop {
+        let started = Instant::now();
+        match shared.ledger.claim(key).await {
+            Ok(Claim::Granted) => {
+                shared
+                    .metrics
+                    .ledger_claim
+                    .observe(started.elapsed().as_secs_f64());
+                if conflict_seen {
+                    tracing::info!(channel = %key.channel, "claim granted after the other host let it go");
+                }
+                return true;
+            }
+            Ok(Claim::Busy { owner, until }) => {
+                if !conflict_seen {
+                    conflict_seen = true;
+                    shared
+                        .metrics
+                        .claim_conflicts
+                        .get_or_create(&Metrics::channel(&key.channel))
+                        .inc();
+                    tracing::info!(channel = %key.channel, owner = %owner, lease_until = %until.to_rfc3339(), "another host works this delivery; waiting until it is done or its lease runs out");
+                }
+                // Polled: the holder's final record frees it, usually
+                // within one provider round trip.
+                if !sleep_unless_revoked(CLAIM_POLL, revoked).await {
+                    return false;
+                }
+            }
+            Err(e) => {
+                tracing::error!(channel = %key.channel, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot claim the delivery in the ledger; not sending until the ledger answers");
+                if !sleep_unless_revoked(wait, revoked).await {
+                    return false;
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// How often a delivery another host holds is asked for again.
+const CLAIM_POLL: Duration = Duration::from_millis(250);
+
+/// Gives up this host's claim on `key` without a final record (the
+/// partition was revoked): its next owner need not wait out the lease. A
+/// failure only delays that owner until the lease or this host's sweep.
+pub(super) async fn release(shared: &Shared, key: &DeliveryKey) {
+    if let Err(e) = shared.ledger.release(key).await {
+        tracing::warn!(channel = %key.channel, error = %e, "cannot give up the claim; the next owner waits for this host's claim sweep");
+    }
+}
+
+/// Before a send: this host's lease must be fresh (else it may not be able
+/// to record what it sends), and if it lapsed since the delivery was claimed
+/// (`epoch`), the claim is taken again and the record read again: another
+/// host may have finished the delivery meanwhile. `Err` ends the send.
+async fn hold_claim(
+    shared: &Shared,
+    entry: &Delivery,
+    epoch: &mut u64,
+    revoked: &CancellationToken,
+) -> Result<(), ChannelOutcome> {
+    if shared.ledger.claims_held() && shared.ledger.claim_epoch() == *epoch {
+        return Ok(());
+    }
+    tracing::debug!(channel = %entry.channel, "the ledger lease is not fresh; waiting for the database before sending");
+    while !shared.ledger.claims_held() {
+        if !sleep_unless_revoked(CLAIM_POLL, revoked).await {
+            return Err(ChannelOutcome::Revoked);
+        }
+    }
+    let key = entry.key();
+    let now = shared.ledger.claim_epoch();
+    if now != *epoch {
+        if !claim_for_work(shared, &key, revoked).await {
+            return Err(ChannelOutcome::Revoked);
+        }
+        *epoch = now;
+        let current = match on_record(|| shared.ledger.get(&key), &key.channel, revoked).await {
+            Some(current) => current,
+            None => return Err(ChannelOutcome::Revoked),
+        };
+        if let Some(d) = current.filter(|d| !d.state.is_open() && d.state != State::Held) {
+            tracing::info!(channel = %key.channel, state = d.state.as_str(), "another host ended this delivery while this host was cut off; not sending");
+            return Err(ChannelOutcome::AlreadyDone(d.state));
+        }
+    }
+    Ok(())
 }
 
 /// Counts and logs how one delivery ended.
@@ -751,6 +857,11 @@ async fn deliver_inner(
         .get(name)
         .map_or(ChannelMode::Off, |c| c.mode);
     let key = DeliveryKey::new(&event.event_id, name, purpose);
+    // Claimed before the record is read: another host that works the same
+    // delivery (a rebalance moved the partition mid-send) finishes it first.
+    if !claim_for_work(shared, &key, revoked).await {
+        return ChannelOutcome::Revoked;
+    }
     let existing = match on_record(|| shared.ledger.get(&key), name, revoked).await {
         Some(existing) => existing,
         None => return ChannelOutcome::Revoked,
@@ -828,7 +939,10 @@ async fn deliver_inner(
         reminder: None,
         useful_until: useful_until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     };
-    send_out(shared, event, name, entry, &message, revoked, &|| None).await
+    send_out(shared, event, name, entry, &message, revoked, &|| {
+        Box::pin(std::future::ready(None))
+    })
+    .await
 }
 
 /// The plugin contract's name for a purpose.
@@ -853,7 +967,7 @@ pub(super) async fn send_out(
     entry: &mut Delivery,
     message: &PluginMessage,
     revoked: &CancellationToken,
-    cancelled: &(dyn Fn() -> Option<String> + Sync),
+    cancelled: &(dyn Fn() -> BoxFuture<'static, Option<String>> + Sync),
 ) -> ChannelOutcome {
     let useful_until = entry.useful_until;
     // One version of the channel for the whole send: a reload swaps the
@@ -932,7 +1046,12 @@ pub(super) async fn send_out(
 
     let mut provider_message_id = None;
     let mut next = 0;
+    // The caller claimed the delivery just before.
+    let mut epoch = shared.ledger.claim_epoch();
     while next < requests.len() {
+        if let Err(outcome) = hold_claim(shared, entry, &mut epoch, revoked).await {
+            return outcome;
+        }
         let Some(permit) = gate.admit(revoked).await else {
             return ChannelOutcome::Revoked;
         };
@@ -949,7 +1068,7 @@ pub(super) async fn send_out(
             write_final(shared, entry, None).await;
             return ChannelOutcome::Expired(reason);
         }
-        if let Some(reason) = cancelled() {
+        if let Some(reason) = cancelled().await {
             drop(permit);
             entry.set(State::Cancelled, Some(reason.clone()));
             write_final(shared, entry, None).await;

@@ -116,7 +116,7 @@ impl Scheduler {
             let mut next_due: Option<u64> = None;
             let mut read_error = false;
             'take: while in_flight.len() < max_in_flight {
-                let batch = match ledger.timers(cursor.as_ref(), BATCH) {
+                let batch = match ledger.timers(cursor.as_ref(), BATCH).await {
                     Ok(b) => b,
                     Err(e) => {
                         read_failures += 1;
@@ -158,7 +158,7 @@ impl Scheduler {
                 .store(in_flight.len(), Ordering::Relaxed);
             // The earliest open timer (fired or not) tells how late the
             // scheduler runs.
-            let overdue = match ledger.timers(None, 1) {
+            let overdue = match ledger.timers(None, 1).await {
                 Ok(head) => head
                     .first()
                     .map_or(0, |((due, _), _)| now_ms.saturating_sub(*due) / 1000),
@@ -306,7 +306,7 @@ mod tests {
                 "{name} fired at {at} ms, due at {want_ms} ms"
             );
         }
-        assert_eq!(ledger.timer_count().expect("count"), 0);
+        assert_eq!(ledger.timer_count().await.expect("count"), 0);
     }
 
     #[tokio::test]

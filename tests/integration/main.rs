@@ -16,6 +16,7 @@ mod harness;
 mod hostile;
 mod kafka_harness;
 mod ledger;
+mod ledger_suite;
 mod ops;
 mod outage;
 mod pg_harness;

@@ -429,6 +429,7 @@ impl Metrics {
             let _ = m.reminders_expired.get_or_create(&labels);
             let _ = m.retries.get_or_create(&labels);
             let _ = m.dedup_hits.get_or_create(&labels);
+            let _ = m.claim_conflicts.get_or_create(&labels);
             let _ = m.provider_latency.get_or_create(&labels);
             for call in ["render", "classify"] {
                 let _ = m.plugin_call.get_or_create(&PluginCallLabels {

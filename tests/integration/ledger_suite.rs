@@ -530,7 +530,7 @@ async fn the_retention_pass_drops_old_records_and_never_a_timer(kind: Kind) {
     assert_eq!(ledger.timer_count().await.expect("timer count"), 1);
 }
 
-async fn timers_come_in_due_order_and_one_that_ends_keeps_its_id(kind: Kind) {
+async fn timers_come_in_due_order_and_one_that_ends_joins_the_newest_records(kind: Kind) {
     let store = Store::new(kind, "timers");
     let ledger = store.open(LONG).await;
     let base = in_minutes(60);
@@ -622,7 +622,7 @@ async fn timers_come_in_due_order_and_one_that_ends_keeps_its_id(kind: Kind) {
     assert_eq!(order, ["e1", "e2", "e4", "e5", "e3"]);
 
     // Being sent is still a timer; sent, it ends: out of the timers, on
-    // record with the same id.
+    // record (under a new id, below).
     let mut sending = reminder("e5", "day-before", "appt-3", at(25));
     sending.delivery.state = State::Pending;
     put(&ledger, sending.clone()).await;
@@ -636,14 +636,21 @@ async fn timers_come_in_due_order_and_one_that_ends_keeps_its_id(kind: Kind) {
         .expect("timers")
         .iter()
         .all(|(_, r)| r.delivery.event_id != "e5"));
+    // On record under a new, larger id: it joined the newest bucket, and
+    // ids keep the buckets' order (paging relies on it).
     let ended = get(&ledger, &e5_key).await.expect("on record");
-    assert_eq!((ended.id, ended.state), (id, State::Delivered));
+    assert_eq!(ended.state, State::Delivered);
+    assert!(
+        ended.id > id,
+        "an ended timer joins the newest records: {} > {id}",
+        ended.id
+    );
     assert!(ledger
         .appointment("appt-3")
         .await
         .expect("appointment")
         .iter()
-        .any(|d| d.id == id && d.state == State::Delivered));
+        .any(|d| d.id == ended.id && d.state == State::Delivered));
 }
 
 fn appointment(id: &str, time: DateTime<Utc>, updated_at: DateTime<Utc>) -> AppointmentState {
@@ -1046,7 +1053,7 @@ suite! {
         pages_walk_every_record_once_while_new_ones_arrive,
         held_deliveries_keep_their_event_until_they_leave_hold,
         the_retention_pass_drops_old_records_and_never_a_timer,
-        timers_come_in_due_order_and_one_that_ends_keeps_its_id,
+        timers_come_in_due_order_and_one_that_ends_joins_the_newest_records,
         appointment_states_are_kept_until_the_retention_after_the_appointment,
     ],
     embedded: [a_ledger_no_other_host_shares_grants_every_claim],

@@ -96,6 +96,9 @@ pub async fn serve(
         .await
 }
 
+/// The longest readiness waits for the ledger (twice: check and count).
+const LEDGER_PROBE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 async fn ready(State(state): State<AdminState>) -> Response {
     let r = &state.readiness;
     let mut failing = Vec::new();
@@ -112,13 +115,20 @@ async fn ready(State(state): State<AdminState>) -> Response {
     if let Some(reason) = state.dlq.unavailable() {
         failing.push(json!({ "check": "dead_letter_topic", "reason": reason }));
     }
-    if let Err(e) = state.ledger.check().await {
-        failing.push(json!({ "check": "ledger", "reason": e.to_string() }));
+    // Bounded: a database that does not answer must not hold the probe
+    // past its own timeout.
+    match tokio::time::timeout(LEDGER_PROBE, state.ledger.check()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => failing.push(json!({ "check": "ledger", "reason": e.to_string() })),
+        Err(_) => failing.push(json!({ "check": "ledger", "reason": format!("no answer within {} ms", LEDGER_PROBE.as_millis()) })),
     }
     // Overdue reminders (a provider outage, a backlog after downtime) are
     // reported, not failed on: a restart would not help. A loop that stopped
     // passing is a failure.
-    let scheduled = state.ledger.timer_count().await.ok();
+    let scheduled = tokio::time::timeout(LEDGER_PROBE, state.ledger.timer_count())
+        .await
+        .ok()
+        .and_then(Result::ok);
     let scheduler = state.scheduler.as_ref().map(|s| {
         let (tick_age_ms, overdue_s, in_flight) = s.status.read(chrono::Utc::now());
         json!({

@@ -1453,11 +1453,10 @@ fn check_instance_id(id: &str) -> Result<(), String> {
 /// `ledger.backend` and, for PostgreSQL, its connection keys.
 fn ledger_backend(problems: &mut Vec<Problem>, raw: &raw::RawLedger) -> LedgerBackend {
     let kind = raw.backend.as_deref().map(str::trim).unwrap_or("");
+    // `ledger.url` is not among them: the shipped config reads it from
+    // DATABASE_URL, which a Django deployment exports for its own use, and an
+    // embedded host must still start there (check-config shows the backend).
     let postgres_keys = [
-        (
-            "ledger.url",
-            raw.url.as_ref().is_some_and(|u| !u.trim().is_empty()),
-        ),
         ("ledger.pool_size", raw.pool_size.is_some()),
         ("ledger.lease_seconds", raw.lease_seconds.is_some()),
         (

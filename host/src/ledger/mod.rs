@@ -17,8 +17,9 @@
 //!   send), and in the appointment's state (for notices and reschedules).
 //! - An open reminder (scheduled, or being sent) is a timer: it is kept
 //!   outside the time buckets, so the retention never drops one that has
-//!   not fired, and it is found by its due time. It joins the buckets, with
-//!   its id, when it ends.
+//!   not fired, and it is found by its due time. It joins the newest bucket
+//!   when it ends, under a new id (ids and buckets keep one order, which
+//!   paging relies on; the key stays the same).
 //!
 //! - When several hosts share the ledger ([`postgres`]), a delivery is
 //!   worked by the host that holds its [`Claim`]: taken before the record

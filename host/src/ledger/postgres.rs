@@ -98,7 +98,6 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| {
             // 57P01..57P03: admin shutdown, crash shutdown, cannot connect
@@ -678,20 +677,13 @@ async fn apply(shared: &Shared, batch: &[Op]) -> Result<(), sqlx::Error> {
 
     if !deliveries.is_empty() {
         let keys: Vec<String> = deliveries.iter().map(|(k, _)| k.clone()).collect();
-        // Timers that end here keep their id.
-        let ended: HashMap<String, i64> =
-            sqlx::query("DELETE FROM notify_timers WHERE key = ANY($1) RETURNING key, id")
-                .bind(&keys)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .filter_map(|r| {
-                    Some((
-                        r.try_get::<String, _>(0).ok()?,
-                        r.try_get::<i64, _>(1).ok()?,
-                    ))
-                })
-                .collect();
+        // Timers that end here leave the timers and join the newest bucket
+        // under a new id (as the embedded ledger does): ids and buckets
+        // stay in the same order, which paging relies on.
+        sqlx::query("DELETE FROM notify_timers WHERE key = ANY($1)")
+            .bind(&keys)
+            .execute(&mut *tx)
+            .await?;
         let existing: HashMap<String, (i64, i64)> = sqlx::query(
             "SELECT DISTINCT ON (key) key, bucket, id FROM notify_deliveries WHERE key = ANY($1) ORDER BY key, bucket DESC",
         )
@@ -706,10 +698,7 @@ async fn apply(shared: &Shared, batch: &[Op]) -> Result<(), sqlx::Error> {
             ))
         })
         .collect();
-        let fresh = keys
-            .iter()
-            .filter(|k| !existing.contains_key(*k) && !ended.contains_key(*k))
-            .count();
+        let fresh = keys.iter().filter(|k| !existing.contains_key(*k)).count();
         let mut new_ids: Vec<i64> = if fresh > 0 {
             sqlx::query_scalar("SELECT nextval('notify_delivery_ids') FROM generate_series(1, $1)")
                 .bind(fresh as i64)
@@ -722,10 +711,9 @@ async fn apply(shared: &Shared, batch: &[Op]) -> Result<(), sqlx::Error> {
         let mut rows = DeliveryRows::default();
         for (k, r) in &deliveries {
             let d = &r.delivery;
-            let (b, id) = match (existing.get(k), ended.get(k)) {
-                (Some(&(b, id)), _) => (b, id),
-                (None, Some(&id)) => (bucket, id),
-                (None, None) => (bucket, new_ids.pop().unwrap_or_default()),
+            let (b, id) = match existing.get(k) {
+                Some(&(b, id)) => (b, id),
+                None => (bucket, new_ids.pop().unwrap_or_default()),
             };
             // The event is kept only while held.
             let json = if d.state == State::Held || r.held.is_none() {

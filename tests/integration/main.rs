@@ -26,6 +26,7 @@ mod rebalance;
 mod reload;
 mod reminders;
 mod replay;
+mod replicas;
 mod sandbox;
 mod secrets;
 mod spec;

@@ -15,7 +15,8 @@
 #      plugin x {fresh, reuse} at the host's default max_in_flight (512),
 #      ROUNDS rounds, interleaved: events/s, dead letters, duplicates, the
 #      host's plugin call p50/p99 (estimated from its histogram buckets) and
-#      peak RSS. The host times a call from before its wait at the
+#      peak RSS (its hosts start from a compile cache notify-bench fills
+#      first with `notify-host plugin compile`). The host times a call from before its wait at the
 #      max_concurrent_calls gate, so with 512 events in flight those times
 #      are mostly queueing; the same invocation's sequential run
 #      (max_in_flight = 1, SEQ_EVENTS events) gives them without the queue;
@@ -26,7 +27,9 @@
 #
 # Usage: bench/plugins.sh            (from anywhere)
 # Env:   EVENTS (2000), SEQ_EVENTS (200), REPEATS (3), ROUNDS (3), LATENCY_MS (50),
-#        PLUGINS ("rust python js"), OUT (results dir, default
+#        PLUGINS ("rust python js"), PHASES ("check startup throughput":
+#        the sections to run; with OUT naming an earlier run's dir the others
+#        are kept from it), OUT (results dir, default
 #        target-bench/plugins-bench-TIMESTAMP), CARGO_TARGET_DIR
 #        (target-bench), BUILD_PLUGINS=1 runs
 #        ./scripts/build-plugins.sh --with-test-plugins first.
@@ -41,6 +44,7 @@ REPEATS="${REPEATS:-3}"
 ROUNDS="${ROUNDS:-3}"
 LATENCY_MS="${LATENCY_MS:-50}"
 PLUGINS="${PLUGINS:-rust python js}"
+PHASES="${PHASES:-check startup throughput}"
 OUT="${OUT:-$CARGO_TARGET_DIR/plugins-bench-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -78,6 +82,8 @@ plugin_path() {
 }
 
 present=()
+rm -f "$OUT/skipped" "$OUT/failed"
+: > "$OUT/plugins.txt"
 for p in $PLUGINS; do
   if [[ -f $(plugin_path "$p") ]]; then
     present+=("$p")
@@ -133,8 +139,10 @@ EOF
 }
 
 # One line per start: plugin kind rep seconds max_rss_kib load_source load_ms
-: > "$OUT/check-config.txt"
-for rep in $(seq 1 "$REPEATS"); do
+has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
+
+has_phase check && : > "$OUT/check-config.txt"
+has_phase check && for rep in $(seq 1 "$REPEATS"); do
   for p in "${present[@]}"; do
     cache="$OUT/check-cache-$p-$rep"
     rm -rf "$cache"
@@ -184,7 +192,7 @@ bench() {
 
 # --- 2. run until ready, cold and cached -------------------------------------
 
-for p in "${present[@]}"; do
+has_phase startup && for p in "${present[@]}"; do
   bench "startup-$p" --runs startup --startup-repeats "$REPEATS" \
     --capacity-seconds 0.5 --email-plugin "$(plugin_path "$p")"
 done
@@ -192,7 +200,7 @@ echo "after startup: $(uptime)" | tee -a "$OUT/uptime.txt" >&2
 
 # --- 3. throughput, fresh and reuse -----------------------------------------
 
-for round in $(seq 1 "$ROUNDS"); do
+has_phase throughput && for round in $(seq 1 "$ROUNDS"); do
   for p in "${present[@]}"; do
     for mode in fresh reuse; do
       bench "throughput-$p-$mode-$round" --runs throughput,sequential --events "$EVENTS" \
@@ -249,7 +257,7 @@ print()
 
 # 1. check-config
 checks = {}
-with open(os.path.join(out, "check-config.txt")) as fh:
+with open(os.path.join(out, "check-config.txt") if os.path.exists(os.path.join(out, "check-config.txt")) else os.devnull) as fh:
     for line in fh:
         p, kind, rep, secs, rss, src, ms = line.split()
         checks.setdefault((p, kind), []).append(
@@ -315,14 +323,19 @@ def run_of(p, mode, rnd, label="throughput"):
     if not j or not j.get("runs"):
         return None
     return next((r for r in j["runs"] if r["label"] == label), None)
+def qfmt(v, top):
+    if v is not None and top is not None and v >= top:
+        return ">{:.0f}".format(top)
+    return f(v, "{:.3f}")
+
 def call(r, c):
     for x in r.get("plugin_calls", []):
         if x["channel"] == "email" and x["call"] == c:
             return x
     return None
 base_rate = med([(run_of("rust", "fresh", i) or {}).get("events_per_second") for i in range(1, rounds + 1)])
-print("| plugin | instances | events/s | vs Rust fresh | dead letters | duplicates | missing | email render p50/p99 ms (est.), 512 in flight | email classify p50/p99 ms (est.), 512 in flight | render/classify mean ms, 512 in flight | host peak RSS MiB | host CPU ms/event | deadline lines in host log | other load (cores) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| plugin | instances | events/s | vs Rust fresh | dead letters | duplicates | missing | email render p50/p99 ms (est.), 512 in flight | email classify p50/p99 ms (est.), 512 in flight | render/classify mean ms, 512 in flight | host peak RSS MiB, whole life | host peak RSS MiB, window | host CPU ms/event | deadline lines in host log | other load (cores) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for p in plugins:
     for mode in ("fresh", "reuse"):
         rs = [run_of(p, mode, i) for i in range(1, rounds + 1)]
@@ -339,15 +352,17 @@ for p in plugins:
         # Busy cores of the machine not used by the host, broker or bench:
         # other engineers' builds, say.
         other = [r["machine_cores"]["avg"] - r["host_cores"]["avg"] - r["broker_cores"]["avg"] - r["bench_cores"]["avg"] for r in ok]
-        print("| {} | {} | {} [{}] | {} | {} | {} | {} | {}/{} | {}/{} | {}/{} | {} [{}] | {} | {} | {} |".format(
+        wpeak = [r.get("host_window_peak_rss_mib") for r in ok]
+        print("| {} | {} | {} [{}] | {} | {} | {} | {} | {}/{} | {}/{} | {}/{} | {} [{}] | {} [{}] | {} | {} | {} |".format(
             names[p], mode, f(rate, "{:.0f}"), raw(rates, "{:.0f}"), ratio(rate, base_rate),
             "/".join("?" if x is None else str(x) for x in dl),
             "/".join(str(r["duplicates"]) for r in ok),
             "/".join(str(r["missing"]) for r in ok),
-            f(q("render", "p50_ms"), "{:.3f}"), f(q("render", "p99_ms"), "{:.3f}"),
-            f(q("classify", "p50_ms"), "{:.3f}"), f(q("classify", "p99_ms"), "{:.3f}"),
+            qfmt(q("render", "p50_ms"), q("render", "top_bucket_ms")), qfmt(q("render", "p99_ms"), q("render", "top_bucket_ms")),
+            qfmt(q("classify", "p50_ms"), q("classify", "top_bucket_ms")), qfmt(q("classify", "p99_ms"), q("classify", "top_bucket_ms")),
             f(q("render", "mean_ms"), "{:.3f}"), f(q("classify", "mean_ms"), "{:.3f}"),
             f(med([r["host_peak_rss_mib"] for r in ok]), "{:.0f}"), raw([r["host_peak_rss_mib"] for r in ok], "{:.0f}"),
+            f(med(wpeak), "{:.0f}"), raw(wpeak, "{:.0f}"),
             f(med([r["host_cpu_ms_per_event"] for r in ok]), "{:.3f}"),
             "/".join("?" if x is None else str(x) for x in dlines),
             raw(other, "{:.2f}")))
@@ -367,8 +382,8 @@ for p in plugins:
             return med([(call(r, c) or {}).get(k) for r in ok])
         print("| {} | {} | {}/{} | {}/{} | {} / {} | {} | {} | {} |".format(
             names[p], mode,
-            f(q("render", "p50_ms"), "{:.3f}"), f(q("render", "p99_ms"), "{:.3f}"),
-            f(q("classify", "p50_ms"), "{:.3f}"), f(q("classify", "p99_ms"), "{:.3f}"),
+            qfmt(q("render", "p50_ms"), q("render", "top_bucket_ms")), qfmt(q("render", "p99_ms"), q("render", "top_bucket_ms")),
+            qfmt(q("classify", "p50_ms"), q("classify", "top_bucket_ms")), qfmt(q("classify", "p99_ms"), q("classify", "top_bucket_ms")),
             f(q("render", "mean_ms"), "{:.3f}"), f(q("classify", "mean_ms"), "{:.3f}"),
             raw([r["events_per_second"] for r in ok], "{:.1f}"),
             "/".join("?" if r.get("dead_letters") is None else str(r["dead_letters"]) for r in ok),
@@ -405,11 +420,24 @@ for p in plugins:
                 if r and ((r.get("dead_letters") or 0) > 0 or r["duplicates"] > 0 or r["missing"] > 0 or r.get("dead_letters") is None):
                     bad.append("{} {} #{} {}: dead letters {}, duplicates {}, missing {}".format(
                         p, m, i, label, r.get("dead_letters"), r["duplicates"], r["missing"]))
+cold = []
+for p in plugins:
+    for m in ("fresh", "reuse"):
+        for i in range(1, rounds + 1):
+            for label in ("throughput", "sequential"):
+                r = run_of(p, m, i, label)
+                if r:
+                    loads = r.get("plugin_loads") or {}
+                    if any(v[0] != "cache" for v in loads.values()) or len(loads) < 2:
+                        cold.append("{} {} #{} {}: {}".format(p, m, i, label, loads))
+print("- (set-up) every throughput/sequential host took both plugins from the compile cache (notify-bench compiles them first): "
+      + ("yes" if not cold else "NO: " + "; ".join(cold)))
 print("- 0 dead letters, 0 duplicates (and none missing) in every run: " + ("met" if not bad else "NOT met: " + "; ".join(bad)))
 print()
 print("Plugin call p50/p99 are estimated from the host's notify_plugin_call_duration_seconds buckets "
-      "(x3 apart, linear within a bucket) and include the wait at the max_concurrent_calls gate; the mean is exact. "
-      "Several values separated by / are the rounds. "
+      "(x3 apart, linear within a bucket; >590: in the +Inf bucket) and include the wait at the max_concurrent_calls gate; the mean is exact. "
+      "Several values separated by / are the rounds; medians are over the rounds. "
+      "Peak RSS, window: from the first provider request on (VmHWM reset there), without the start-up's plugin compile. "
       "Other load: the machine's busy cores minus the host's, broker's and bench's during the run (others' builds).")
 PY
 

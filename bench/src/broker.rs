@@ -113,13 +113,19 @@ impl Broker {
         c
     }
 
-    /// Creates the events and dead-letter topics, one partition each.
+    /// Creates topics, one partition each.
     pub async fn create_topics(&self, names: &[&str]) -> Result<()> {
+        let with: Vec<(&str, i32)> = names.iter().map(|n| (*n, 1)).collect();
+        self.create_topics_with(&with).await
+    }
+
+    /// Creates topics with the given partition counts.
+    pub async fn create_topics_with(&self, topics: &[(&str, i32)]) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             self.client().create().context("admin client")?;
-        let topics: Vec<NewTopic> = names
+        let topics: Vec<NewTopic> = topics
             .iter()
-            .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+            .map(|(n, partitions)| NewTopic::new(n, *partitions, TopicReplication::Fixed(1)))
             .collect();
         let results = admin
             .create_topics(
@@ -134,8 +140,9 @@ impl Broker {
         Ok(())
     }
 
-    /// A reader of `group`'s committed offset for partition 0 of `topic`.
-    pub fn offset_reader(&self, group: &str, topic: &str) -> Result<OffsetReader> {
+    /// A reader of `group`'s committed offsets for partitions
+    /// `0..partitions` of `topic`.
+    pub fn offset_reader(&self, group: &str, topic: &str, partitions: i32) -> Result<OffsetReader> {
         // Never subscribes, so it does not join the host's group; it only
         // asks the coordinator for the group's offsets.
         let consumer: BaseConsumer = self
@@ -147,6 +154,7 @@ impl Broker {
         Ok(OffsetReader {
             consumer,
             topic: topic.to_string(),
+            partitions: partitions.max(1),
         })
     }
 }
@@ -158,8 +166,10 @@ impl Drop for Broker {
     }
 }
 
-/// Publishes `count` events of run `run` to `topic`, keyed by appointment
-/// id, with `keys` distinct ids. `rate` None publishes as fast as
+/// Publishes `count` events of run `run` to `topic` (of `partitions`
+/// partitions), keyed by appointment id, with `keys` distinct ids: the
+/// producer's default partitioner hashes the key, so an appointment's events
+/// stay on one partition, in order. `rate` None publishes as fast as
 /// librdkafka batches (linger 5 ms, every send in flight at once); Some
 /// paces the sends at that many events per second and sends each at once
 /// (linger 0), as an application publishing per request would, so the
@@ -169,6 +179,7 @@ impl Drop for Broker {
 pub async fn publish(
     bootstrap: String,
     topic: String,
+    partitions: i32,
     run: u32,
     count: u64,
     keys: u64,
@@ -224,37 +235,47 @@ pub async fn publish(
     }
     let mut acked_at = vec![start; count as usize];
     let mut offsets = vec![-1; count as usize];
-    let mut end_offset = -1;
+    let mut end_offsets = vec![0i64; partitions.max(1) as usize];
     while let Some(joined) = acks.join_next().await {
         let (index, at, result) = joined.context("ack task")?;
         let delivery = result
             .map_err(|_| anyhow!("event {index}: the producer dropped its delivery report"))?
             .map_err(|(e, _)| anyhow!("event {index} not delivered: {e}"))?;
-        if delivery.partition != 0 {
-            bail!("event {index} went to partition {}", delivery.partition);
-        }
+        let Some(end) = usize::try_from(delivery.partition)
+            .ok()
+            .and_then(|p| end_offsets.get_mut(p))
+        else {
+            bail!(
+                "event {index} went to partition {} of a topic of {partitions}",
+                delivery.partition
+            );
+        };
         acked_at[index as usize] = at;
         offsets[index as usize] = delivery.offset;
-        end_offset = end_offset.max(delivery.offset + 1);
+        *end = (*end).max(delivery.offset + 1);
     }
     Ok(Published {
         sent_at,
         acked_at,
         offsets,
-        end_offset,
+        end_offset: end_offsets.iter().sum(),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
 
 /// What publishing took: per event (by index) when it was handed to the
-/// producer, when the broker acknowledged it and at which offset, and the
-/// offset after the last event (what the group's committed offset reaches
-/// when all are done; tansu's high watermark is unreliable after batched
+/// producer, when the broker acknowledged it and at which offset (of its
+/// partition), and where the group's committed offsets stand when all are
+/// done (from the acks: tansu's high watermark is unreliable after batched
 /// produces).
 pub struct Published {
     pub sent_at: Vec<Instant>,
     pub acked_at: Vec<Instant>,
     pub offsets: Vec<i64>,
+    /// The partitions' end offsets added up: what
+    /// [`OffsetReader::committed`] reaches when every partition is done
+    /// (each partition's committed offset stays at or below its end). With
+    /// one partition, its end offset.
     pub end_offset: i64,
     pub seconds: f64,
 }
@@ -262,22 +283,29 @@ pub struct Published {
 pub struct OffsetReader {
     consumer: BaseConsumer,
     topic: String,
+    partitions: i32,
 }
 
 impl OffsetReader {
-    /// The committed offset, None while the group has committed nothing.
+    /// The committed offsets summed over the partitions (one partition: its
+    /// committed offset), None while the group has committed nothing.
     pub fn committed(&self) -> Result<Option<i64>> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, 0);
+        for p in 0..self.partitions {
+            tpl.add_partition(&self.topic, p);
+        }
         let offsets = self
             .consumer
             .committed_offsets(tpl, Duration::from_secs(5))
             .context("read committed offsets")?;
-        Ok(
-            match offsets.find_partition(&self.topic, 0).map(|p| p.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            },
-        )
+        let committed: Vec<i64> = (0..self.partitions)
+            .filter_map(
+                |p| match offsets.find_partition(&self.topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                },
+            )
+            .collect();
+        Ok((!committed.is_empty()).then(|| committed.iter().sum()))
     }
 }

@@ -198,6 +198,22 @@ pub struct HostConfig<'a> {
     /// `plugins.cache_dir`; None: the host's default (`plugin-cache` beside
     /// the ledger file).
     pub cache_dir: Option<&'a Path>,
+    /// The shared PostgreSQL ledger instead of the embedded file; its URL
+    /// comes from the host's environment ([`LEDGER_URL_VAR`]).
+    pub postgres: Option<PostgresLedger<'a>>,
+}
+
+/// The environment variable the config's `ledger.url` names: the URL (and
+/// its password) stays out of the config file.
+pub const LEDGER_URL_VAR: &str = "NOTIFY_BENCH_LEDGER_URL";
+
+/// `ledger.backend = "postgres"` for one host.
+#[derive(Debug, Clone, Copy)]
+pub struct PostgresLedger<'a> {
+    /// `ledger.owner`: this host's name on its claims.
+    pub owner: &'a str,
+    /// `ledger.pool_size`; None: the host's default.
+    pub pool_size: Option<u64>,
 }
 
 /// A TOML basic string. JSON's string escapes are a subset of TOML's.
@@ -259,6 +275,16 @@ settings = {{ account_sid = "{sid}", from = "+15005550006", body_template = "App
             .max_in_flight
             .map(|n| format!("max_in_flight = {n}\n"))
             .unwrap_or_default();
+        let postgres = self.postgres.map_or(String::new(), |pg| {
+            let pool = pg
+                .pool_size
+                .map(|n| format!("pool_size = {n}\n"))
+                .unwrap_or_default();
+            format!(
+                "backend = \"postgres\"\nurl = \"${{{LEDGER_URL_VAR}}}\"\nowner = {owner}\n{pool}",
+                owner = quoted(pg.owner)
+            )
+        });
         format!(
             r#"# Written by notify-bench.
 [kafka]
@@ -273,7 +299,7 @@ group_id = {group}
 
 [ledger]
 path = {dedup}
-
+{postgres}
 [admin]
 listen = "127.0.0.1:{admin_port}"
 
@@ -303,21 +329,61 @@ pub struct Host {
     pub started: Instant,
 }
 
+/// `notify-host` with the environment the bench's configs refer to, and
+/// nothing else: a RUST_LOG in the caller's environment would override
+/// log.level and change the cost of logging.
+fn host_command(bin: &Path) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("MAILGUN_API_KEY", MAILGUN_KEY)
+        .env("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+        .env("WEBHOOK_SECRET", WEBHOOK_SECRET);
+    command
+}
+
+/// `notify-host plugin compile --config CONFIG`: fills the config's compile
+/// cache, so the runs' hosts start from it as a deployed one would (a cold
+/// compile of a Python or JavaScript component takes seconds and hundreds
+/// of MiB, which the allocator keeps and the run's peak RSS would show).
+pub fn precompile(bin: &Path, config: &Path) -> Result<()> {
+    let out = host_command(bin)
+        .args(["plugin", "compile", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {} plugin compile", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "notify-host plugin compile failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 impl Host {
     pub fn start(bin: &Path, config: &Path, log: &Path, admin_port: u16) -> Result<Host> {
+        Host::start_with_env(bin, config, log, admin_port, &[])
+    }
+
+    /// [`Host::start`] with more environment (the ledger's URL).
+    pub fn start_with_env(
+        bin: &Path,
+        config: &Path,
+        log: &Path,
+        admin_port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<Host> {
         let log_file =
             std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
-        let mut child = Command::new(bin)
+        let mut child = host_command(bin)
+            .envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(config)
-            // Only what the config asks for: a RUST_LOG in the caller's
-            // environment would override log.level and change the cost of
-            // logging.
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("MAILGUN_API_KEY", MAILGUN_KEY)
-            .env("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
-            .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -527,7 +593,8 @@ impl HistogramSeries {
     }
 }
 
-/// Every series of histogram `name` (the `NAME_bucket` lines).
+/// Every series of histogram `name` (the `NAME_bucket` lines); a series
+/// that shows up more than once (texts of several hosts joined) is summed.
 pub fn histogram(text: &str, name: &str) -> Vec<HistogramSeries> {
     let mut out: Vec<HistogramSeries> = Vec::new();
     for (labels, value) in metric_series(text, &format!("{name}_bucket")) {
@@ -548,8 +615,13 @@ pub fn histogram(text: &str, name: &str) -> Vec<HistogramSeries> {
             }
         }
         let Some(le) = le else { continue };
+        // The same series twice (the metrics of several hosts, one after
+        // the other) adds up.
         match out.iter_mut().find(|s| s.labels == rest) {
-            Some(s) => s.buckets.push((le, value)),
+            Some(s) => match s.buckets.iter_mut().find(|b| b.0 == le) {
+                Some(b) => b.1 += value,
+                None => s.buckets.push((le, value)),
+            },
             None => out.push(HistogramSeries {
                 labels: rest,
                 buckets: vec![(le, value)],
@@ -594,6 +666,18 @@ mod tests {
         // Rank 99 is in +Inf: the highest finite bound.
         assert_eq!(email.quantile(0.99), Some(0.009));
         assert_eq!(series[1].quantile(0.5), None);
+    }
+
+    #[test]
+    fn the_same_histogram_of_several_hosts_adds_up() {
+        let one = "h_bucket{le=\"0.001\"} 1\nh_bucket{le=\"0.002\"} 3\nh_bucket{le=\"+Inf\"} 4\n";
+        let two = format!("{one}{one}");
+        let series = histogram(&two, "h");
+        assert_eq!(series.len(), 1);
+        assert_eq!(
+            series[0].buckets,
+            vec![(0.001, 2.0), (0.002, 6.0), (f64::INFINITY, 8.0)]
+        );
     }
 
     #[test]

@@ -54,11 +54,22 @@
 //! does, so the host is run with `fetch.wait.max.ms=10`;
 //! `--kafka-client fetch.wait.max.ms=500` shows tansu's own behaviour.
 //!
+//! Several hosts and the shared ledger (issue 15): `--hosts N` runs N host
+//! processes in one consumer group on a topic of `--partitions` partitions
+//! (2 per host by default); `--ledger-url postgres://...` (or `--ledger
+//! postgres` with `NOTIFY_BENCH_PG_URL`) runs them on the PostgreSQL ledger,
+//! a fresh database per run. The numbers are the group's: events/s over all
+//! hosts, host CPU and memory added up; with `--db-pid` the database
+//! server's CPU too. On one machine this shows what sharing costs, not how
+//! far more hosts scale. `bench/replicas.sh` runs redb x1, postgres x1 and
+//! postgres x3 side by side.
+//!
 //! `cargo run --release -p notify-bench -- --help` for the flags.
 
 mod broker;
 mod events;
 mod host;
+mod ledger;
 mod report;
 mod runs;
 mod standin;
@@ -73,6 +84,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use crate::host::{EmailAuth, EmailChannel, Instances};
+use crate::ledger::{LedgerChoice, PgLedger};
 use crate::runs::{Bench, OutagePlan, RunSpec};
 
 #[derive(Parser, Debug)]
@@ -151,6 +163,11 @@ struct Args {
     /// channels.email.instances [default: the host's, fresh]
     #[arg(long, value_enum)]
     email_instances: Option<Instances>,
+    /// Start each event run's host with the compile cache empty, as the
+    /// bench did before (the run's peak RSS then includes the compile);
+    /// by default `notify-host plugin compile` fills it first
+    #[arg(long)]
+    cold_plugin_cache: bool,
     /// Cold/cached start pairs in the startup run
     #[arg(long, default_value_t = 3)]
     startup_repeats: u32,
@@ -181,12 +198,53 @@ struct Args {
         default_value = "throughput,sequential,latency"
     )]
     runs: Vec<Run>,
+    /// Host processes per event run, in one consumer group (not the startup
+    /// run, which starts one)
+    #[arg(long, default_value_t = 1)]
+    hosts: usize,
+    /// Partitions of each run's events topic [default: 1 for one host, 2
+    /// per host for several]; at least --hosts
+    #[arg(long)]
+    partitions: Option<i32>,
+    /// Start the hosts, and wait until the group has settled, before a
+    /// backlog is published (always so with --hosts above 1): runs compare
+    /// alike whatever the host count
+    #[arg(long)]
+    ready_first: bool,
+    /// The hosts' ledger [default: postgres with --ledger-url, else
+    /// embedded]
+    #[arg(long, value_enum)]
+    ledger: Option<LedgerKind>,
+    /// The PostgreSQL server for --ledger postgres, as a URL of a user that
+    /// may create databases (each run gets a fresh one, dropped after it
+    /// unless --keep-workdir) [env: NOTIFY_BENCH_PG_URL]
+    #[arg(long, value_name = "URL")]
+    ledger_url: Option<String>,
+    /// Use the database of --ledger-url itself for every run, not a fresh
+    /// one per run
+    #[arg(long)]
+    ledger_same_database: bool,
+    /// ledger.pool_size of each host [default: the host's, 8]
+    #[arg(long)]
+    ledger_pool_size: Option<u64>,
+    /// The PostgreSQL server's postmaster pid: its CPU (and its backends')
+    /// is reported beside the hosts'
+    #[arg(long, value_name = "PID")]
+    db_pid: Option<u32>,
     /// Also write the summary as JSON to this file
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
     /// Keep the temp dir (configs, host and broker logs) for inspection
     #[arg(long)]
     keep_workdir: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LedgerKind {
+    /// redb, a file per host
+    Embedded,
+    /// The shared PostgreSQL ledger (needs a URL)
+    Postgres,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,6 +328,46 @@ impl Args {
         })
     }
 
+    /// The ledger the hosts run with.
+    fn ledger(&self) -> Result<LedgerChoice> {
+        let url = self.ledger_url.clone().or_else(|| {
+            std::env::var("NOTIFY_BENCH_PG_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+        });
+        let kind = self.ledger.unwrap_or(if self.ledger_url.is_some() {
+            LedgerKind::Postgres
+        } else {
+            LedgerKind::Embedded
+        });
+        match kind {
+            LedgerKind::Embedded => {
+                if self.ledger_url.is_some() {
+                    bail!("--ledger embedded with --ledger-url: drop one");
+                }
+                Ok(LedgerChoice::Embedded)
+            }
+            LedgerKind::Postgres => {
+                let url = url
+                    .context("--ledger postgres needs --ledger-url URL (or NOTIFY_BENCH_PG_URL)")?;
+                Ok(LedgerChoice::Postgres(PgLedger::parse(
+                    &url,
+                    !self.ledger_same_database,
+                    self.ledger_pool_size,
+                )?))
+            }
+        }
+    }
+
+    /// The events topic's partitions.
+    fn partitions(&self) -> i32 {
+        self.partitions.unwrap_or(if self.hosts <= 1 {
+            1
+        } else {
+            i32::try_from(2 * self.hosts).unwrap_or(i32::MAX)
+        })
+    }
+
     fn kafka_client(&self) -> Result<Vec<(String, String)>> {
         self.kafka_client
             .iter()
@@ -316,6 +414,20 @@ fn run(args: &Args) -> Result<()> {
         && sizes.outage_tail_seconds >= 0.0)
     {
         bail!("--outage-rate and --outage-seconds must be positive, --outage-warmup-seconds and --outage-tail-seconds not negative");
+    }
+    let ledger = args.ledger()?;
+    let partitions = args.partitions();
+    if args.hosts == 0 || partitions < 1 {
+        bail!("--hosts and --partitions must be at least 1");
+    }
+    if (partitions as usize) < args.hosts {
+        bail!(
+            "--partitions {partitions} with --hosts {}: a host beyond the partition count gets none and idles; give at least one partition per host",
+            args.hosts
+        );
+    }
+    if args.runs.contains(&Run::Outage) && (args.hosts > 1 || partitions > 1) {
+        bail!("the outage run measures one host on one partition: run it without --hosts and --partitions");
     }
     let root = workspace_root()?;
 
@@ -364,6 +476,7 @@ fn run(args: &Args) -> Result<()> {
 
     let broker = broker::Broker::start(&tansu, &workdir.path)?;
     eprintln!("notify-bench: tansu on {}", broker.bootstrap);
+    let plugin_cache = workdir.path.join("plugin-cache");
     let bench = Bench {
         rt: &rt,
         standin: &standin,
@@ -376,10 +489,38 @@ fn run(args: &Args) -> Result<()> {
         kafka_client: &kafka_client,
         plugin_instances: args.plugin_instances,
         max_concurrent_calls: args.max_concurrent_calls,
+        plugin_cache: &plugin_cache,
         keys: args.keys,
         stall_timeout: Duration::from_secs(args.stall_timeout_seconds),
         clock_ticks: sys::clock_ticks_per_second(),
+        hosts: args.hosts,
+        partitions,
+        ready_first: args.ready_first || args.hosts > 1,
+        ledger: &ledger,
+        keep_databases: args.keep_workdir,
+        db_pid: args.db_pid,
     };
+    eprintln!(
+        "notify-bench: {} per event run on a topic of {partitions} partition(s), ledger {}{}",
+        if args.hosts == 1 {
+            "1 host".to_string()
+        } else {
+            format!("{} hosts in one group", args.hosts)
+        },
+        ledger.name(),
+        match &ledger {
+            LedgerChoice::Postgres(pg) => format!(
+                " on {}{}",
+                pg.shown(),
+                if pg.fresh {
+                    " (a fresh database per run)"
+                } else {
+                    ""
+                }
+            ),
+            LedgerChoice::Embedded => String::new(),
+        }
+    );
 
     eprintln!(
         "notify-bench: e-mail channel: {} (auth {:?}, instances {}, settings {:?})",
@@ -388,6 +529,9 @@ fn run(args: &Args) -> Result<()> {
         email.instances.map_or("default", Instances::name),
         email.settings
     );
+    if !args.cold_plugin_cache && args.runs.iter().any(|r| *r != Run::Startup) {
+        bench.precompile()?;
+    }
     let mut results = Vec::new();
     let mut startup = None;
     for run in &args.runs {
@@ -441,6 +585,14 @@ fn run(args: &Args) -> Result<()> {
         email_instances: email.instances,
         max_concurrent_calls: args.max_concurrent_calls,
         plugin_instances: args.plugin_instances,
+        hosts: args.hosts,
+        partitions,
+        ready_first: args.ready_first || args.hosts > 1,
+        ledger: match &ledger {
+            LedgerChoice::Embedded => "embedded".to_string(),
+            LedgerChoice::Postgres(pg) => format!("postgres ({})", pg.shown()),
+        },
+        ledger_pool_size: args.ledger_pool_size,
     };
     let summary = report::Summary::new(
         args.latency_ms,

@@ -32,6 +32,16 @@ pub struct Setup {
     pub max_concurrent_calls: Option<u64>,
     /// None: sized by the host.
     pub plugin_instances: Option<u64>,
+    /// Host processes per event run, in one group.
+    pub hosts: usize,
+    /// Partitions of the events topic.
+    pub partitions: i32,
+    /// A backlog was published once the hosts were ready.
+    pub ready_first: bool,
+    /// `embedded`, or `postgres (URL without password)`.
+    pub ledger: String,
+    /// None: the host's default.
+    pub ledger_pool_size: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +128,21 @@ impl Summary {
                 .plugin_instances
                 .map_or("sized by the host".to_string(), |n| n.to_string()),
         );
+        let _ = writeln!(
+            out,
+            "hosts: {} in one group, topic of {} partition(s){}; ledger {}{}",
+            setup.hosts,
+            setup.partitions,
+            if setup.ready_first {
+                ", backlog published once they were ready"
+            } else {
+                ""
+            },
+            setup.ledger,
+            setup
+                .ledger_pool_size
+                .map_or(String::new(), |n| format!(", pool_size {n}"))
+        );
         let _ = writeln!(out);
         if let Some(s) = &self.startup {
             startup_table(&mut out, s);
@@ -172,6 +197,14 @@ impl Summary {
             ("host peak RSS (MiB)", |r, _| {
                 format!("{:.1}", r.host_peak_rss_mib)
             }),
+            ("  start-up / window peak (MiB)", |r, _| {
+                let mib = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+                format!(
+                    "{}/{}",
+                    mib(r.host_startup_peak_rss_mib),
+                    mib(r.host_window_peak_rss_mib)
+                )
+            }),
             ("host CPU (s, whole life)", |r, _| {
                 format!("{:.2}", r.host_cpu_seconds)
             }),
@@ -179,6 +212,47 @@ impl Summary {
                 format!("{:.3}", r.host_cpu_ms_per_event)
             }),
             ("host cores avg/max", |r, _| cores(r.host_cores)),
+            ("database cores avg/max", |r, _| {
+                r.db_cores.map_or("-".to_string(), cores)
+            }),
+            ("events consumed per host", |r, _| {
+                r.consumed_by_host
+                    .iter()
+                    .map(|c| c.map_or("?".to_string(), |n| n.to_string()))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            }),
+            ("ledger claim p50/p99 est. (ms)", |r, _| {
+                r.ledger_claim.as_ref().map_or("-".to_string(), |h| {
+                    format!(
+                        "{}/{}",
+                        quantile_ms(h.p50_ms, h.top_bucket_ms),
+                        quantile_ms(h.p99_ms, h.top_bucket_ms)
+                    )
+                })
+            }),
+            ("  mean (ms) / claims", |r, _| {
+                r.ledger_claim.as_ref().map_or("-".to_string(), |h| {
+                    format!("{}/{}", ms(h.mean_ms), h.count)
+                })
+            }),
+            ("ledger final write p50/p99 est. (ms)", |r, _| {
+                r.ledger_write.as_ref().map_or("-".to_string(), |h| {
+                    format!(
+                        "{}/{}",
+                        quantile_ms(h.p50_ms, h.top_bucket_ms),
+                        quantile_ms(h.p99_ms, h.top_bucket_ms)
+                    )
+                })
+            }),
+            ("  mean (ms) / writes", |r, _| {
+                r.ledger_write.as_ref().map_or("-".to_string(), |h| {
+                    format!("{}/{}", ms(h.mean_ms), h.count)
+                })
+            }),
+            ("claim conflicts", |r, _| {
+                r.claim_conflicts.map_or("0".to_string(), |n| n.to_string())
+            }),
             ("broker cores avg/max", |r, _| cores(r.broker_cores)),
             ("bench (stand-in) cores avg/max", |r, _| {
                 cores(r.bench_cores)
@@ -194,6 +268,14 @@ impl Summary {
             }),
             ("host log WARN+ / deadline lines", |r, _| {
                 format!("{}/{}", r.host_log_warnings, r.host_log_deadline_lines)
+            }),
+            ("plugins loaded email/sms (ms)", |r, _| {
+                let of = |c: &str| {
+                    r.plugin_loads
+                        .get(c)
+                        .map_or("?".to_string(), |(source, ms)| format!("{source} {ms:.0}"))
+                };
+                format!("{}/{}", of("email"), of("sms"))
             }),
             ("host exit", |r, _| r.host_exit.clone()),
         ];
@@ -296,7 +378,11 @@ impl Summary {
                     .iter()
                     .map(|r| {
                         find(r).map_or("-".to_string(), |c| {
-                            format!("{}/{}", ms(c.p50_ms), ms(c.p99_ms))
+                            format!(
+                                "{}/{}",
+                                quantile_ms(c.p50_ms, c.top_bucket_ms),
+                                quantile_ms(c.p99_ms, c.top_bucket_ms)
+                            )
                         })
                     })
                     .collect(),
@@ -377,7 +463,17 @@ impl Summary {
         if !calls.is_empty() {
             let _ = writeln!(
                 out,
-                "plugin call p50/p99: estimated from the host's notify_plugin_call_duration_seconds buckets (x3 apart: 10 us, 30 us, 90 us, ... 590 ms; linear within a bucket); the host's timing includes the wait at the max_concurrent_calls gate; the mean is exact"
+                "plugin call p50/p99: estimated from the host's notify_plugin_call_duration_seconds buckets (x3 apart: 10 us, 30 us, 90 us, ... 590 ms; linear within a bucket; >X: in the +Inf bucket); the host's timing includes the wait at the max_concurrent_calls gate; the mean is exact"
+            );
+        }
+        if self
+            .runs
+            .iter()
+            .any(|r| r.ledger_claim.is_some() || r.ledger_write.is_some())
+        {
+            let _ = writeln!(
+                out,
+                "ledger claim / final write p50/p99: estimated from the hosts' notify_ledger_claim_seconds and notify_ledger_write_seconds buckets (x2 apart: 0.1, 0.2, 0.4, ... 409.6 ms; linear within a bucket), every host's added up; the mean is exact"
             );
         }
         if let Some(x) = self.concurrency_speedup {
@@ -545,6 +641,15 @@ fn startup_table(out: &mut String, s: &StartupResult) {
         "live: /health/live answers (config, plugins, ledger, DLQ check done); ready: /health/ready (partitions assigned too: the consumer group join, about half the 6 s session timeout against tansu)"
     );
     let _ = writeln!(out);
+}
+
+/// A quantile estimate; `>X` when it is the top finite bucket bound (the
+/// rank fell in `+Inf`).
+fn quantile_ms(v: Option<f64>, top: Option<f64>) -> String {
+    match (v, top) {
+        (Some(v), Some(t)) if v >= t => format!(">{}", ms(Some(t))),
+        _ => ms(v),
+    }
 }
 
 fn ms(v: Option<f64>) -> String {

@@ -1,6 +1,14 @@
-//! One measured run: fresh topics and group, events published, a host
-//! started with the run's config, and the wait until every event's offset is
-//! committed; then the numbers.
+//! One measured run: fresh topics and group, events published, the hosts
+//! (one, or `--hosts N` in one consumer group) started with the run's
+//! config, and the wait until every event's offset is committed; then the
+//! numbers, summed over the hosts.
+//!
+//! With `--ready-first` (always with several hosts) a backlog is published
+//! only once every host is ready and the group's assignment has settled
+//! (each host holds partitions and the split stands still for 2 s), so a
+//! run with several hosts measures them working side by side, not the
+//! rebalances of their start. Publishing then overlaps the first second or
+//! so of the window.
 //!
 //! An outage run is a paced run during which the stand-in's providers go
 //! down and come back (see [`OutagePlan`]); the wait then also samples the
@@ -18,7 +26,8 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{self, Broker, OffsetReader, Published};
 use crate::events::EventRef;
-use crate::host::{self, EmailChannel, Host, HostConfig};
+use crate::host::{self, EmailChannel, Host, HostConfig, PostgresLedger, LEDGER_URL_VAR};
+use crate::ledger::{LedgerChoice, RunDatabase};
 use crate::standin::{Channel, OutageSwitch, Received, StandIn};
 use crate::sys;
 
@@ -49,9 +58,24 @@ pub struct Bench<'a> {
     pub kafka_client: &'a [(String, String)],
     pub plugin_instances: Option<u64>,
     pub max_concurrent_calls: Option<u64>,
+    /// `plugins.cache_dir` of the event runs; filled by [`Bench::precompile`]
+    /// unless `--cold-plugin-cache`.
+    pub plugin_cache: &'a Path,
     pub keys: u64,
     pub stall_timeout: Duration,
     pub clock_ticks: f64,
+    /// Host processes per run, in one consumer group.
+    pub hosts: usize,
+    /// Partitions of each run's events topic.
+    pub partitions: i32,
+    /// Start the hosts and wait for the group to settle before publishing
+    /// a backlog (see the module doc).
+    pub ready_first: bool,
+    pub ledger: &'a LedgerChoice,
+    /// Keep each run's database (with the work dir).
+    pub keep_databases: bool,
+    /// The PostgreSQL server's postmaster, for its CPU (`--db-pid`).
+    pub db_pid: Option<u32>,
 }
 
 pub struct RunSpec {
@@ -165,8 +189,58 @@ pub struct PluginCall {
     pub count: u64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// The highest finite bucket bound: a quantile equal to it lies at or
+    /// above it (in the `+Inf` bucket), so it is a lower bound only.
+    pub top_bucket_ms: Option<f64>,
     /// Sum over count: exact, unlike the quantiles.
     pub mean_ms: Option<f64>,
+}
+
+/// One of the host's plain histograms (summed over the hosts): the count,
+/// p50/p99 estimated from its buckets, and the exact mean.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistogramStat {
+    pub count: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub mean_ms: Option<f64>,
+    /// See [`PluginCall::top_bucket_ms`].
+    pub top_bucket_ms: Option<f64>,
+}
+
+/// Histogram `name` of a `/metrics` text (of one host or several joined),
+/// every series added up; None when it has no observations.
+pub fn histogram_stat(metrics: &str, name: &str) -> Option<HistogramStat> {
+    let mut merged = host::HistogramSeries {
+        labels: Vec::new(),
+        buckets: Vec::new(),
+    };
+    for series in host::histogram(metrics, name) {
+        for (le, count) in series.buckets {
+            match merged.buckets.iter_mut().find(|b| b.0 == le) {
+                Some(b) => b.1 += count,
+                None => merged.buckets.push((le, count)),
+            }
+        }
+    }
+    merged.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = merged.count();
+    if count <= 0.0 {
+        return None;
+    }
+    let ms = |s: f64| s * 1000.0;
+    Some(HistogramStat {
+        count: count as u64,
+        p50_ms: merged.quantile(0.50).map(ms),
+        p99_ms: merged.quantile(0.99).map(ms),
+        mean_ms: host::metric_sum(metrics, &format!("{name}_sum")).map(|s| ms(s / count)),
+        top_bucket_ms: merged
+            .buckets
+            .iter()
+            .rev()
+            .find(|b| b.0.is_finite())
+            .map(|b| ms(b.0)),
+    })
 }
 
 /// Average and busiest 1-second share of the run's window, in cores.
@@ -179,6 +253,11 @@ pub struct Cores {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
     pub label: String,
+    /// Host processes in the group.
+    pub hosts: usize,
+    pub partitions: i32,
+    /// `embedded` or `postgres`.
+    pub ledger: String,
     pub max_in_flight: Option<u64>,
     pub events: u64,
     pub offered_rate: Option<f64>,
@@ -203,12 +282,23 @@ pub struct RunResult {
     pub foreign: u64,
     pub duplicate_examples: Vec<String>,
     pub missing_examples: Vec<String>,
+    /// VmHWM over the host's whole life (start-up included: compiling a
+    /// large plugin without a cache peaks far above running it); with
+    /// several hosts, their peaks added up (so is every host figure below:
+    /// CPU, cores).
     pub host_peak_rss_mib: f64,
+    /// VmHWM at the first provider request (start-up and plugin loading).
+    pub host_startup_peak_rss_mib: Option<f64>,
+    /// The peak from the first provider request to the end (VmHWM reset
+    /// there); None when the reset failed.
+    pub host_window_peak_rss_mib: Option<f64>,
     /// utime + stime over the host's whole life (start-up included).
     pub host_cpu_seconds: f64,
     /// Host CPU within the window, per event.
     pub host_cpu_ms_per_event: f64,
     pub host_cores: Cores,
+    /// The PostgreSQL server (its postmaster and backends), with `--db-pid`.
+    pub db_cores: Option<Cores>,
     pub broker_cores: Cores,
     /// The bench process: the stand-in, the offset reader, and in a paced run
     /// the producer.
@@ -230,6 +320,20 @@ pub struct RunResult {
     /// that mention a deadline (a plugin stopped at its deadline, say).
     pub host_log_warnings: u64,
     pub host_log_deadline_lines: u64,
+    /// How each channel's plugin was loaded, from the host's "plugin
+    /// loaded" line: "cache" or "compiled", and the ms it took.
+    pub plugin_loads: BTreeMap<String, (String, f64)>,
+    /// `notify_ledger_claim_seconds`: claiming a delivery before its work
+    /// (embedded: no round trip).
+    pub ledger_claim: Option<HistogramStat>,
+    /// `notify_ledger_write_seconds`: a final record made durable.
+    pub ledger_write: Option<HistogramStat>,
+    /// `notify_ledger_claim_conflicts_total`: deliveries met while another
+    /// live host held their claim.
+    pub claim_conflicts: Option<u64>,
+    /// `notify_events_consumed_total` of each host (None: its /metrics could
+    /// not be read).
+    pub consumed_by_host: Vec<Option<u64>>,
     pub outage: Option<OutageResult>,
 }
 
@@ -237,28 +341,40 @@ pub struct RunResult {
 #[derive(Clone, Copy)]
 struct CpuSnapshot {
     at: Instant,
+    /// Every host of the run.
     host: u64,
     broker: u64,
     bench: u64,
+    /// The database server (0 without `--db-pid`).
+    db: u64,
     machine_busy: u64,
     machine_total: u64,
 }
 
 impl CpuSnapshot {
-    fn take(host_pid: u32, broker_pid: u32) -> Result<CpuSnapshot> {
+    fn take(host_pids: &[u32], broker_pid: u32, db_pid: Option<u32>) -> Result<CpuSnapshot> {
         let (machine_busy, machine_total) = sys::machine_ticks()?;
+        let mut host = 0;
+        for pid in host_pids {
+            host += sys::cpu_ticks(Some(*pid))?;
+        }
         Ok(CpuSnapshot {
             at: Instant::now(),
-            host: sys::cpu_ticks(Some(host_pid))?,
+            host,
             broker: sys::cpu_ticks(Some(broker_pid))?,
             bench: sys::cpu_ticks(None)?,
+            db: match db_pid {
+                Some(pid) => sys::tree_cpu_ticks(pid)?,
+                None => 0,
+            },
             machine_busy,
             machine_total,
         })
     }
 
-    /// Cores used between `self` and `later`: (host, broker, bench, machine).
-    fn cores(&self, later: &CpuSnapshot, ticks: f64) -> [f64; 4] {
+    /// Cores used between `self` and `later`: (hosts, broker, bench,
+    /// machine, database).
+    fn cores(&self, later: &CpuSnapshot, ticks: f64) -> [f64; 5] {
         let secs = later.at.duration_since(self.at).as_secs_f64().max(1e-3);
         let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / ticks / secs;
         let machine = if later.machine_total > self.machine_total {
@@ -274,6 +390,7 @@ impl CpuSnapshot {
             per(self.broker, later.broker),
             per(self.bench, later.bench),
             machine,
+            per(self.db, later.db),
         ]
     }
 }
@@ -284,45 +401,117 @@ impl Bench<'_> {
         let topic = format!("appointments.created.bench-{}.{run:08x}", spec.label);
         let dlq = format!("appointments.created.dlq.bench-{}.{run:08x}", spec.label);
         let group = format!("notify-bench-{}-{run:08x}", spec.label);
-        self.rt
-            .block_on(self.broker.create_topics(&[&topic, &dlq]))?;
-
-        let admin_port = sys::free_port()?;
-        let dedup: PathBuf = self
-            .workdir
-            .join(format!("{}-{run:08x}-ledger.redb", spec.label));
-        let config = HostConfig {
-            bootstrap: &self.broker.bootstrap,
-            topic: &topic,
-            dlq: &dlq,
-            group: &group,
-            provider_url: &self.standin.url(),
-            email: self.email,
-            twilio_wasm: Some(self.twilio_wasm),
-            max_in_flight: spec.max_in_flight,
-            log_level: self.log_level,
-            dedup_path: &dedup,
-            admin_port,
-            kafka_client: self.kafka_client,
-            plugin_instances: self.plugin_instances,
-            max_concurrent_calls: self.max_concurrent_calls,
-            cache_dir: None,
+        self.rt.block_on(
+            self.broker
+                .create_topics_with(&[(&topic, self.partitions), (&dlq, 1)]),
+        )?;
+        let database = match self.ledger {
+            LedgerChoice::Embedded => None,
+            LedgerChoice::Postgres(pg) => {
+                let db = pg.database(self.rt, &format!("{}_{run:08x}", spec.label))?;
+                if let Some(name) = &db.created {
+                    eprintln!(
+                        "notify-bench: [{}] ledger: database {name} on {}",
+                        spec.label,
+                        pg.shown()
+                    );
+                }
+                Some(db)
+            }
         };
-        let config_path = self
-            .workdir
-            .join(format!("{}-{run:08x}-config.toml", spec.label));
-        std::fs::write(&config_path, config.render())
-            .with_context(|| format!("write {}", config_path.display()))?;
-        let log = self
-            .workdir
-            .join(format!("{}-{run:08x}-host.log", spec.label));
+        let result = self.run_on(spec, run, &topic, &dlq, &group, database.as_ref());
+        if let (LedgerChoice::Postgres(pg), Some(db)) = (self.ledger, &database) {
+            if self.keep_databases {
+                if let Some(name) = &db.created {
+                    eprintln!("notify-bench: [{}] kept the database {name}", spec.label);
+                }
+            } else {
+                pg.drop_database(self.rt, db);
+            }
+        }
+        result
+    }
+
+    /// A run on its topics and (shared ledger) database.
+    fn run_on(
+        &self,
+        spec: &RunSpec,
+        run: u32,
+        topic: &str,
+        dlq: &str,
+        group: &str,
+        database: Option<&RunDatabase>,
+    ) -> Result<RunResult> {
+        let log_level = self.host_log_level();
+        let owners: Vec<String> = (0..self.hosts)
+            .map(|k| format!("notify-bench-{}-{run:08x}-host{k}", spec.label))
+            .collect();
+        let mut planned = Vec::with_capacity(self.hosts);
+        let mut ports = Vec::with_capacity(self.hosts);
+        for (k, owner) in owners.iter().enumerate() {
+            // free_port drops its listener: two calls may see the same port.
+            let admin_port = loop {
+                let p = sys::free_port()?;
+                if !ports.contains(&p) {
+                    break p;
+                }
+            };
+            ports.push(admin_port);
+            let name = if self.hosts == 1 {
+                format!("{}-{run:08x}", spec.label)
+            } else {
+                format!("{}-{run:08x}-host{k}", spec.label)
+            };
+            let dedup: PathBuf = self.workdir.join(format!("{name}-ledger.redb"));
+            let config = HostConfig {
+                bootstrap: &self.broker.bootstrap,
+                topic,
+                dlq,
+                group,
+                provider_url: &self.standin.url(),
+                email: self.email,
+                twilio_wasm: Some(self.twilio_wasm),
+                max_in_flight: spec.max_in_flight,
+                log_level: &log_level,
+                dedup_path: &dedup,
+                admin_port,
+                kafka_client: self.kafka_client,
+                plugin_instances: self.plugin_instances,
+                max_concurrent_calls: self.max_concurrent_calls,
+                cache_dir: Some(self.plugin_cache),
+                postgres: match (self.ledger, database) {
+                    (LedgerChoice::Postgres(pg), Some(_)) => Some(PostgresLedger {
+                        owner,
+                        pool_size: pg.pool_size,
+                    }),
+                    _ => None,
+                },
+            };
+            let config_path = self.workdir.join(format!("{name}-config.toml"));
+            std::fs::write(&config_path, config.render())
+                .with_context(|| format!("write {}", config_path.display()))?;
+            let log = self.workdir.join(format!("{name}-host.log"));
+            planned.push((config_path, log, admin_port));
+        }
+        let env: Vec<(&str, &str)> = database
+            .map(|db| vec![(LEDGER_URL_VAR, db.url.as_str())])
+            .unwrap_or_default();
+        let start_hosts = || -> Result<Vec<Host>> {
+            planned
+                .iter()
+                .map(|(config, log, port)| {
+                    Host::start_with_env(self.host_bin, config, log, *port, &env)
+                })
+                .collect()
+        };
         // Anything left over (capacity test, an earlier run) is not this run's.
         let _ = self.standin.take();
 
         let bootstrap = self.broker.bootstrap.clone();
         let publish = broker::publish(
             bootstrap,
-            topic.clone(),
+            topic.to_string(),
+            self.partitions,
             run,
             spec.events,
             self.keys,
@@ -331,29 +520,41 @@ impl Bench<'_> {
         if spec.outage.is_some() && spec.offered_rate.is_none() {
             bail!("[{}] an outage run needs an offered rate", spec.label);
         }
-        let (mut host, mut publishing, outage) = match spec.offered_rate {
-            None => {
+        let (mut hosts, mut publishing, outage) = match spec.offered_rate {
+            None if !self.ready_first => {
                 eprintln!(
                     "notify-bench: [{}] publishing {} events",
                     spec.label, spec.events
                 );
                 let published = self.rt.block_on(publish)?;
                 eprintln!(
-                    "notify-bench: [{}] published in {:.1} s ({:.0} events/s); starting the host",
+                    "notify-bench: [{}] published in {:.1} s ({:.0} events/s); starting {}",
                     spec.label,
                     published.seconds,
-                    spec.events as f64 / published.seconds
+                    spec.events as f64 / published.seconds,
+                    hosts_noun(self.hosts)
                 );
-                let host = Host::start(self.host_bin, &config_path, &log, admin_port)?;
-                (host, Publishing::Done(published), None)
+                (start_hosts()?, Publishing::Done(published), None)
+            }
+            None => {
+                let mut hosts = start_hosts()?;
+                self.wait_settled(spec, &mut hosts, topic)?;
+                eprintln!(
+                    "notify-bench: [{}] publishing {} events to {} ready",
+                    spec.label,
+                    spec.events,
+                    hosts_noun(self.hosts)
+                );
+                (hosts, Publishing::Running(self.rt.spawn(publish)), None)
             }
             Some(rate) => {
-                let mut host = Host::start(self.host_bin, &config_path, &log, admin_port)?;
-                self.rt.block_on(host.wait_ready(Duration::from_secs(60)))?;
+                let mut hosts = start_hosts()?;
+                self.wait_settled(spec, &mut hosts, topic)?;
                 eprintln!(
-                    "notify-bench: [{}] host ready after {:.1} s; publishing {} events at {rate} events/s",
+                    "notify-bench: [{}] {} ready after {:.1} s; publishing {} events at {rate} events/s",
                     spec.label,
-                    host.started.elapsed().as_secs_f64(),
+                    hosts_noun(self.hosts),
+                    hosts[0].started.elapsed().as_secs_f64(),
                     spec.events
                 );
                 // The publisher paces from its own start, a moment after
@@ -365,13 +566,13 @@ impl Bench<'_> {
                 let outage = spec.outage.map(|plan| {
                     OutageRun::start(self.rt, self.standin.outage_switch(), start, plan)
                 });
-                (host, publishing, outage)
+                (hosts, publishing, outage)
             }
         };
 
-        let reader = self.broker.offset_reader(&group, &topic)?;
+        let reader = self.broker.offset_reader(group, topic, self.partitions)?;
         let waited =
-            self.wait_committed(spec, &mut host, &reader, &mut publishing, outage.as_ref())?;
+            self.wait_committed(spec, &mut hosts, &reader, &mut publishing, outage.as_ref())?;
         let Publishing::Done(published) = publishing else {
             bail!("[{}] finished before publishing did", spec.label);
         };
@@ -379,11 +580,19 @@ impl Bench<'_> {
             Some(o) => Some(o.finish(self.rt)?),
             None => None,
         };
-        let metrics = self.final_metrics(&host);
-        // Read before SIGTERM: once the process is gone so is /proc/PID.
-        let peak_rss_kib = sys::peak_rss_kib(host.pid)?;
-        let host_ticks = sys::cpu_ticks(Some(host.pid))?;
-        let host_exit = host.stop()?;
+        let metrics: Vec<Option<String>> = hosts.iter().map(|h| self.final_metrics(h)).collect();
+        // Read before SIGTERM: once a process is gone so is /proc/PID.
+        let mut peak_rss_kib = 0;
+        let mut host_ticks = 0;
+        for h in &hosts {
+            peak_rss_kib += sys::peak_rss_kib(h.pid)?;
+            host_ticks += sys::cpu_ticks(Some(h.pid))?;
+        }
+        let mut exits = Vec::with_capacity(hosts.len());
+        for h in &mut hosts {
+            exits.push(h.stop()?);
+        }
+        exits.dedup();
         let received = self.standin.take();
         let mut result = self.analyse(
             spec,
@@ -393,24 +602,57 @@ impl Bench<'_> {
             &waited,
             peak_rss_kib,
             host_ticks,
-            host_exit,
+            exits.join(", "),
         );
-        if let Some(text) = &metrics {
-            let reasons: BTreeMap<String, u64> =
-                host::metric_series(text, "notify_dlq_events_total")
-                    .into_iter()
-                    .map(|(labels, v)| (host::label_value(labels, "reason"), v as u64))
-                    .collect();
+        result.consumed_by_host = metrics
+            .iter()
+            .map(|m| {
+                m.as_deref()
+                    .and_then(|t| host::metric_sum(t, "notify_events_consumed_total"))
+                    .map(|v| v as u64)
+            })
+            .collect();
+        let joined: String = metrics.iter().flatten().map(String::as_str).collect();
+        if !joined.is_empty() {
+            let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+            for (labels, v) in host::metric_series(&joined, "notify_dlq_events_total") {
+                *reasons
+                    .entry(host::label_value(labels, "reason"))
+                    .or_default() += v as u64;
+            }
             // No series yet: the host registers one at its first dead letter.
-            result.dead_letters = Some(reasons.values().sum());
+            // A host whose /metrics could not be read leaves it unknown.
+            result.dead_letters = metrics
+                .iter()
+                .all(Option::is_some)
+                .then(|| reasons.values().sum());
             result.dead_letter_reasons = reasons;
-            result.retries = host::metric_series(text, "notify_channel_retries_total")
-                .into_iter()
-                .map(|(labels, v)| (host::label_value(labels, "channel"), v as u64))
-                .collect();
-            result.plugin_calls = plugin_calls(text);
+            for (labels, v) in host::metric_series(&joined, "notify_channel_retries_total") {
+                *result
+                    .retries
+                    .entry(host::label_value(labels, "channel"))
+                    .or_default() += v as u64;
+            }
+            result.plugin_calls = plugin_calls(&joined);
+            result.ledger_claim = histogram_stat(&joined, "notify_ledger_claim_seconds");
+            result.ledger_write = histogram_stat(&joined, "notify_ledger_write_seconds");
+            result.claim_conflicts =
+                host::metric_sum(&joined, "notify_ledger_claim_conflicts_total").map(|v| v as u64);
         }
-        (result.host_log_warnings, result.host_log_deadline_lines) = log_counts(&log);
+        for (_, log, _) in &planned {
+            let (warnings, deadline) = log_counts(log);
+            result.host_log_warnings += warnings;
+            result.host_log_deadline_lines += deadline;
+        }
+        if let Ok(text) = std::fs::read_to_string(&planned[0].1) {
+            for channel in ["email", "sms"] {
+                if let Some(loaded) = crate::startup::plugin_loaded(&text, channel) {
+                    result
+                        .plugin_loads
+                        .insert(channel.to_string(), (loaded.1, loaded.0));
+                }
+            }
+        }
         if let (Some(times), Some(rate)) = (outage, spec.offered_rate) {
             let limit = spec.max_in_flight.unwrap_or(HOST_DEFAULT_MAX_IN_FLIGHT);
             result.outage = Some(outage_result(
@@ -418,6 +660,102 @@ impl Bench<'_> {
             ));
         }
         Ok(result)
+    }
+
+    /// Waits until every host is ready and, together, they hold every
+    /// partition of `topic`, each some (when there are enough), with the
+    /// split unchanged over four looks half a second apart. A host's
+    /// partitions are its `notify_oldest_unfinished_seconds` series (one per
+    /// assigned partition, exported at each commit tick).
+    fn wait_settled(&self, spec: &RunSpec, hosts: &mut [Host], topic: &str) -> Result<()> {
+        for h in hosts.iter_mut() {
+            self.rt.block_on(h.wait_ready(Duration::from_secs(60)))?;
+        }
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(120);
+        let want = usize::try_from(self.partitions).unwrap_or(1);
+        let mut last: Option<Vec<usize>> = None;
+        let mut stable = 0;
+        loop {
+            let mut split = Vec::with_capacity(hosts.len());
+            for h in hosts.iter_mut() {
+                h.check_running()?;
+                let text = self
+                    .rt
+                    .block_on(h.metrics(&client, Duration::from_secs(2)))
+                    .unwrap_or_default();
+                split.push(
+                    host::metric_series(&text, "notify_oldest_unfinished_seconds")
+                        .iter()
+                        .filter(|(labels, _)| host::label_value(labels, "topic") == topic)
+                        .count(),
+                );
+            }
+            let settled = split.iter().sum::<usize>() == want
+                && (want < hosts.len() || split.iter().all(|&n| n > 0));
+            stable = if settled && last.as_ref() == Some(&split) {
+                stable + 1
+            } else {
+                0
+            };
+            if stable >= 3 {
+                eprintln!(
+                    "notify-bench: [{}] group settled after {:.1} s: partitions per host {split:?}",
+                    spec.label,
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "[{}] the group did not settle within 120 s: partitions per host {split:?}, want {want} in all",
+                    spec.label
+                );
+            }
+            last = Some(split);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The host's log.level: the bench's, plus the plugin loader's info
+    /// line (compiled or from the cache, and how long it took).
+    pub fn host_log_level(&self) -> String {
+        format!("{},notify_host::plugin::runtime=info", self.log_level)
+    }
+
+    /// Compiles the plugins into [`Bench::plugin_cache`] with `notify-host
+    /// plugin compile`, on the config the runs use.
+    pub fn precompile(&self) -> Result<()> {
+        let config = HostConfig {
+            bootstrap: &self.broker.bootstrap,
+            topic: "appointments.created.bench-precompile",
+            dlq: "appointments.created.dlq.bench-precompile",
+            group: "notify-bench-precompile",
+            provider_url: &self.standin.url(),
+            email: self.email,
+            twilio_wasm: Some(self.twilio_wasm),
+            max_in_flight: None,
+            log_level: self.log_level,
+            dedup_path: &self.workdir.join("precompile-ledger.redb"),
+            admin_port: 9,
+            kafka_client: self.kafka_client,
+            plugin_instances: self.plugin_instances,
+            max_concurrent_calls: self.max_concurrent_calls,
+            cache_dir: Some(self.plugin_cache),
+            postgres: None,
+        };
+        let path = self.workdir.join("precompile-config.toml");
+        std::fs::write(&path, config.render())
+            .with_context(|| format!("write {}", path.display()))?;
+        let started = Instant::now();
+        host::precompile(self.host_bin, &path)?;
+        eprintln!(
+            "notify-bench: plugins compiled into {} in {:.1} s (notify-host plugin compile)",
+            self.plugin_cache.display(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 
     /// The host's /metrics once everything is committed, with a few tries: a
@@ -440,20 +778,21 @@ impl Bench<'_> {
     }
 
     /// Polls the committed offset until publishing is done and the offset
-    /// reaches the end of what was published, failing when the host exits or
+    /// reaches the end of what was published, failing when a host exits or
     /// nothing moves for `stall_timeout`. Samples CPU from the first provider
-    /// request on.
+    /// request on. An outage run has one host (`main` refuses more).
     fn wait_committed(
         &self,
         spec: &RunSpec,
-        host: &mut Host,
+        hosts: &mut [Host],
         reader: &OffsetReader,
         publishing: &mut Publishing,
         outage: Option<&OutageRun>,
     ) -> Result<Waited> {
         let mut first: Option<CpuSnapshot> = None;
         let mut last_sample: Option<CpuSnapshot> = None;
-        let mut peaks = [0.0f64; 4];
+        let mut peaks = [0.0f64; 5];
+        let pids: Vec<u32> = hosts.iter().map(|h| h.pid).collect();
         let mut committed: i64 = 0;
         let mut requests = self.standin.count();
         let mut progress_at = Instant::now();
@@ -465,13 +804,29 @@ impl Bench<'_> {
         let mut samples = Vec::new();
         let mut sample_at = Instant::now();
         let mut scrape_failures = 0u64;
+        let mut startup_peak_rss_kib = None;
+        let mut peak_reset = false;
         loop {
-            host.check_running()?;
+            for h in hosts.iter_mut() {
+                h.check_running()?;
+            }
             let now_requests = self.standin.count();
             if first.is_none() && now_requests > 0 {
-                let s = CpuSnapshot::take(host.pid, self.broker.pid)?;
+                let s = CpuSnapshot::take(&pids, self.broker.pid, self.db_pid)?;
                 first = Some(s);
                 last_sample = Some(s);
+                // The start-up's peak, then the window's from here.
+                startup_peak_rss_kib = pids
+                    .iter()
+                    .map(|pid| sys::peak_rss_kib(*pid).ok())
+                    .sum::<Option<u64>>();
+                peak_reset = true;
+                for pid in &pids {
+                    if let Err(e) = sys::reset_peak_rss(*pid) {
+                        eprintln!("notify-bench: [{}] cannot reset the host's peak RSS ({e:#}); only its whole-life peak is reported", spec.label);
+                        peak_reset = false;
+                    }
+                }
             }
             if let Publishing::Running(task) = publishing {
                 if task.is_finished() {
@@ -492,7 +847,7 @@ impl Bench<'_> {
                 sample_at = Instant::now() + Duration::from_secs(1);
                 match self
                     .rt
-                    .block_on(host.metrics(&client, Duration::from_secs(1)))
+                    .block_on(hosts[0].metrics(&client, Duration::from_secs(1)))
                 {
                     Ok(text) => samples.push(MetricSample {
                         at: Instant::now(),
@@ -503,7 +858,7 @@ impl Bench<'_> {
                 }
             }
             if now_committed >= target {
-                let done = CpuSnapshot::take(host.pid, self.broker.pid)?;
+                let done = CpuSnapshot::take(&pids, self.broker.pid, self.db_pid)?;
                 let first = first.context("every event committed but no provider request seen")?;
                 let avg = first.cores(&done, self.clock_ticks);
                 let cores = |i: usize| Cores {
@@ -511,6 +866,8 @@ impl Bench<'_> {
                     max: peaks[i].max(avg[i]),
                 };
                 return Ok(Waited {
+                    startup_peak_rss_kib,
+                    peak_reset,
                     done_at: done.at,
                     commits,
                     samples,
@@ -520,6 +877,7 @@ impl Bench<'_> {
                     broker: cores(1),
                     bench: cores(2),
                     machine: cores(3),
+                    db: self.db_pid.map(|_| cores(4)),
                 });
             }
             if now_committed != committed || now_requests != requests {
@@ -536,12 +894,16 @@ impl Bench<'_> {
                     spec.label,
                     self.stall_timeout,
                     if target == i64::MAX { "(publishing)".to_string() } else { target.to_string() },
-                    sys::tail(&host.log, 30)
+                    hosts
+                        .iter()
+                        .map(|h| format!("{}:\n{}", h.log.display(), sys::tail(&h.log, 30)))
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 );
             }
             if let Some(prev) = last_sample {
                 if prev.at.elapsed() >= Duration::from_secs(1) {
-                    let s = CpuSnapshot::take(host.pid, self.broker.pid)?;
+                    let s = CpuSnapshot::take(&pids, self.broker.pid, self.db_pid)?;
                     for (peak, c) in peaks.iter_mut().zip(prev.cores(&s, self.clock_ticks)) {
                         *peak = peak.max(c);
                     }
@@ -642,6 +1004,9 @@ impl Bench<'_> {
         };
         RunResult {
             label: spec.label.to_string(),
+            hosts: self.hosts,
+            partitions: self.partitions,
+            ledger: self.ledger.name().to_string(),
             max_in_flight: spec.max_in_flight,
             events: spec.events,
             offered_rate: spec.offered_rate,
@@ -658,11 +1023,15 @@ impl Bench<'_> {
             foreign,
             duplicate_examples,
             missing_examples,
-            host_peak_rss_mib: peak_rss_kib as f64 / 1024.0,
+            host_peak_rss_mib: peak_rss_kib.max(waited.startup_peak_rss_kib.unwrap_or(0)) as f64
+                / 1024.0,
+            host_startup_peak_rss_mib: waited.startup_peak_rss_kib.map(|k| k as f64 / 1024.0),
+            host_window_peak_rss_mib: waited.peak_reset.then_some(peak_rss_kib as f64 / 1024.0),
             host_cpu_seconds: host_ticks as f64 / self.clock_ticks,
             host_cpu_ms_per_event: waited.host_window_ticks as f64 / self.clock_ticks * 1000.0
                 / spec.events.max(1) as f64,
             host_cores: waited.host,
+            db_cores: waited.db,
             broker_cores: waited.broker,
             bench_cores: waited.bench,
             machine_cores: waited.machine,
@@ -673,6 +1042,11 @@ impl Bench<'_> {
             plugin_calls: Vec::new(),
             host_log_warnings: 0,
             host_log_deadline_lines: 0,
+            plugin_loads: BTreeMap::new(),
+            ledger_claim: None,
+            ledger_write: None,
+            claim_conflicts: None,
+            consumed_by_host: Vec::new(),
             outage: None,
         }
     }
@@ -921,6 +1295,12 @@ pub fn plugin_calls(metrics: &str) -> Vec<PluginCall> {
                 mean_ms: sum.filter(|_| count > 0.0).map(|s| ms(s / count)),
                 p50_ms: h.quantile(0.50).map(ms),
                 p99_ms: h.quantile(0.99).map(ms),
+                top_bucket_ms: h
+                    .buckets
+                    .iter()
+                    .rev()
+                    .find(|b| b.0.is_finite())
+                    .map(|b| ms(b.0)),
                 count: count as u64,
                 channel,
                 call,
@@ -966,6 +1346,10 @@ struct MetricSample {
 }
 
 struct Waited {
+    /// VmHWM when the first provider request arrived.
+    startup_peak_rss_kib: Option<u64>,
+    /// VmHWM was reset then, so the final reading is the window's peak.
+    peak_reset: bool,
     done_at: Instant,
     /// The committed offset each time it was seen to change, from 0 at the
     /// start of the wait.
@@ -977,6 +1361,15 @@ struct Waited {
     broker: Cores,
     bench: Cores,
     machine: Cores,
+    db: Option<Cores>,
+}
+
+fn hosts_noun(n: usize) -> String {
+    if n == 1 {
+        "the host".to_string()
+    } else {
+        format!("{n} hosts")
+    }
 }
 
 /// `later − earlier` in ms; negative if the request somehow came first.
@@ -1077,6 +1470,8 @@ mod tests {
             })
             .collect();
         let waited = Waited {
+            startup_peak_rss_kib: None,
+            peak_reset: false,
             done_at: t(15.0),
             commits: vec![
                 (t(0.0), 0),
@@ -1092,6 +1487,7 @@ mod tests {
             broker: Cores::default(),
             bench: Cores::default(),
             machine: Cores::default(),
+            db: None,
         };
         let o = outage_result(10.0, &times, 512, &published, &received, &waited);
         assert_eq!(

@@ -124,7 +124,7 @@ impl Bench<'_> {
         self.rt
             .block_on(self.broker.create_topics(&[&topic, &dlq]))?;
         // The plugin loader's info line, whatever the level asked for.
-        let level = format!("{},notify_host::plugin::runtime=info", self.log_level);
+        let level = self.host_log_level();
         let mut samples = Vec::new();
         for repeat in 1..=repeats {
             let cache = self
@@ -186,6 +186,7 @@ impl Bench<'_> {
             plugin_instances: self.plugin_instances,
             max_concurrent_calls: self.max_concurrent_calls,
             cache_dir: Some(cache),
+            postgres: None,
         };
         let config_path = self.workdir.join(format!("{name}-config.toml"));
         std::fs::write(&config_path, config.render())

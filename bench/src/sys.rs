@@ -103,22 +103,67 @@ pub fn cpu_ticks(pid: Option<u32>) -> Result<u64> {
         Some(p) => format!("/proc/{p}/stat"),
         None => "/proc/self/stat".to_string(),
     };
-    let text = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    let fields = stat_fields(&path)?;
+    // utime and stime are fields 14 and 15 (1-based).
+    Ok(fields.get(14)? + fields.get(15)?)
+}
+
+/// CPU of a process tree one level deep, in clock ticks: the process, its
+/// reaped children (cutime + cstime) and its live children. A PostgreSQL
+/// server: the postmaster and a backend per connection.
+pub fn tree_cpu_ticks(pid: u32) -> Result<u64> {
+    let own = stat_fields(&format!("/proc/{pid}/stat"))?;
+    // utime, stime, cutime, cstime: fields 14 to 17.
+    let mut ticks = own.get(14)? + own.get(15)? + own.get(16)? + own.get(17)?;
+    for entry in fs::read_dir("/proc").context("read /proc")?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may end between the listing and the read: skip it.
+        let Ok(fields) = stat_fields(&format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // The parent's pid is field 4.
+        if fields.get(4).ok() == Some(u64::from(pid)) {
+            ticks += fields.get(14).unwrap_or(0) + fields.get(15).unwrap_or(0);
+        }
+    }
+    Ok(ticks)
+}
+
+/// The fields of a `/proc/PID/stat` file from field 3 on.
+struct StatFields {
+    path: String,
+    fields: Vec<String>,
+}
+
+impl StatFields {
+    /// Field `n` (1-based, as `man proc` counts them; 3 or above) as a
+    /// number.
+    fn get(&self, n: usize) -> Result<u64> {
+        self.fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("{}: field {n} missing or not a number", self.path))
+    }
+}
+
+fn stat_fields(path: &str) -> Result<StatFields> {
+    let text = fs::read_to_string(path).with_context(|| format!("read {path}"))?;
     // Field 2 (the command name) is parenthesised and may contain spaces and
     // parentheses; the fields after the last ')' start with field 3.
     let rest = text
         .rsplit_once(')')
         .with_context(|| format!("{path}: no ')'"))?
         .1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 (1-based): indexes 11 and 12 here.
-    let field = |i: usize| -> Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("{path}: field {} missing or not a number", i + 3))
-    };
-    Ok(field(11)? + field(12)?)
+    Ok(StatFields {
+        path: path.to_string(),
+        fields: rest.split_whitespace().map(str::to_string).collect(),
+    })
 }
 
 /// Peak resident set size (`VmHWM`) of a running process, in KiB.
@@ -129,6 +174,15 @@ pub fn peak_rss_kib(pid: u32) -> Result<u64> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("{path}: no VmHWM line"))
+}
+
+/// Resets a process's peak RSS (`VmHWM`) to its current RSS (`5` to
+/// `/proc/PID/clear_refs`, Linux 4.0+), so a later [`peak_rss_kib`] is the
+/// peak since now: a run's peak without the start-up's (compiling a large
+/// plugin takes far more than running it).
+pub fn reset_peak_rss(pid: u32) -> Result<()> {
+    let path = format!("/proc/{pid}/clear_refs");
+    fs::write(&path, "5").with_context(|| format!("write {path}"))
 }
 
 /// The machine's CPU time from `/proc/stat`: (busy, total) ticks summed over

@@ -44,7 +44,10 @@ CREATE TABLE notify_timers (
     due_ms         bigint NOT NULL,
     event_id       text   NOT NULL,
     appointment_id text   NOT NULL,
-    record         text   NOT NULL
+    -- The delivery as JSON.
+    record         text   NOT NULL,
+    -- The event it renders from (JSON); kept when a write carries none.
+    event          text
 );
 CREATE INDEX notify_timers_due ON notify_timers (due_ms, key);
 CREATE INDEX notify_timers_appointment ON notify_timers (appointment_id);

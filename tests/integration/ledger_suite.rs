@@ -625,8 +625,30 @@ async fn timers_come_in_due_order_and_one_that_ends_joins_the_newest_records(kin
     // record (under a new id, below).
     let mut sending = reminder("e5", "day-before", "appt-3", at(25));
     sending.delivery.state = State::Pending;
-    put(&ledger, sending.clone()).await;
+    // Written as the pipeline notes an in-between state: without the event.
+    // The timer keeps it, so a host that fires it again after a crash
+    // mid-send still has what to render.
+    put(
+        &ledger,
+        Record {
+            delivery: sending.delivery.clone(),
+            held: None,
+        },
+    )
+    .await;
     assert_eq!(ledger.timer_count().await.expect("timer count"), 5);
+    let kept = ledger.timers(None, 100).await.expect("timers");
+    let (_, e5) = kept
+        .iter()
+        .find(|(_, r)| r.delivery.event_id == "e5")
+        .expect("e5 is still a timer");
+    assert_eq!(e5.delivery.state, State::Pending);
+    assert_eq!(e5.held, Some(message("e5")), "the timer kept its event");
+    let of_appt_3 = ledger
+        .appointment_timers("appt-3")
+        .await
+        .expect("appointment timers");
+    assert_eq!(of_appt_3[0].held, Some(message("e5")));
     sending.delivery.state = State::Delivered;
     put(&ledger, sending).await;
     assert_eq!(ledger.timer_count().await.expect("timer count"), 4);

@@ -935,6 +935,12 @@ impl Writer {
         }
         if record.delivery.is_timer() {
             let mut record = record.clone();
+            // An in-between state (pending, retrying) is written without the
+            // event; the timer keeps it, so a host that fires it again (after
+            // a crash mid-send) still has what to render.
+            if record.held.is_none() {
+                record.held = old_timer.as_ref().and_then(|old| old.held.clone());
+            }
             if record.delivery.id == 0 {
                 record.delivery.id = match &old_timer {
                     Some(old) if old.delivery.id != 0 => old.delivery.id,

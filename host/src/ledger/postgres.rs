@@ -649,6 +649,8 @@ async fn apply(shared: &Shared, batch: &[Op]) -> Result<(), sqlx::Error> {
         let mut event_id = Vec::new();
         let mut appointment_id = Vec::new();
         let mut record = Vec::new();
+        let mut event: Vec<Option<String>> = Vec::new();
+        let encode = |e: serde_json::Error| sqlx::Error::Encode(Box::new(e));
         for (k, r) in &timers {
             let d = &r.delivery;
             key.push(k.clone());
@@ -656,14 +658,26 @@ async fn apply(shared: &Shared, batch: &[Op]) -> Result<(), sqlx::Error> {
             due.push(due_ms(d));
             event_id.push(col(&d.event_id).into_owned());
             appointment_id.push(col(&d.appointment_id).into_owned());
-            record.push(serde_json::to_string(r).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
+            // The event goes in its own column (kept when a write has none).
+            record.push(
+                serde_json::to_string(&Record {
+                    delivery: d.clone(),
+                    held: None,
+                })
+                .map_err(encode)?,
+            );
+            event.push(match &r.held {
+                Some(h) => Some(serde_json::to_string(h).map_err(encode)?),
+                None => None,
+            });
         }
         sqlx::query(
-            "INSERT INTO notify_timers (key, id, due_ms, event_id, appointment_id, record) \
-             SELECT k, CASE WHEN i > 0 THEN i ELSE nextval('notify_delivery_ids') END, d, e, a, r \
-             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) AS t(k, i, d, e, a, r) \
+            "INSERT INTO notify_timers (key, id, due_ms, event_id, appointment_id, record, event) \
+             SELECT k, CASE WHEN i > 0 THEN i ELSE nextval('notify_delivery_ids') END, d, e, a, r, v \
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) AS t(k, i, d, e, a, r, v) \
              ON CONFLICT (key) DO UPDATE SET due_ms = EXCLUDED.due_ms, record = EXCLUDED.record, \
-             appointment_id = EXCLUDED.appointment_id",
+             appointment_id = EXCLUDED.appointment_id, \
+             event = COALESCE(EXCLUDED.event, notify_timers.event)",
         )
         .bind(&key)
         .bind(&id)
@@ -671,6 +685,7 @@ async fn apply(shared: &Shared, batch: &[Op]) -> Result<(), sqlx::Error> {
         .bind(&event_id)
         .bind(&appointment_id)
         .bind(&record)
+        .bind(&event)
         .execute(&mut *tx)
         .await?;
     }
@@ -824,14 +839,26 @@ fn deliveries_of(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Delivery>, Ledger
         .collect()
 }
 
+/// Rows of (id, record JSON, event JSON or NULL): a timer's event is in
+/// its own column.
 fn records_of(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Record>, LedgerError> {
-    rows.iter()
-        .map(|r| {
-            let id: i64 = r.try_get(0).map_err(store_err)?;
-            let json: String = r.try_get(1).map_err(store_err)?;
-            decode(id, &json)
-        })
-        .collect()
+    rows.iter().map(record_of).collect()
+}
+
+fn record_of(r: &sqlx::postgres::PgRow) -> Result<Record, LedgerError> {
+    let id: i64 = r.try_get(0).map_err(store_err)?;
+    let json: String = r.try_get(1).map_err(store_err)?;
+    let event: Option<String> = r.try_get(2).map_err(store_err)?;
+    let mut record = decode(id, &json)?;
+    if let Some(event) = event {
+        record.held = Some(
+            serde_json::from_str(&event).map_err(|e| LedgerError::Corrupt {
+                id: id as u64,
+                reason: format!("the timer's event: {e}"),
+            })?,
+        );
+    }
+    Ok(record)
 }
 
 impl Backend for Postgres {
@@ -976,7 +1003,7 @@ impl Backend for Postgres {
         let channel = col(channel).into_owned();
         async move {
             let rows = sqlx::query(
-                "SELECT id, record FROM notify_deliveries WHERE state = 'held' AND channel = $1 AND id > $2 \
+                "SELECT id, record, NULL::text FROM notify_deliveries WHERE state = 'held' AND channel = $1 AND id > $2 \
                  ORDER BY id LIMIT $3",
             )
             .bind(&channel)
@@ -1054,7 +1081,7 @@ impl Backend for Postgres {
         };
         async move {
             let sql = format!(
-                "SELECT t.due_ms, t.key, t.id, t.record FROM notify_timers t \
+                "SELECT t.id, t.record, t.event, t.due_ms, t.key FROM notify_timers t \
                  WHERE (t.due_ms, t.key) > ($1, $2) \
                  AND NOT EXISTS (SELECT 1 FROM notify_claims c JOIN notify_hosts h ON h.owner = c.owner \
                    WHERE c.key = t.key AND c.owner <> $3 AND {LIVE}) \
@@ -1070,11 +1097,9 @@ impl Backend for Postgres {
                 .map_err(db_err)?;
             rows.iter()
                 .map(|r| {
-                    let due: i64 = r.try_get(0).map_err(store_err)?;
-                    let key: String = r.try_get(1).map_err(store_err)?;
-                    let id: i64 = r.try_get(2).map_err(store_err)?;
-                    let json: String = r.try_get(3).map_err(store_err)?;
-                    Ok(((due.max(0) as u64, key), decode(id, &json)?))
+                    let due: i64 = r.try_get(3).map_err(store_err)?;
+                    let key: String = r.try_get(4).map_err(store_err)?;
+                    Ok(((due.max(0) as u64, key), record_of(r)?))
                 })
                 .collect()
         }
@@ -1089,7 +1114,7 @@ impl Backend for Postgres {
         let appointment_id = appointment_id.to_string();
         async move {
             let rows = sqlx::query(
-                "SELECT id, record FROM notify_timers WHERE appointment_id = $1 ORDER BY due_ms, key",
+                "SELECT id, record, event FROM notify_timers WHERE appointment_id = $1 ORDER BY due_ms, key",
             )
             .bind(col(&appointment_id).as_ref())
             .fetch_all(&pool)

@@ -171,6 +171,11 @@ impl Lease {
     }
 }
 
+/// A lock whose holder panicked still guards plain sets: take it as it is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What the writer and the readers share.
 struct Shared {
     pool: PgPool,
@@ -189,24 +194,15 @@ struct Shared {
 
 impl Shared {
     fn partitions(&self) -> BTreeSet<i64> {
-        match self.partitions.lock() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        lock(&self.partitions).clone()
     }
 
     fn with_partitions(&self, f: impl FnOnce(&mut BTreeSet<i64>)) {
-        match self.partitions.lock() {
-            Ok(mut p) => f(&mut p),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
+        f(&mut lock(&self.partitions))
     }
 
     fn with_claimed<T>(&self, f: impl FnOnce(&mut HashSet<String>) -> T) -> T {
-        match self.claimed.lock() {
-            Ok(mut c) => f(&mut c),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
+        f(&mut lock(&self.claimed))
     }
 
     /// The bucket a record created now goes to.

@@ -202,12 +202,18 @@ def hist(r, key, q):
     h = (r or {}).get(key) or {}
     return h.get(q)
 
+def qf(v, top):
+    # A quantile at the top finite bucket lies in +Inf: a lower bound.
+    if v is not None and top is not None and v >= top:
+        return ">{:.0f}".format(top)
+    return f(v)
+
 with open(os.path.join(out, "postgres-version.txt")) as fh:
     version = fh.read().strip()
 print("## Throughput: notify-bench --runs throughput (backlog published once the hosts were ready; {})".format(version))
 print()
-print("| variant | events/s | vs redb x1 | host CPU ms/event (all hosts) | database cores avg | machine busy cores avg | ledger claim p50/p99 ms (est.) | ledger final write p50/p99 ms (est.) | claim conflicts | dead letters | duplicates | missing | events per host |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| variant | events/s | vs redb x1 | host CPU ms/event (all hosts) | database cores avg | other load (cores) | ledger claim p50/p99 ms (est.) | claim mean ms | ledger final write p50/p99 ms (est.) | final write mean ms | claim conflicts | dead letters | duplicates | missing | events per host |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 base = med([(run_of("redb1", i) or {}).get("events_per_second") for i in range(1, rounds + 1)])
 for v in variants:
     rs = [run_of(v, i) for i in range(1, rounds + 1)]
@@ -219,18 +225,29 @@ for v in variants:
     rate = med(rates)
     cpu = [r["host_cpu_ms_per_event"] for r in ok]
     db = [(r.get("db_cores") or {}).get("avg") for r in ok]
-    machine = [r["machine_cores"]["avg"] for r in ok]
+    # Busy cores of the machine not used by the hosts, the database, the
+    # broker or the bench: other work on the machine.
+    other = [r["machine_cores"]["avg"] - r["host_cores"]["avg"] - r["broker_cores"]["avg"]
+             - r["bench_cores"]["avg"] - ((r.get("db_cores") or {}).get("avg") or 0) for r in ok]
     def q(key, p):
         return med([hist(r, key, p) for r in ok])
+    def top(key):
+        return med([hist(r, key, "top_bucket_ms") for r in ok])
     def qraw(key):
-        return " / ".join("{}/{}".format(f(hist(r, key, "p50_ms")), f(hist(r, key, "p99_ms"))) for r in ok)
-    print("| {} | {} [{}] | {} | {} [{}] | {} [{}] | {} [{}] | {}/{} [{}] | {}/{} [{}] | {} | {} | {} | {} | {} |".format(
+        return " / ".join("{}/{}".format(qf(hist(r, key, "p50_ms"), hist(r, key, "top_bucket_ms")),
+                                         qf(hist(r, key, "p99_ms"), hist(r, key, "top_bucket_ms"))) for r in ok)
+    def mean(key):
+        xs = [hist(r, key, "mean_ms") for r in ok]
+        return "{} [{}]".format(f(med(xs)), raw(xs))
+    print("| {} | {} [{}] | {} | {} [{}] | {} [{}] | {} [{}] | {}/{} [{}] | {} | {}/{} [{}] | {} | {} | {} | {} | {} | {} |".format(
         names.get(v, v), f(rate, "{:.0f}"), raw(rates, "{:.0f}"),
         "-" if not base or rate is None else "{:.2f}x".format(rate / base),
         f(med(cpu), "{:.3f}"), raw(cpu, "{:.3f}"),
-        f(med(db)), raw(db), f(med(machine)), raw(machine),
-        f(q("ledger_claim", "p50_ms")), f(q("ledger_claim", "p99_ms")), qraw("ledger_claim"),
-        f(q("ledger_write", "p50_ms")), f(q("ledger_write", "p99_ms")), qraw("ledger_write"),
+        f(med(db)), raw(db), f(med(other)), raw(other),
+        qf(q("ledger_claim", "p50_ms"), top("ledger_claim")), qf(q("ledger_claim", "p99_ms"), top("ledger_claim")), qraw("ledger_claim"),
+        mean("ledger_claim"),
+        qf(q("ledger_write", "p50_ms"), top("ledger_write")), qf(q("ledger_write", "p99_ms"), top("ledger_write")), qraw("ledger_write"),
+        mean("ledger_write"),
         "/".join(str(r.get("claim_conflicts") or 0) for r in ok),
         "/".join("?" if r.get("dead_letters") is None else str(r["dead_letters"]) for r in ok),
         "/".join(str(r["duplicates"]) for r in ok),
@@ -239,7 +256,8 @@ for v in variants:
 print()
 print("Medians over the rounds, raw rounds in brackets (a/b: p50/p99 of one round). "
       "Ledger claim and final write: the hosts' notify_ledger_claim_seconds and notify_ledger_write_seconds, "
-      "estimated from buckets x2 apart (0.1 ms ... 409.6 ms), all hosts added up; the embedded ledger's claim makes no round trip. "
+      "estimated from buckets x2 apart (0.1 ms ... 409.6 ms; >410: in the +Inf bucket), all hosts added up; the means are exact; "
+      "the embedded ledger's claim makes no round trip. Other load: the machine's busy cores minus the hosts', database's, broker's and bench's. "
       "Database cores: the postmaster and its backends (fsync on). Host CPU and cores are summed over the hosts.")
 print()
 claims = os.path.join(out, "ledger-claims.txt")

@@ -473,7 +473,7 @@ impl Summary {
         {
             let _ = writeln!(
                 out,
-                "ledger claim / final write p50/p99: estimated from the hosts' notify_ledger_claim_seconds and notify_ledger_write_seconds buckets (x2 apart: 0.1, 0.2, 0.4, ... 409.6 ms; linear within a bucket), every host's added up; the mean is exact"
+                "ledger claim / final write p50/p99: estimated from the hosts' notify_ledger_claim_seconds and notify_ledger_write_seconds buckets (x2 apart: 0.1, 0.2, 0.4, ... 6553.6 ms; linear within a bucket), every host's added up; the mean is exact"
             );
         }
         if let Some(x) = self.concurrency_speedup {

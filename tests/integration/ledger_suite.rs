@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use notify_host::config::{PostgresLedger, Secret};
 use notify_host::ledger::embedded::Embedded;
-use notify_host::ledger::postgres::Postgres;
+use notify_host::ledger::postgres::{migrator, Postgres};
 use notify_host::ledger::{
     AppointmentState, AppointmentStatus, Claim, Delivery, DeliveryKey, Filter, HeldMessage, Ledger,
     LedgerError, ListError, Purpose, Recipient, Record, State, TimerPos, MAX_PAGE,
@@ -1027,6 +1027,80 @@ async fn a_timer_another_host_claimed_is_left_out_of_the_timers() {
     );
 }
 
+/// The schema moves forward from an empty database and from the previous
+/// version (data kept), and a host starts against a newer schema than it
+/// knows (a rolling deploy where a newer host migrated first).
+async fn migrations_go_forward_from_empty_and_from_the_previous_version() {
+    use sqlx::Row as _;
+    let versions = |url: String| async move {
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        let rows = sqlx::query("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .expect("migrations table");
+        rows.iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect::<Vec<i64>>()
+    };
+    let all: Vec<i64> = migrator().iter().map(|m| m.version).collect();
+    assert!(all.len() >= 2, "at least two versions: {all:?}");
+
+    // From empty.
+    let empty = Store::new(Kind::Postgres, "migrate-empty");
+    drop(empty.open(LONG).await);
+    assert_eq!(versions(empty.url.clone()).await, all);
+
+    // From the previous version, with a reminder on record in it.
+    let previous = Store::new(Kind::Postgres, "migrate-previous");
+    {
+        let pool = sqlx::PgPool::connect(&previous.url).await.expect("connect");
+        let mut older = migrator();
+        older.migrations = older.migrations[..all.len() - 1].to_vec().into();
+        older.run(&pool).await.expect("apply all but the newest");
+        sqlx::query(
+            "INSERT INTO notify_timers (key, id, due_ms, event_id, appointment_id, record) \
+             VALUES ($1, 77, $2, 'e-old', 'appt-old', $3)",
+        )
+        .bind(reminder_key("e-old", "sms", "day-before").encode())
+        .bind(in_minutes(60).timestamp_millis())
+        .bind(
+            serde_json::to_string(&reminder("e-old", "day-before", "appt-old", in_minutes(60)))
+                .expect("json"),
+        )
+        .execute(&pool)
+        .await
+        .expect("a timer written by the previous version");
+    }
+    let ledger = previous.open(LONG).await;
+    assert_eq!(versions(previous.url.clone()).await, all);
+    let kept = get(&ledger, &reminder_key("e-old", "sms", "day-before"))
+        .await
+        .expect("the previous version's timer");
+    assert_eq!((kept.id, kept.state), (77, State::Scheduled));
+    assert_eq!(
+        ledger.claim(&key("e-new", "sms")).await.expect("claim"),
+        Claim::Granted,
+        "the newest version's tables work"
+    );
+    drop(ledger);
+
+    // A newer schema than this host knows.
+    {
+        let pool = sqlx::PgPool::connect(&previous.url).await.expect("connect");
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from a newer host', true, '\\x00'::bytea, 0)",
+        )
+        .execute(&pool)
+        .await
+        .expect("record a newer migration");
+    }
+    let ledger = previous.open(LONG).await;
+    assert!(get(&ledger, &reminder_key("e-old", "sms", "day-before"))
+        .await
+        .is_some());
+}
+
 /// Each case as a test per backend: `ledger_suite::embedded::CASE` and
 /// `ledger_suite::postgres::CASE`; then the cases of one backend.
 macro_rules! suite {
@@ -1085,5 +1159,6 @@ suite! {
         the_claim_of_a_host_that_stopped_renewing_is_taken_over_after_its_lease,
         the_ledger_answers_again_once_the_database_is_back_and_claims_stay_put,
         a_timer_another_host_claimed_is_left_out_of_the_timers,
+        migrations_go_forward_from_empty_and_from_the_previous_version,
     ],
 }

@@ -68,17 +68,9 @@ tansu=$(./scripts/ensure-tansu.sh)
 eval "$(./scripts/ensure-postgres.sh)"
 pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/notify-bench-pg.XXXXXX")"
 pg_password="bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-as_pg() {
-  if [[ -n $NOTIFY_PG_USER ]]; then
-    (cd "$pg_dir" && runuser -u "$NOTIFY_PG_USER" -- "$@")
-  else
-    (cd "$pg_dir" && "$@")
-  fi
-}
+source ./scripts/pg-server.sh
 stop_postgres() {
-  if [[ -f $pg_dir/data/postmaster.pid ]]; then
-    as_pg "$NOTIFY_PG_BIN/pg_ctl" -D "$pg_dir/data" stop -m fast >/dev/null 2>&1 || true
-  fi
+  pg_stop "$pg_dir"
   # Its log is worth keeping beside the results.
   cp "$pg_dir/server.log" "$OUT/postgres.log" 2>/dev/null || true
   rm -rf "$pg_dir"
@@ -86,40 +78,9 @@ stop_postgres() {
 trap stop_postgres EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-printf '%s\n' "$pg_password" >"$pg_dir/pwfile"
-if [[ -n $NOTIFY_PG_USER ]]; then
-  chown -R "$NOTIFY_PG_USER:" "$pg_dir"
-fi
 log "PostgreSQL for the bench ($pg_dir)"
-if ! as_pg "$NOTIFY_PG_BIN/initdb" -D "$pg_dir/data" -U notify --pwfile="$pg_dir/pwfile" \
-  --auth=scram-sha-256 -E UTF8 --no-locale >"$pg_dir/initdb.log" 2>&1; then
-  cat "$pg_dir/initdb.log" >&2
-  exit 1
-fi
-rm -f "$pg_dir/pwfile"
-pg_port=""
-for _ in 1 2 3 4 5; do
-  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  # The last of a setting wins, so a retry on another port appends again.
-  # Everything else is the package's default (fsync on, shared_buffers
-  # 128 MB): what an untuned server beside the application gives.
-  cat >>"$pg_dir/data/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$pg_dir/data'
 # Three hosts with a pool of 8 each, and the bench's own connections.
-max_connections = 100
-EOF
-  if as_pg "$NOTIFY_PG_BIN/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 start >/dev/null; then
-    pg_port=$port
-    break
-  fi
-  log "PostgreSQL did not start on port $port; trying another"
-done
-if [[ -z $pg_port ]]; then
-  cat "$pg_dir/server.log" >&2 || true
-  exit 1
-fi
+pg_start "$pg_dir" "$pg_password" 100
 pg_pid=$(head -n1 "$pg_dir/data/postmaster.pid")
 pg_url="postgres://notify:$pg_password@127.0.0.1:$pg_port/postgres"
 "$NOTIFY_PG_BIN/postgres" --version | tee "$OUT/postgres-version.txt" >&2

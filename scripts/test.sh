@@ -32,56 +32,18 @@ python3 -m unittest discover -q -s plugins/webhook
 # did.
 pg_password="notify-pg-test-secret-5d21e8"
 pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/notify-test-pg.XXXXXX")"
-as_pg() {
-  if [[ -n $NOTIFY_PG_USER ]]; then
-    (cd "$pg_dir" && runuser -u "$NOTIFY_PG_USER" -- "$@")
-  else
-    (cd "$pg_dir" && "$@")
-  fi
-}
+source ./scripts/pg-server.sh
 stop_postgres() {
-  if [[ -f $pg_dir/data/postmaster.pid ]]; then
-    as_pg "$NOTIFY_PG_BIN/pg_ctl" -D "$pg_dir/data" stop -m fast >/dev/null 2>&1 || true
-  fi
+  pg_stop "$pg_dir"
   rm -rf "$pg_dir"
 }
 trap stop_postgres EXIT
 # A signal ends the script through its EXIT trap too.
 trap 'exit 130' INT
 trap 'exit 143' TERM
-printf '%s\n' "$pg_password" >"$pg_dir/pwfile"
-if [[ -n $NOTIFY_PG_USER ]]; then
-  chown -R "$NOTIFY_PG_USER:" "$pg_dir"
-fi
 echo "==> PostgreSQL for the tests ($pg_dir)" >&2
-if ! as_pg "$NOTIFY_PG_BIN/initdb" -D "$pg_dir/data" -U notify --pwfile="$pg_dir/pwfile" \
-  --auth=scram-sha-256 -E UTF8 --no-locale >"$pg_dir/initdb.log" 2>&1; then
-  cat "$pg_dir/initdb.log" >&2
-  exit 1
-fi
-rm -f "$pg_dir/pwfile"
-pg_port=""
-for _ in 1 2 3 4 5; do
-  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  # Appended settings override the ones above them (the last one wins), so a
-  # retry on another port just appends again.
-  cat >>"$pg_dir/data/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$pg_dir/data'
 # Tests run in parallel, each with a pool or two of its own.
-max_connections = 300
-EOF
-  if as_pg "$NOTIFY_PG_BIN/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 start >/dev/null; then
-    pg_port=$port
-    break
-  fi
-  echo "PostgreSQL did not start on port $port; trying another" >&2
-done
-if [[ -z $pg_port ]]; then
-  cat "$pg_dir/server.log" >&2 || true
-  exit 1
-fi
+pg_start "$pg_dir" "$pg_password" 300
 export NOTIFY_TEST_PG_URL="postgres://notify:$pg_password@127.0.0.1:$pg_port/postgres"
 
 echo "==> cargo test --workspace" >&2

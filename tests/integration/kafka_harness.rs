@@ -717,3 +717,30 @@ pub fn api_event_deliveries(admin: &str, event_id: &str) -> Vec<serde_json::Valu
         _ => Vec::new(),
     }
 }
+
+/// Reads one HTTP/1.1 request (headers, then Content-Length bytes) from
+/// `sock` for the hand-written stand-ins that must be able to drop a
+/// connection mid-answer; `buf` carries bytes past it to the next call.
+/// `None` once the peer closed.
+pub async fn read_request(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let req: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return Some(String::from_utf8_lossy(&req).into_owned());
+            }
+        }
+        let mut chunk = [0u8; 16384];
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

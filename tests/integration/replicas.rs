@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::harness::*;
 use crate::kafka_harness::*;
@@ -248,25 +248,8 @@ impl Provider {
 async fn serve(mut sock: tokio::net::TcpStream, state: Arc<ProviderState>, by: String) {
     let mut buf = Vec::new();
     loop {
-        // One request: headers, then Content-Length bytes.
-        let request = loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    let req: Vec<u8> = buf.drain(..end + 4 + len).collect();
-                    break String::from_utf8_lossy(&req).into_owned();
-                }
-            }
-            let mut chunk = [0u8; 16384];
-            match sock.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(request) = read_request(&mut sock, &mut buf).await else {
+            return;
         };
         let arrived = Instant::now();
         state.requests.lock().expect("lock").push(arrived);
